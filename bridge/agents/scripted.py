@@ -1,0 +1,49 @@
+"""A scripted agent: the first line of a text file greets, later lines answer in turn.
+
+It exists so the call path can be exercised end to end with no language model, and it
+streams each line in several small pieces, as a language model would, so the text streaming
+and sentence flushing of the core are exercised too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+from bridge.agents.base import Turn
+
+__all__ = ["ScriptedAgent", "load_script"]
+
+
+def load_script(path: str | Path) -> list[str]:
+    """The non-empty lines of a UTF-8 script file."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip()]
+
+
+class ScriptedAgent:
+    def __init__(self, lines: Sequence[str], *, words_per_piece: int = 3, delay_s: float = 0.01) -> None:
+        if not lines:
+            raise ValueError("a script needs at least a greeting line")
+        self._lines = list(lines)
+        self._words_per_piece = max(1, words_per_piece)
+        self._delay_s = delay_s
+        self.history: list[tuple[int, str, bool]] = []
+
+    def line_for(self, turn: int) -> str:
+        if turn == 0 or len(self._lines) == 1:
+            return self._lines[0]
+        replies = self._lines[1:]
+        return replies[(turn - 1) % len(replies)]
+
+    async def reply(self, turn: Turn) -> AsyncIterator[str]:
+        words = self.line_for(turn.number).split(" ")
+        step = self._words_per_piece
+        for i in range(0, len(words), step):
+            piece = " ".join(words[i : i + step])
+            yield piece if i + step >= len(words) else piece + " "
+            await asyncio.sleep(self._delay_s)
+
+    def heard(self, turn: int, text: str, interrupted: bool) -> None:
+        self.history.append((turn, text, interrupted))

@@ -1,0 +1,213 @@
+"""ElevenLabs multi-context TTS: a pure codec, and a thin asyncio client around it.
+
+One WebSocket per call, authenticated with the ``xi-api-key`` header (never in the URL, so
+the URL can be logged). Wire shapes follow ElevenLabs' multi-context guide and the
+``elevenlabs-python`` SDK models (``initialise_context.py``, ``send_text_multi.py``,
+``close_context.py``, ``keep_context_alive.py``, ``audio_output_multi.py``,
+``final_output_multi.py``); see ``shared/protocols.md`` §1 for the evidence.
+
+The server is inconsistent about casing (``contextId`` in the SDK schemas, ``context_id``
+from newer voices, ``is_final`` in the guide's example), so the decoder reads both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import urlencode
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from bridge.actions import CloseContext, KeepAlive, OpenContext, SendText, TtsAction
+from bridge.audio import TtsDecoder
+from bridge.events import Alignment, Event, TtsAudio, TtsClosed, TtsConnected, TtsError, TtsFinal
+from bridge.tts.base import Emit, TtsConnectError
+
+__all__ = ["ElevenLabsCodec", "ElevenLabsTts", "stream_url"]
+
+log = logging.getLogger("bridge.tts.elevenlabs")
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # what the official guide's example allows for audio frames
+CLOSE_WAIT_S = 2.0
+
+
+def stream_url(base_url: str, voice_id: str, query: Mapping[str, str | int | bool]) -> str:
+    """The multi-stream-input URL; it carries no secret, so it may be logged."""
+    params = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in query.items()}
+    return f"{base_url.rstrip('/')}/v1/text-to-speech/{voice_id}/multi-stream-input?{urlencode(params)}"
+
+
+class ElevenLabsCodec:
+    """Actions to JSON text, and server frames to events, for one socket."""
+
+    def __init__(self, output_format: str, voice_settings: Mapping[str, Any] | None = None) -> None:
+        self.output_format = output_format
+        self.voice_settings = dict(voice_settings or {})
+        self._decoders: dict[str, TtsDecoder] = {}
+
+    def encode(self, action: TtsAction) -> str:
+        message: dict[str, Any]
+        match action:
+            case OpenContext(context_id=cid):
+                message = {"text": " ", "context_id": cid}
+                if self.voice_settings:
+                    message["voice_settings"] = self.voice_settings
+            case SendText(context_id=cid, text=text, flush=flush):
+                message = {"text": text, "context_id": cid}
+                if flush:
+                    message["flush"] = True
+                    if not text:
+                        del message["text"]  # an empty text alone would be a keep-alive
+            case KeepAlive(context_id=cid):
+                message = {"text": "", "context_id": cid}
+            case CloseContext(context_id=cid):
+                message = {"context_id": cid, "close_context": True}
+        return json.dumps(message, separators=(",", ":"))
+
+    def decode(self, raw: str | bytes, at: float) -> list[Event]:
+        """One server frame to events; anything unusable becomes a `TtsError`, never an exception."""
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            return [TtsError(at, "malformed_message", "server sent a frame that is not JSON")]
+        if not isinstance(data, dict):
+            return [TtsError(at, "malformed_message", "server sent JSON that is not an object")]
+        cid = data.get("contextId") or data.get("context_id")
+        cid = cid if isinstance(cid, str) else None
+        events: list[Event] = []
+        if data.get("error") or (data.get("message") and "audio" not in data):
+            code = str(data.get("error") or "error")
+            events.append(TtsError(at, code, str(data.get("message", ""))[:300], cid))
+            return events
+        audio = data.get("audio")
+        if audio and cid is not None:
+            events.extend(self._audio(cid, audio, data, at))
+        if (data.get("isFinal") or data.get("is_final")) and cid is not None:
+            decoder = self._decoders.pop(cid, None)
+            if decoder is not None:
+                tail = decoder.flush()
+                if tail:
+                    events.append(TtsAudio(at, cid, tail))
+            events.append(TtsFinal(at, cid))
+        return events
+
+    def _audio(self, cid: str, audio: Any, data: dict[str, Any], at: float) -> list[Event]:
+        try:
+            raw = base64.b64decode(audio, validate=True)
+        except (binascii.Error, ValueError, TypeError):
+            return [TtsError(at, "malformed_audio", "audio is not valid base64", cid)]
+        decoder = self._decoders.get(cid)
+        if decoder is None:
+            decoder = self._decoders[cid] = TtsDecoder(self.output_format)
+        pcm = decoder.decode(raw)
+        return [TtsAudio(at, cid, pcm, _alignment(data.get("alignment")))] if pcm else []
+
+    def forget(self) -> None:
+        """The socket is gone: resampler state of its contexts means nothing any more."""
+        self._decoders.clear()
+
+
+def _alignment(value: Any) -> Alignment | None:
+    if not isinstance(value, dict):
+        return None
+    chars = value.get("chars")
+    starts = value.get("charStartTimesMs") or value.get("char_start_times_ms") or ()
+    if not isinstance(chars, list):
+        return None
+    try:
+        return Alignment("".join(str(c) for c in chars), tuple(int(s) for s in starts))
+    except (TypeError, ValueError):
+        return Alignment("".join(str(c) for c in chars))
+
+
+class ElevenLabsTts:
+    """The call's one multi-context socket. Reports everything through ``emit``."""
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        api_key: str,
+        codec: ElevenLabsCodec,
+        clock: Callable[[], float],
+        open_timeout: float = 5.0,
+    ) -> None:
+        self._url = url
+        self._api_key = api_key
+        self._codec = codec
+        self._clock = clock
+        self._open_timeout = open_timeout
+        self._ws: ClientConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def __repr__(self) -> str:
+        return f"ElevenLabsTts(url={self._url!r})"  # never the key
+
+    async def connect(self, emit: Emit) -> None:
+        try:
+            ws = await connect(
+                self._url,
+                additional_headers={"xi-api-key": self._api_key},
+                max_size=MAX_MESSAGE_BYTES,
+                open_timeout=self._open_timeout,
+                ping_interval=20,
+                close_timeout=CLOSE_WAIT_S,
+            )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            permanent = status in (401, 403)
+            raise TtsConnectError(f"TTS refused the connection (HTTP {status})", permanent=permanent) from None
+        except (OSError, InvalidHandshake, TimeoutError) as exc:
+            raise TtsConnectError(f"cannot reach the TTS: {type(exc).__name__}: {exc}") from None
+        self._ws = ws
+        self._codec.forget()
+        self._closing = False
+        self._reader = asyncio.create_task(self._read(ws, emit), name="tts-reader")
+        emit(TtsConnected(self._clock()))
+
+    async def _read(self, ws: ClientConnection, emit: Emit) -> None:
+        code: int | None = None
+        reason = ""
+        try:
+            async for raw in ws:
+                for event in self._codec.decode(raw, self._clock()):
+                    emit(event)
+        except ConnectionClosed:
+            pass
+        finally:
+            if ws.close_code is not None:
+                code, reason = ws.close_code, ws.close_reason or ""
+            emit(TtsClosed(self._clock(), code, reason, expected=self._closing))
+
+    async def send(self, action: TtsAction) -> None:
+        ws = self._ws
+        if ws is None:
+            return  # not connected: the core re-sends once it hears TtsConnected
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(self._codec.encode(action))
+
+    async def aclose(self) -> None:
+        ws, reader = self._ws, self._reader
+        self._ws = None
+        if ws is None:
+            return
+        self._closing = True
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send('{"close_socket":true}')
+        if reader is not None:
+            # Flushed contexts finish first, then the server closes; don't race it into a 1006.
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(reader), CLOSE_WAIT_S)
+        await ws.close()
+        if reader is not None and not reader.done():
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader

@@ -1,0 +1,107 @@
+"""Shared test helpers: caller audio from ``shared/audio`` and a simulated-time driver for the core."""
+
+from __future__ import annotations
+
+import math
+import struct
+import wave
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bridge.actions import Action
+from bridge.call import Call, CallSettings
+from bridge.events import CallerAudio, CallStarted, Event, Tick, TtsConnected
+
+SHARED_AUDIO = Path(__file__).resolve().parents[2] / "shared" / "audio"
+FRAME_BYTES = 320  # 20 ms of 8 kHz PCM16
+
+
+def load_wav(name: str) -> bytes:
+    """8 kHz mono PCM16 from ``shared/audio`` (the files are already in that format)."""
+    with wave.open(str(SHARED_AUDIO / name), "rb") as w:
+        assert w.getframerate() == 8000 and w.getnchannels() == 1 and w.getsampwidth() == 2
+        return w.readframes(w.getnframes())
+
+
+def silence(seconds: float) -> bytes:
+    return b"\x00\x00" * int(8000 * seconds)
+
+
+def tone(freq: float, seconds: float, level: float = 0.25, rate: int = 8000) -> bytes:
+    n = int(rate * seconds)
+    amp = level * 32767
+    return struct.pack(f"<{n}h", *(int(amp * math.sin(2 * math.pi * freq * i / rate)) for i in range(n)))
+
+
+def frames(pcm: bytes, size: int = FRAME_BYTES) -> list[bytes]:
+    pcm += b"\x00" * (-len(pcm) % size)
+    return [pcm[i : i + size] for i in range(0, len(pcm), size)]
+
+
+@dataclass
+class Driver:
+    """Plays the shell in simulated time: it delivers events in time order and fires every
+    deadline the core asks for, exactly as ``bridge.session`` does with a real clock."""
+
+    call: Call = field(default_factory=Call)
+    now: float = 0.0
+    log: list[tuple[float, Action]] = field(default_factory=list)
+    line_at: float | None = None  # when the caller's line last sent a frame (None: not yet started)
+
+    @classmethod
+    def started(cls, settings: CallSettings | None = None, tts_up: bool = True) -> Driver:
+        driver = cls(Call(settings))
+        driver.send(CallStarted(0.0, "MZ1", "CA1"))
+        driver.line_at = 0.0
+        if tts_up:
+            driver.send(TtsConnected(0.0))
+        return driver
+
+    def advance(self, to: float) -> list[Action]:
+        """Let time pass to ``to``: the line sends silence every 20 ms, as Twilio does, and
+        every deadline the core asked for fires on the way."""
+        out: list[Action] = []
+        while True:
+            deadline = self.call.next_deadline()
+            frame_at = None if self.line_at is None else round(self.line_at + 0.02, 6)
+            if frame_at is not None and frame_at <= to and (deadline is None or frame_at < deadline):
+                self.line_at = self.now = max(self.now, frame_at)
+                out += self._handle(CallerAudio(self.now, silence(0.02)))
+                continue
+            if deadline is None or deadline > to:
+                break
+            self.now = max(self.now, deadline)
+            out += self._handle(Tick(self.now))
+        self.now = max(self.now, to)
+        return out
+
+    def send(self, event: Event) -> list[Action]:
+        out = self.advance(event.at)
+        return out + self._handle(event)
+
+    def _handle(self, event: Event) -> list[Action]:
+        actions = self.call.handle(event)
+        self.log.extend((event.at, a) for a in actions)
+        return actions
+
+    def caller(self, pcm: bytes, start: float) -> list[Action]:
+        """The caller's line from ``start``: one 20 ms chunk every 20 ms, like Twilio sends."""
+        out = self.advance(start)
+        if self.line_at is not None:
+            start = self.line_at
+        for i, frame in enumerate(frames(pcm)):
+            at = round(start + (i + 1) * 0.02, 6)
+            out += self.advance(at - 1e-9)
+            out += self._handle(CallerAudio(at, frame))
+            self.now = at
+            if self.line_at is not None:
+                self.line_at = at
+        return out
+
+    def all(self, kind: type) -> list:
+        return [a for _, a in self.log if isinstance(a, kind)]
+
+    def since(self, t: float, kinds: Iterable[type] | None = None) -> list[tuple[float, Action]]:
+        wanted = tuple(kinds) if kinds else None
+        return [(at, a) for at, a in self.log if at >= t and (wanted is None or isinstance(a, wanted))]
