@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test call lint bench clean
+.PHONY: serve test call tunnel lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,13 @@ serve: $(VENV)/.installed
 
 call: $(VENV)/.installed
 	$(BIN)/bridge call http://$(HOST):$(PORT)
+
+$(VENV)/.installed-tunnel: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[voice,tunnel]'
+	touch $@
+
+tunnel: $(VENV)/.installed-tunnel
+	$(BIN)/bridge tunnel --host $(HOST) --port $(PORT)
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q

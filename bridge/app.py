@@ -20,9 +20,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from bridge import factories
+from bridge import factories, guard, metrics
 from bridge.agents.base import Agent
 from bridge.config import ConfigError, Settings, load_settings
+from bridge.drain import Drainer
 from bridge.session import CallSession
 from bridge.telephony.twiml import busy_twiml, media_stream_url, public_base_url, stream_twiml
 from bridge.tts.base import TtsClient
@@ -60,27 +61,35 @@ def create_app(
     make_agent: Callable[[Settings], Agent] = factories.make_agent,
 ) -> Starlette:
     bridge = Bridge(settings, make_tts, make_agent)
+    drainer = Drainer(bridge, settings.server.drain_timeout_s)
 
     async def healthz(request: Request) -> JSONResponse:
         status = "draining" if bridge.draining else "ok"
         return JSONResponse({"status": status, "calls": len(bridge.calls)}, status_code=503 if bridge.draining else 200)
 
     async def voice(request: Request) -> Response:
+        if not await guard.voice_allowed(request, settings.server.public_url, settings.server.twilio_auth_token):
+            return Response("Forbidden", status_code=403)
         base = public_base_url(
             settings.server.public_url, request.headers, request.url.scheme, request.url.netloc
         )
         if bridge.full:
             log.warning("turning a call away: %d calls live (max %d)", len(bridge.calls), settings.server.max_calls)
+            metrics.CALLS_REJECTED.inc()
             return Response(busy_twiml(BUSY_MESSAGE), media_type="text/xml")
         # Twilio streams only to wss://, whatever scheme reached us (ngrok and proxies end TLS).
         stream_url = "wss://" + media_stream_url(base).split("://", 1)[1]
         return Response(stream_twiml(stream_url), media_type="text/xml")
 
     async def media(websocket: WebSocket) -> None:
-        if bridge.full:
-            await websocket.close(code=1013)  # try again later
+        if not guard.media_allowed(websocket, settings.server.public_url, settings.server.twilio_auth_token):
+            await websocket.close(code=1008)  # before accept: the upgrade is refused with HTTP 403
             return
-        await websocket.accept()
+        if bridge.full:
+            log.warning("refused a media stream: %s", "draining" if bridge.draining else "max_calls reached")
+            metrics.CALLS_REJECTED.inc()
+            await guard.refuse_upgrade(websocket, 503, "busy")
+            return
         session = CallSession(
             websocket,
             settings=factories.call_settings(settings),
@@ -89,8 +98,9 @@ def create_app(
             start_timeout_s=settings.server.start_timeout_s,
             max_message_bytes=settings.server.max_message_bytes,
         )
-        bridge.calls.add(session)
+        bridge.calls.add(session)  # before any await, so simultaneous upgrades cannot pass max_calls
         try:
+            await websocket.accept()
             await session.run()
         except Exception:
             log.exception("call %s failed; other calls are unaffected", session.call_id)
@@ -103,18 +113,23 @@ def create_app(
         for line in settings.describe():
             log.info("%s", line)
         log.info("voice engine: %s", factories.tts_engine(settings))
+        guard.warn_if_unsigned(settings.server.twilio_auth_token)
+        drainer.install()  # SIGTERM drains live calls first: see bridge.drain
         yield
+        drainer.uninstall()
         bridge.draining = True
 
     app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics.metrics_endpoint, methods=["GET"]),
             Route("/twilio/voice", voice, methods=["POST", "GET"]),
             WebSocketRoute("/twilio/media", media),
         ],
         lifespan=lifespan,
     )
     app.state.bridge = bridge
+    app.state.drainer = drainer
     return app
 
 

@@ -34,7 +34,9 @@ from bridge.actions import (
     StartTurn,
 )
 from bridge.audio import PCM_FRAME_BYTES, Framer, pcm_to_ulaw
+from bridge.bargein import BargeInConfig, Listener
 from bridge.contexts import ContextTable
+from bridge.echo import EchoConfig
 from bridge.events import (
     AgentDone,
     AgentFailed,
@@ -54,7 +56,7 @@ from bridge.events import (
     TtsFinal,
 )
 from bridge.text import split_ready_text
-from bridge.vad import SpeechDetector, SpeechEnded, SpeechStarted, VadConfig
+from bridge.vad import SpeechConfirmed, SpeechDropped, SpeechEnded, SpeechStarted, VadConfig
 
 __all__ = ["Call", "CallSettings", "CallSnapshot", "CallState"]
 
@@ -74,6 +76,8 @@ class CallState(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class CallSettings:
     vad: VadConfig = field(default_factory=VadConfig)
+    barge_in: BargeInConfig = field(default_factory=BargeInConfig)
+    echo: EchoConfig = field(default_factory=EchoConfig)
     lead_ms: int = 100
     low_ms: int = 60
     mark_every_ms: int = 100
@@ -83,6 +87,9 @@ class CallSettings:
     first_audio_timeout_s: float = 10.0
     preroll_ms: int = 300
     max_utterance_s: float = 60.0
+    apology: str = ""  # spoken when the agent fails or times out, so the caller never waits in silence
+    turn_end_digit: str = ""  # a DTMF key that ends the caller's turn at once ("" = none)
+    agent_timeout_s: float = 10.0  # the shell's limit on the agent's first text and gaps (bridge.session)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +140,8 @@ class _Reply:
     text_sent: str = ""
     chars: list[tuple[float, str]] = field(default_factory=list)  # (frame position, char)
     chars_voiced: int = 0
+    paused_at: float | None = None  # soft barge-in: held since then, waiting to resume or give up
+    sent: deque[bytes] = field(default_factory=deque)  # the last frames sent, to put back on a pause
 
     @property
     def finished(self) -> bool:
@@ -147,7 +156,8 @@ class Call:
     def __init__(self, settings: CallSettings | None = None) -> None:
         self.settings = settings or CallSettings()
         s = self.settings
-        self._detector = SpeechDetector(s.vad)
+        self._listener = Listener(s.vad, s.barge_in, s.echo)
+        self._keep_sent = s.lead_ms // 20 + 2  # frames that can be waiting at the carrier
         self._contexts = ContextTable(max_slots=s.max_contexts)
         self._lead = s.lead_ms / 1000
         self._low = s.low_ms / 1000
@@ -229,8 +239,10 @@ class Call:
                 self._on_tick(event.at, out)
             case AgentText():
                 self._on_agent_text(event, out)
-            case AgentDone() | AgentFailed():
+            case AgentDone():
                 self._on_agent_done(event.turn, event.at, out)
+            case AgentFailed():
+                self._on_agent_failed(event, out)
             case TtsFinal():
                 self._on_tts_final(event, out)
             case TtsConnected():
@@ -243,7 +255,7 @@ class Call:
             case CallStarted():
                 self._on_started(event, out)
             case DtmfReceived():
-                self._digits += event.digit
+                self._on_dtmf(event, out)
             case TelephonyMalformed():
                 self._malformed += 1
             case CallEnded():
@@ -260,7 +272,9 @@ class Call:
         times: list[float] = []
         reply = self._reply
         if reply is not None:
-            if reply.queue:
+            if reply.paused_at is not None:
+                times.append(reply.paused_at + s.barge_in.max_pause_ms / 1000)
+            elif reply.queue:
                 times.append(self._play_end - self._low)
             elif reply.finished:
                 times.append(self._play_end)
@@ -286,11 +300,16 @@ class Call:
             self._malformed += 1  # media before start; the codec normally catches it
             return
         self._remember(event.pcm)
-        for change in self._detector.feed(event.pcm, event.at):
-            if isinstance(change, SpeechStarted):
-                self._on_speech_started(change, out)
-            elif isinstance(change, SpeechEnded):
-                self._on_speech_ended(out)
+        for change in self._listener.feed(event.pcm, event.at):
+            match change:
+                case SpeechStarted():
+                    self._on_speech_started(change, out)
+                case SpeechConfirmed() if self._reply is not None and self._reply.paused_at is not None:
+                    self._barge_in(change, out)
+                case SpeechDropped() if self._reply is not None and self._reply.paused_at is not None:
+                    self._resume(self._reply)
+                case SpeechEnded():
+                    self._on_speech_ended(out)
 
     def _remember(self, pcm: bytes) -> None:
         """Keep recent audio, so an utterance starts at its onset, not at its detection."""
@@ -311,27 +330,49 @@ class Call:
         self._preroll.clear()
         self._preroll_bytes = 0
         if self._reply is not None:
-            self._barge_in(change, out)
+            self._pause(self._reply, change.at, out)
 
     def _on_speech_ended(self, out: list[Action]) -> None:
+        if self._utterance is None:
+            return  # the turn-end key already ended this utterance's turn
         utterance = b"".join(self._utterance or ())
         self._utterance = None
         self._utterance_bytes = 0
         self._start_turn(utterance, out)
 
-    def _barge_in(self, change: SpeechStarted, out: list[Action]) -> None:
-        """Stop the agent at once; nothing more of this reply may reach the caller."""
-        reply = self._reply
-        assert reply is not None
-        self._barge_ins += 1
-        self._reactions.append(change.at - change.onset)
+    def _pause(self, reply: _Reply, at: float, out: list[Action]) -> None:
+        """Soft barge-in: silence the agent now, keeping every frame the caller has not heard.
+
+        The frame in flight at the carrier finishes; the ones queued behind it go back to the head
+        of the reply's queue, so a resume starts exactly where the caller stopped hearing.
+        """
+        reply.paused_at = at
         if reply.frames_sent:
             out.append(ClearPlayback())
             for mark in self._marks:
                 mark.cleared = True
+        unstarted = min(int(max(0.0, self._play_end - at) / FRAME_S + EPS), len(reply.sent))
+        for _ in range(unstarted):
+            reply.queue.appendleft(reply.sent.pop())
+        reply.frames_sent -= unstarted
+        self._play_end = at
+        self._listener.cleared(at)
+
+    def _resume(self, reply: _Reply) -> None:
+        """It was a cough, a click, an "mhm": the reply goes on from where the caller left it."""
+        reply.paused_at = None
+        self._listener.discard()
+        self._utterance = None
+        self._utterance_bytes = 0
+
+    def _barge_in(self, change: SpeechConfirmed, out: list[Action]) -> None:
+        """The caller really is talking: the paused reply is over; nothing more of it may play."""
+        reply = self._reply
+        assert reply is not None and reply.paused_at is not None
+        self._barge_ins += 1
+        self._reactions.append(reply.paused_at - change.onset)
         heard = self._heard_frames(reply, change.at)
         self._retire(reply, change.at, out)
-        self._play_end = change.at
         out.append(ReplyHeard(reply.turn, self._heard_text(reply, heard), interrupted=True))
 
     def _retire(self, reply: _Reply, at: float, out: list[Action]) -> None:
@@ -380,6 +421,44 @@ class Call:
         elif not reply.outbox and reply.unflushed:
             reply.outbox.append(("", True))
         self._send_outbox(at, out)
+
+    # ----------------------------------------------------------------- keys and agent failures
+
+    def _on_dtmf(self, event: DtmfReceived, out: list[Action]) -> None:
+        """Keys go to the agent with the next turn; the turn-end key starts that turn now."""
+        if self._state is CallState.CONNECTING:
+            self._malformed += 1
+            return
+        self._digits += event.digit
+        if not self.settings.turn_end_digit or event.digit != self.settings.turn_end_digit:
+            return
+        if self._reply is not None:
+            self._interrupt_by_key(self._reply, event.at, out)
+        utterance = b"".join(self._utterance or ())  # what the caller said before the key, if anything
+        self._utterance = None
+        self._utterance_bytes = 0
+        self._start_turn(utterance, out)
+
+    def _interrupt_by_key(self, reply: _Reply, at: float, out: list[Action]) -> None:
+        """A key pressed over the agent stops it as speech would (IVR habit), without counting a barge-in."""
+        if reply.frames_sent:
+            out.append(ClearPlayback())
+            for mark in self._marks:
+                mark.cleared = True
+        heard = self._heard_frames(reply, at)
+        self._retire(reply, at, out)
+        self._play_end = at
+        out.append(ReplyHeard(reply.turn, self._heard_text(reply, heard), interrupted=True))
+
+    def _on_agent_failed(self, event: AgentFailed, out: list[Action]) -> None:
+        """The caller hears the apology (after whatever the agent did say) instead of silence."""
+        reply = self._reply
+        if reply is None or reply.turn != event.turn or reply.agent_done:
+            return
+        apology = self.settings.apology.strip()
+        if apology:
+            reply.pending = f"{reply.pending} {apology}" if reply.pending.strip() else apology
+        self._on_agent_done(event.turn, event.at, out)
 
     # ----------------------------------------------------------------- TTS side
 
@@ -494,6 +573,9 @@ class Call:
             if self._contexts.close(reply.context_id, at):
                 out.append(CloseContext(reply.context_id))
             reply.final = True
+        paused_at = reply.paused_at if reply is not None else None
+        if reply is not None and paused_at is not None and at >= paused_at + s.barge_in.max_pause_ms / 1000 - EPS:
+            self._resume(reply)  # no caller audio came to settle the pause
         for context_id in self._contexts.keepalive_due(at, s.keepalive_s):
             out.append(KeepAlive(context_id))
             self._contexts.note_sent(context_id, at)
@@ -510,16 +592,23 @@ class Call:
             self._reply = None
 
     def _pump(self, reply: _Reply, now: float, out: list[Action]) -> None:
-        """Keep the carrier between ``low_ms`` and ``lead_ms`` ahead of real time."""
+        """Keep the carrier between ``low_ms`` and ``lead_ms`` ahead of real time (not while paused)."""
+        if reply.paused_at is not None:
+            return
         if self._play_end < now:
             self._play_end = now  # its buffer ran dry: playback restarts now
         elif self._play_end - now > self._low + EPS:
             return
         sent = 0
         while reply.queue and self._play_end - now < self._lead - EPS:
-            out.append(SendMedia(pcm_to_ulaw(reply.queue.popleft())))
+            frame = reply.queue.popleft()
+            out.append(SendMedia(pcm_to_ulaw(frame)))
+            self._listener.played(frame, self._play_end)  # the echo guard's reference: as it plays
+            reply.sent.append(frame)
             self._play_end += FRAME_S
             sent += 1
+        while len(reply.sent) > self._keep_sent:
+            reply.sent.popleft()
         if not sent:
             return
         if self._first_audio_at is None:

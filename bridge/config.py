@@ -20,14 +20,15 @@ from typing import Any
 
 from dotenv import dotenv_values
 
+from bridge.agents.loader import DOTTED_PATH, load_factory
 from bridge.audio import OUTPUT_FORMATS
 
 __all__ = [
-    "AGENT_KINDS", "AgentSettings", "ConfigError", "ElevenLabsSettings", "PlaybackSettings", "ServerSettings",
-    "Settings", "VadSettings", "load_settings", "redacted",
+    "AGENT_KINDS", "AgentSettings", "BargeInSettings", "ConfigError", "EchoSettings", "ElevenLabsSettings",
+    "PlaybackSettings", "ServerSettings", "Settings", "VadSettings", "load_settings", "redacted",
 ]
 
-AGENT_KINDS = ("scripted",)  # agents the bridge can build: add one when bridge.factories learns it
+AGENT_KINDS = ("scripted", "openai", "webhook")  # built in; bridge.factories builds each, or a dotted path's
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 _DEFAULT_CONFIG, _DEFAULT_SCRIPT = Path("config/bridge.toml"), Path("config/agent.txt")
 _SECRET = r"[\x21-\x7e]+"  # printable ASCII, no spaces: all a key or token can hold
@@ -69,6 +70,29 @@ def _url(*schemes: str) -> dict[str, Any]:
     host = rf"(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\]){port}/?"
     return {"allowed": f"{schemes[-1]}://host[:port] ({' or '.join(schemes)}) with no path or query",
             "regex": f"(?:{'|'.join(schemes)})://{host}", "fix": lambda v: v.rstrip("/")}
+
+
+def _endpoint(*schemes: str) -> dict[str, Any]:
+    """Like `_url`, but a path may follow the host (an API base or a webhook), still no query."""
+    rule = _url(*schemes)
+    return {**rule, "allowed": f"{schemes[-1]}://host[:port][/path] ({' or '.join(schemes)}) with no query",
+            "regex": rule["regex"].removesuffix("/?") + r"(?:/[^\s?#]*)?"}
+
+
+def _agent_kind(value: str) -> str:
+    """A built-in agent's name in any case, or a dotted path that imports (else ValueError, why)."""
+    if value.lower() in AGENT_KINDS:
+        return value.lower()
+    load_factory(value)
+    return value
+
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a friendly, helpful voice assistant on a phone call. Your words are spoken aloud, so answer "
+    "in one to three short sentences of plain conversational speech: no lists, no markdown, no emoji, and "
+    "spell out numbers and symbols. If the conversation has no message yet, the call has just begun: greet "
+    "the caller in one short sentence."
+)
 
 
 def _script(value: Path) -> Path:
@@ -114,6 +138,28 @@ class VadSettings:
     start_ms: int = _opt(100, **_range(10, 10_000))
     end_ms: int = _opt(600, **_range(10, 60_000))
     warmup_ms: int = _opt(200, **_range(0, 10_000))
+    snr_db: float = _opt(6.0, **_range(0.0, 40.0))
+    reject_tones: bool = _opt(True)
+
+
+@dataclass(frozen=True, slots=True)
+class BargeInSettings:
+    """[barge_in]: soft barge-in, pause first and give up only when the caller keeps talking (``bridge.bargein``)."""
+
+    confirm_ms: int = _opt(250, **_range(0, 5_000))
+    gap_ms: int = _opt(200, **_range(20, 5_000))
+    max_pause_ms: int = _opt(2_000, **_range(100, 60_000))
+
+
+@dataclass(frozen=True, slots=True)
+class EchoSettings:
+    """[echo]: the echo guard, so the agent's own voice coming back never counts as the caller (``bridge.echo``)."""
+
+    enabled: bool = _opt(True)
+    max_delay_ms: int = _opt(300, **_range(0, 2_000))
+    assumed_erl_db: float = _opt(10.0, **_range(0.0, 60.0))
+    margin_db: float = _opt(4.0, **_range(0.0, 30.0))
+    learn_ms: int = _opt(600, **_range(0, 10_000))
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,8 +175,48 @@ class PlaybackSettings:
 class AgentSettings:
     """[agent]: who answers the caller."""
 
-    kind: str = _opt("scripted", **_one_of(*AGENT_KINDS), env="BRIDGE_AGENT")
+    kind: str = _opt("scripted", "scripted, openai, webhook, or package.module:factory", fix=_agent_kind,
+                     regex=f"(?i:{'|'.join(AGENT_KINDS)})|{DOTTED_PATH}", env="BRIDGE_AGENT")
     script: Path = _opt(_DEFAULT_SCRIPT, "an existing UTF-8 text file with a non-empty line", fix=_script)  # noqa: RUF009
+    greeting: str | None = _opt(None, "any text")
+    timeout_s: float = _opt(10.0, **_range(0.5, 600.0))
+    apology: str = _opt("Sorry, I'm having trouble answering right now. Could you say that again?", "any text")
+    turn_end_digit: str = _opt("#", **_one_of("#", "*", *"0123456789", "off"))
+    stt: str = _opt("auto", **_one_of("auto", "openai", "none"))
+    system_prompt: str = _opt(DEFAULT_SYSTEM_PROMPT, "any text")
+    openai_base_url: str = _opt("https://api.openai.com/v1", **_endpoint("http", "https"), env="OPENAI_BASE_URL")
+    openai_api_key: str | None = _opt(None, **_SECRET_RULE, env="OPENAI_API_KEY")
+    llm_model: str = _opt("gpt-4o-mini", "a model name", regex=r"[!-~]{1,200}")
+    stt_model: str = _opt("whisper-1", "a model name", regex=r"[!-~]{1,200}")
+    stt_language: str | None = _opt(None, "an ISO 639-1 code such as en", regex=r"[a-z]{2,3}")
+    stt_base_url: str | None = _opt(None, **_endpoint("http", "https"))
+    stt_api_key: str | None = _opt(None, **_SECRET_RULE)
+    webhook_url: str | None = _opt(None, **_endpoint("http", "https"), secret=True)  # its path may be a token
+    webhook_secret: str | None = _opt(None, **_SECRET_RULE)
+    webhook_audio: bool = _opt(False)
+
+    def transcribes(self) -> bool:
+        """Whether turns are transcribed: ``stt = "auto"`` means only for the openai agent."""
+        return self.stt == "openai" or (self.stt == "auto" and self.kind == "openai")
+
+    def stt_endpoint(self) -> tuple[str, str | None]:
+        """Where transcription goes, and its key: the chat API's unless ``stt_base_url`` is set
+        (then ``stt_api_key``, so the chat API's key never travels to another host)."""
+        if self.stt_base_url:
+            return self.stt_base_url, self.stt_api_key
+        return self.openai_base_url, self.openai_api_key
+
+    def describe(self) -> str:
+        if self.kind == "openai":
+            what = f"openai, model {self.llm_model} at {self.openai_base_url}, API key {redacted(self.openai_api_key)}"
+        elif self.kind == "webhook":
+            host = (self.webhook_url or "").split("/")[2] if self.webhook_url else "not set"
+            what = f"webhook to {host}, " + ("signed" if self.webhook_secret else "UNSIGNED (no webhook_secret)")
+        else:
+            what = f"{self.kind} ({self.script})" if self.kind == "scripted" else self.kind
+        stt_url, stt_key = self.stt_endpoint()
+        stt = f"; transcription: {self.stt_model} at {stt_url}, key {redacted(stt_key)}" if self.transcribes() else ""
+        return f"agent: {what}{stt}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,10 +230,12 @@ class ServerSettings:
     tts: str = _opt("auto", **_one_of("auto", "elevenlabs", "local"))
     max_message_bytes: int = _opt(64 * 1024, **_range(1024, 16 * 1024 * 1024))
     start_timeout_s: float = _opt(10.0, **_range(0.1, 600.0))
+    drain_timeout_s: float = _opt(30.0, **_range(0.0, 3600.0))
 
 
 _SECTIONS: dict[str, tuple[type[Any], str]] = {  # TOML table -> (section, env prefix)
     "elevenlabs": (ElevenLabsSettings, "ELEVENLABS_"), "vad": (VadSettings, "BRIDGE_VAD_"),
+    "barge_in": (BargeInSettings, "BRIDGE_BARGE_IN_"), "echo": (EchoSettings, "BRIDGE_ECHO_"),
     "playback": (PlaybackSettings, "BRIDGE_PLAYBACK_"), "agent": (AgentSettings, "BRIDGE_AGENT_"),
     "server": (ServerSettings, "BRIDGE_")}
 
@@ -158,6 +246,8 @@ class Settings:
 
     elevenlabs: ElevenLabsSettings = field(default_factory=ElevenLabsSettings)
     vad: VadSettings = field(default_factory=VadSettings)
+    barge_in: BargeInSettings = field(default_factory=BargeInSettings)
+    echo: EchoSettings = field(default_factory=EchoSettings)
     playback: PlaybackSettings = field(default_factory=PlaybackSettings)
     agent: AgentSettings = field(default_factory=AgentSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
@@ -173,7 +263,7 @@ class Settings:
             f"TTS engine: {engine}",
             f"ElevenLabs: voice {el.voice_id}, model {el.model_id}, format {el.output_format}, "
             f"{el.base_url}, API key {redacted(el.api_key)}",
-            f"agent: {self.agent.kind} ({self.agent.script})",
+            self.agent.describe(),
             f"public URL: {server.public_url or 'not set (derived from each request)'}",
             f"Twilio auth token: {redacted(server.twilio_auth_token)}; max calls: {server.max_calls}",
         ]
@@ -294,6 +384,14 @@ def _check_together(s: Settings) -> None:
          f"expected at most lead_ms ({play.lead_ms})"),
         (s.server.tts == "elevenlabs" and not s.elevenlabs.api_key, "BRIDGE_TTS / [server] tts: got "
          "'elevenlabs'; expected 'auto' or 'local' unless ELEVENLABS_API_KEY / [elevenlabs] api_key is set"),
+        (s.agent.kind == "webhook" and not s.agent.webhook_url, "BRIDGE_AGENT / [agent] kind: got 'webhook'; "
+         "expected BRIDGE_AGENT_WEBHOOK_URL / [agent] webhook_url to be set too"),
+        (s.agent.kind == "openai" and not s.agent.openai_api_key and "api.openai.com" in s.agent.openai_base_url,
+         "OPENAI_API_KEY / [agent] openai_api_key: not set; expected a key for api.openai.com (or "
+         "OPENAI_BASE_URL pointing at a server that needs none)"),
+        (s.agent.transcribes() and not s.agent.stt_endpoint()[1] and "api.openai.com" in s.agent.stt_endpoint()[0],
+         "OPENAI_API_KEY / [agent] openai_api_key: not set; transcription at api.openai.com needs a key (or set "
+         "BRIDGE_AGENT_STT_BASE_URL to a server that needs none)"),
     ]:
         if broken:
             raise ConfigError(message)

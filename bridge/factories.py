@@ -7,12 +7,19 @@ call's parts the same way the server does.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 from bridge.agents.base import Agent
+from bridge.agents.conversation import ConversationAgent
+from bridge.agents.loader import load_factory
+from bridge.agents.openai import OpenAIAgent, OpenAITranscriber
 from bridge.agents.scripted import ScriptedAgent, load_script
+from bridge.agents.webhook import WebhookAgent
+from bridge.bargein import BargeInConfig
 from bridge.call import CallSettings
 from bridge.config import Settings
+from bridge.echo import EchoConfig
 from bridge.tts.base import TtsClient
 from bridge.tts.elevenlabs import ElevenLabsCodec, ElevenLabsTts, stream_url
 from bridge.vad import VadConfig
@@ -37,10 +44,17 @@ def call_settings(settings: Settings) -> CallSettings:
             start_ms=vad.start_ms,
             end_ms=vad.end_ms,
             warmup_ms=vad.warmup_ms,
+            snr_db=vad.snr_db,
+            reject_tones=vad.reject_tones,
         ),
+        barge_in=BargeInConfig(**asdict(settings.barge_in)),
+        echo=EchoConfig(**asdict(settings.echo)),
         lead_ms=playback.lead_ms,
         low_ms=playback.low_ms,
         mark_every_ms=playback.mark_every_ms,
+        apology=settings.agent.apology,
+        turn_end_digit="" if settings.agent.turn_end_digit == "off" else settings.agent.turn_end_digit,
+        agent_timeout_s=settings.agent.timeout_s,
     )
 
 
@@ -71,4 +85,22 @@ def make_tts(settings: Settings, clock: Callable[[], float]) -> TtsClient:
 
 
 def make_agent(settings: Settings) -> Agent:
-    return ScriptedAgent(load_script(settings.agent.script))
+    """A fresh agent for one call, behind the conversation layer (transcripts, heard-text history)."""
+    a = settings.agent
+    inner: Agent
+    transcriber = None
+    if a.transcribes():
+        stt_url, stt_key = a.stt_endpoint()
+        transcriber = OpenAITranscriber(stt_url, stt_key, a.stt_model, language=a.stt_language)
+    if a.kind == "scripted":
+        inner = ScriptedAgent(load_script(a.script))
+    elif a.kind == "openai":
+        inner = OpenAIAgent(a.openai_base_url, a.openai_api_key, a.llm_model, a.system_prompt,
+                            client=transcriber.client if transcriber else None)
+    elif a.kind == "webhook":
+        assert a.webhook_url, "config validation guarantees a URL for the webhook agent"
+        inner = WebhookAgent(a.webhook_url, secret=a.webhook_secret, send_audio=a.webhook_audio)
+    else:
+        inner = load_factory(a.kind)(settings)
+    greeting = (a.greeting or "") if a.kind in ("openai", "webhook") else ""
+    return ConversationAgent(inner, transcriber=transcriber, greeting=greeting)

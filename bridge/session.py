@@ -17,6 +17,7 @@ from typing import assert_never
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from bridge import metrics
 from bridge.actions import (
     Action,
     CancelTurn,
@@ -31,7 +32,7 @@ from bridge.actions import (
     SendText,
     StartTurn,
 )
-from bridge.agents.base import Agent, Turn
+from bridge.agents.base import Agent, AgentError, Turn
 from bridge.call import Call, CallSettings
 from bridge.events import (
     AgentDone,
@@ -46,13 +47,18 @@ from bridge.events import (
     TtsError,
 )
 from bridge.telephony.twilio import TwilioCodec
-from bridge.tts.base import TtsClient, TtsConnectError
+from bridge.tts import supervisor
+from bridge.tts.base import TtsClient
+from bridge.tts.supervisor import TtsSupervisor
 
 __all__ = ["CallSession"]
 
 log = logging.getLogger("bridge.session")
 
-RECONNECT_DELAYS_S = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
+MAX_BACKLOG = 200
+"""Events waiting for the core beyond which the phone reader stops reading: a flood then waits in
+the socket's buffers (uvicorn stops reading from TCP), not in this call's memory."""
+
 
 
 class CallSession:
@@ -83,27 +89,39 @@ class CallSession:
         self._timer_at: float | None = None
         self._agent_task: asyncio.Task[None] | None = None
         self._tts_task: asyncio.Task[None] | None = None
-        self._tts_lost = asyncio.Event()
+        self.tts_supervisor = TtsSupervisor(tts, self.put, clock=self.clock, name=lambda: self.call_id,
+                                            delays=supervisor.RECONNECT_DELAYS_S)
+        self.peak_backlog = 0  # most events ever waiting in the inbox: a flood must not grow it
         self._problems: Counter[str] = Counter()
         self._phone_open = True
+        self._turn_began: tuple[float, bool] | None = None  # (when, is the greeting) until its first audio
 
     def clock(self) -> float:
         return self._loop.time()
 
     def put(self, event: Event) -> None:
         self._inbox.put_nowait(event)
+        self.peak_backlog = max(self.peak_backlog, self._inbox.qsize())
+
+    def end(self, reason: str = "shutdown") -> None:
+        """End the call from outside (server shutdown): as a hang-up would, so teardown is the same."""
+        self.put(CallEnded(self.clock(), reason))
 
     async def run(self) -> None:
         reader = asyncio.create_task(self._read_phone(), name="phone-reader")
-        self._tts_task = asyncio.create_task(self._keep_tts_connected(), name="tts-supervisor")
+        self._tts_task = asyncio.create_task(self.tts_supervisor.run(), name="tts-supervisor")
         no_start = self._loop.call_later(self.start_timeout_s, self._check_started)
+        metrics.call_started()
         try:
             await self._loop_until_ended()
         finally:
             no_start.cancel()
             if self._timer is not None:
                 self._timer.cancel()
-            await self._teardown(reader)
+            try:
+                await self._teardown(reader)
+            finally:
+                metrics.call_ended(self.call.snapshot, self.tts_supervisor.connects)
 
     async def _loop_until_ended(self) -> None:
         call = self.call
@@ -112,11 +130,14 @@ class CallSession:
             if self.on_event is not None:
                 self.on_event(event)
             self._observe(event)
-            for action in call.handle(event):
-                await self._execute(action)
+            actions = call.handle(event)
+            if actions:
+                await self._execute_all(actions)
             if call.ended:
                 return
             self._arm_timer(call.next_deadline())
+            if not self._inbox.empty():
+                await asyncio.sleep(0)  # a backlog is worked off in turns with every other call
 
     def _arm_timer(self, deadline: float | None) -> None:
         if deadline == self._timer_at:
@@ -129,13 +150,15 @@ class CallSession:
             self._timer = self._loop.call_at(deadline, self._fire_timer)
 
     def _fire_timer(self) -> None:
+        if self._timer_at is not None:  # a late timer means late audio for the caller
+            metrics.frame_lateness(self.clock() - self._timer_at)
         self._timer = None
         self._timer_at = None
         self.put(Tick(self.clock()))
 
     def _check_started(self) -> None:
         if self.call.started_at is None and not self.call.ended:
-            log.warning("media stream sent no 'start' within %.0f s; closing it", self.start_timeout_s)
+            log.warning("media stream sent no 'start' within %g s; closing it", self.start_timeout_s)
             self.put(CallEnded(self.clock(), "no start"))
 
     def _observe(self, event: Event) -> None:
@@ -144,13 +167,13 @@ class CallSession:
             case CallStarted():
                 self.call_id = event.call_id or event.stream_id
                 log.info("call %s started", self.call_id)
+                self.tts_supervisor.start()  # only now: a socket that never says 'start' costs no TTS
             case TelephonyMalformed():
                 self._note_problem("phone", event.reason)
-            case TtsError():
+            case TtsError(context_id=str()):
                 self._note_problem("tts", f"{event.code}: {event.message}")
-            case TtsClosed() if not event.expected:
-                log.warning("call %s: TTS socket closed (code %s %s)", self.call_id, event.code, event.reason)
-                self._tts_lost.set()
+            case TtsError() | TtsClosed():
+                self.tts_supervisor.observe(event)  # it logs the fault once, with how it ended
             case _:
                 pass
 
@@ -176,43 +199,76 @@ class CallSession:
                     put(event)
                     if isinstance(event, CallEnded):
                         return
+                while self._inbox.qsize() >= MAX_BACKLOG:
+                    await asyncio.sleep(0.005)
+                await asyncio.sleep(0)  # uvicorn's receive() does not yield while it holds messages
         except (WebSocketDisconnect, RuntimeError, OSError):
             put(CallEnded(self.clock(), "dropped"))
 
-    async def _keep_tts_connected(self) -> None:
-        """Connect at call start, and again after a drop, with backoff; give up on a bad key."""
-        failures = 0
-        while True:
-            try:
-                await self.tts.connect(self.put)
-                failures = 0
-            except TtsConnectError as exc:
-                failures += 1
-                if exc.permanent or failures > len(RECONNECT_DELAYS_S):
-                    log.error("call %s: giving up on the TTS after %d tries: %s", self.call_id, failures, exc)
-                    return
-                log.warning("call %s: %s; retrying", self.call_id, exc)
-                await asyncio.sleep(RECONNECT_DELAYS_S[failures - 1])
-                continue
-            self._tts_lost.clear()
-            await self._tts_lost.wait()
-            await self.tts.aclose()
-
     async def _run_agent(self, turn: Turn) -> None:
-        put, number = self.put, turn.number
+        """Stream one reply into the inbox. An agent that raises, or stays silent longer than
+        ``agent_timeout_s`` before its first text or between two pieces, has failed: the core
+        then has the apology spoken. Cancelling this task (barge-in) closes the agent's stream,
+        and with it any HTTP request behind it."""
+        put, number, limit = self.put, turn.number, self.call.settings.agent_timeout_s
+        stream = aiter(self.agent.reply(turn))
         try:
-            async for text in self.agent.reply(turn):
+            while True:
+                async with asyncio.timeout(limit):
+                    try:
+                        text = await anext(stream)
+                    except StopAsyncIteration:
+                        break
                 if text:
                     put(AgentText(self.clock(), number, text))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.exception("call %s: the agent failed on turn %d", self.call_id, number)
-            put(AgentFailed(self.clock(), number, f"{type(exc).__name__}: {exc}"))
+            self._agent_failed(number, exc, limit)
             return
+        finally:
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
         put(AgentDone(self.clock(), number))
 
+    def _agent_failed(self, number: int, exc: Exception, limit: float) -> None:
+        if isinstance(exc, TimeoutError):
+            reason = f"no text for {limit:g} s"
+        else:
+            reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
+        if isinstance(exc, TimeoutError | AgentError) or type(exc).__module__.startswith("httpx"):
+            log.warning("call %s: the agent failed on turn %d (%s); the caller hears the apology",
+                        self.call_id, number, reason)
+        else:
+            log.exception("call %s: the agent failed on turn %d", self.call_id, number)
+        self.put(AgentFailed(self.clock(), number, reason))
+
     # ----------------------------------------------------------------- actions
+
+    async def _execute_all(self, actions: list[Action]) -> None:
+        """Execute in order, but send consecutive media frames as one message: Twilio queues and
+        plays payloads of any size in order, and each WebSocket message costs far more CPU than
+        its bytes (measured in docs/benchmarks.md)."""
+        media: list[bytes] = []
+        for action in actions:
+            if type(action) is SendMedia:
+                media.append(action.ulaw)
+                continue
+            if media:
+                await self._send_media(media)
+                media.clear()
+            await self._execute(action)
+        if media:
+            await self._send_media(media)
+
+    async def _send_media(self, frames: list[bytes]) -> None:
+        if self._turn_began is not None:  # the turn's first audio: how long the caller waited for it
+            began, greeting = self._turn_began
+            self._turn_began = None
+            metrics.reply_latency(self.clock() - began, greeting)
+        await self._to_phone(self.codec.encode(SendMedia(frames[0] if len(frames) == 1 else b"".join(frames))))
 
     async def _execute(self, action: Action) -> None:
         match action:
@@ -221,13 +277,17 @@ class CallSession:
             case OpenContext() | SendText() | KeepAlive() | CloseContext():
                 await self.tts.send(action)
             case StartTurn():
+                self._turn_began = (self.clock(), action.turn == 0)
                 await self._cancel_agent()
                 turn = Turn(action.turn, action.utterance, action.digits)
                 self._agent_task = asyncio.create_task(self._run_agent(turn), name=f"agent-turn-{action.turn}")
             case CancelTurn():
                 await self._cancel_agent()
             case ReplyHeard():
-                self.agent.heard(action.turn, action.text, action.interrupted)
+                try:
+                    self.agent.heard(action.turn, action.text, action.interrupted)
+                except Exception:
+                    log.exception("call %s: the agent failed to take what the caller heard", self.call_id)
             case EndCall():
                 await self._close_phone(1000)
             case _:
@@ -258,6 +318,10 @@ class CallSession:
     async def _teardown(self, reader: asyncio.Task[None]) -> None:
         """Nothing of this call may outlive it: TTS said goodbye, every task awaited."""
         await self._cancel_agent()
+        close_agent = getattr(self.agent, "aclose", None)
+        if close_agent is not None:
+            with contextlib.suppress(Exception):
+                await close_agent()
         tasks = [t for t in (self._tts_task, reader) if t is not None]
         for task in tasks:
             task.cancel()

@@ -172,7 +172,7 @@ def test_never_more_than_five_contexts_however_fast_the_caller_interrupts():
         opened = d.all(OpenContext)
         if len(opened) == turn + 1:
             d.send(TtsAudio(t + 0.05, opened[-1].context_id, REPLY_AUDIO[:3200]))
-        d.caller(SHORT + silence(0.8), start=t + 0.06)
+        d.caller(SPEECH[:12000] + silence(0.8), start=t + 0.06)  # long enough to confirm a barge-in
         t = d.now
         assert d.call.snapshot.contexts_in_use <= 5
     d.send(AgentText(d.now, d.call.snapshot.turn, "Finally a reply. "))
@@ -204,7 +204,7 @@ def test_heard_text_follows_alignment_and_marks_on_barge_in():
     d.advance(0.3 + 0.9)  # ~0.9 s played: "One two three " is 14 chars = 0.98 s
     for _, mark in d.since(0, [SendMark]):
         d.send(MarkPlayed(d.now, mark.name))
-    d.caller(SPEECH[:4000], start=d.now)
+    d.caller(SPEECH[:8000], start=d.now)  # half a second: a real interruption, not a cough
     [heard] = d.all(ReplyHeard)
     assert heard.interrupted
     assert heard.text in ("One two three", "One two three four", "One two")

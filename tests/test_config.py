@@ -44,11 +44,37 @@ SETTINGS: list[tuple[str, str, str, str, Any]] = [
     ("BRIDGE_VAD_START_MS", "vad", "start_ms", "160", 160),
     ("BRIDGE_VAD_END_MS", "vad", "end_ms", "800", 800),
     ("BRIDGE_VAD_WARMUP_MS", "vad", "warmup_ms", "0", 0),
+    ("BRIDGE_VAD_SNR_DB", "vad", "snr_db", "0", 0.0),
+    ("BRIDGE_VAD_REJECT_TONES", "vad", "reject_tones", "false", False),
+    ("BRIDGE_BARGE_IN_CONFIRM_MS", "barge_in", "confirm_ms", "0", 0),
+    ("BRIDGE_BARGE_IN_GAP_MS", "barge_in", "gap_ms", "150", 150),
+    ("BRIDGE_BARGE_IN_MAX_PAUSE_MS", "barge_in", "max_pause_ms", "5000", 5000),
+    ("BRIDGE_ECHO_ENABLED", "echo", "enabled", "off", False),
+    ("BRIDGE_ECHO_MAX_DELAY_MS", "echo", "max_delay_ms", "500", 500),
+    ("BRIDGE_ECHO_ASSUMED_ERL_DB", "echo", "assumed_erl_db", "6", 6.0),
+    ("BRIDGE_ECHO_MARGIN_DB", "echo", "margin_db", "3.5", 3.5),
+    ("BRIDGE_ECHO_LEARN_MS", "echo", "learn_ms", "1000", 1000),
     ("BRIDGE_PLAYBACK_LEAD_MS", "playback", "lead_ms", "200", 200),
     ("BRIDGE_PLAYBACK_LOW_MS", "playback", "low_ms", "40", 40),
     ("BRIDGE_PLAYBACK_MARK_EVERY_MS", "playback", "mark_every_ms", "200", 200),
     ("BRIDGE_AGENT", "agent", "kind", "Scripted", "scripted"),
     ("BRIDGE_AGENT_SCRIPT", "agent", "script", "other.txt", Path("other.txt")),
+    ("BRIDGE_AGENT_GREETING", "agent", "greeting", "Hi, this is Ada.", "Hi, this is Ada."),
+    ("BRIDGE_AGENT_TIMEOUT_S", "agent", "timeout_s", "4.5", 4.5),
+    ("BRIDGE_AGENT_APOLOGY", "agent", "apology", "Oops, say again?", "Oops, say again?"),
+    ("BRIDGE_AGENT_TURN_END_DIGIT", "agent", "turn_end_digit", "*", "*"),
+    ("BRIDGE_AGENT_STT", "agent", "stt", "none", "none"),
+    ("BRIDGE_AGENT_SYSTEM_PROMPT", "agent", "system_prompt", "Be brief.", "Be brief."),
+    ("OPENAI_BASE_URL", "agent", "openai_base_url", "http://localhost:11434/v1/", "http://localhost:11434/v1"),
+    ("OPENAI_API_KEY", "agent", "openai_api_key", SECRET, SECRET),
+    ("BRIDGE_AGENT_LLM_MODEL", "agent", "llm_model", "llama3.2:3b", "llama3.2:3b"),
+    ("BRIDGE_AGENT_STT_MODEL", "agent", "stt_model", "whisper-large-v3", "whisper-large-v3"),
+    ("BRIDGE_AGENT_STT_LANGUAGE", "agent", "stt_language", "de", "de"),
+    ("BRIDGE_AGENT_STT_BASE_URL", "agent", "stt_base_url", "http://127.0.0.1:8001/v1", "http://127.0.0.1:8001/v1"),
+    ("BRIDGE_AGENT_STT_API_KEY", "agent", "stt_api_key", SECRET, SECRET),
+    ("BRIDGE_AGENT_WEBHOOK_URL", "agent", "webhook_url", "https://example.com/agent", "https://example.com/agent"),
+    ("BRIDGE_AGENT_WEBHOOK_SECRET", "agent", "webhook_secret", TOKEN, TOKEN),
+    ("BRIDGE_AGENT_WEBHOOK_AUDIO", "agent", "webhook_audio", "true", True),
     ("PUBLIC_URL", "server", "public_url", "https://abc.ngrok.app/", "https://abc.ngrok.app"),
     ("BRIDGE_MAX_CALLS", "server", "max_calls", "7", 7),
     ("BRIDGE_LOG_LEVEL", "server", "log_level", "DEBUG", "debug"),
@@ -56,6 +82,7 @@ SETTINGS: list[tuple[str, str, str, str, Any]] = [
     ("BRIDGE_TTS", "server", "tts", "local", "local"),
     ("BRIDGE_MAX_MESSAGE_BYTES", "server", "max_message_bytes", "131072", 131072),
     ("BRIDGE_START_TIMEOUT_S", "server", "start_timeout_s", "2.5", 2.5),
+    ("BRIDGE_DRAIN_TIMEOUT_S", "server", "drain_timeout_s", "45", 45.0),
 ]
 
 INVALID: list[tuple[str, str]] = [
@@ -76,8 +103,15 @@ INVALID: list[tuple[str, str]] = [
     ("BRIDGE_VAD_AGGRESSIVENESS", "2.0"),
     ("BRIDGE_VAD_FRAME_MS", "25"),
     ("BRIDGE_VAD_WARMUP_MS", "-1"),
+    ("BRIDGE_BARGE_IN_CONFIRM_MS", "-10"),
+    ("BRIDGE_ECHO_MARGIN_DB", "loud"),
     ("BRIDGE_PLAYBACK_LEAD_MS", "lots"),
     ("BRIDGE_AGENT", "llm"),
+    ("BRIDGE_AGENT", "no_such_module:factory"),
+    ("BRIDGE_AGENT_TURN_END_DIGIT", "##"),
+    ("BRIDGE_AGENT_TIMEOUT_S", "0"),
+    ("OPENAI_BASE_URL", "https://api.openai.com/v1?key=x"),
+    ("BRIDGE_AGENT_STT", "whisper"),
     ("BRIDGE_AGENT_SCRIPT", "missing.txt"),
     ("PUBLIC_URL", "abc.ngrok.app"),
     ("PUBLIC_URL", "https://abc.ngrok.app/twilio/voice"),
@@ -88,6 +122,7 @@ INVALID: list[tuple[str, str]] = [
     ("BRIDGE_TTS", "polly"),
     ("BRIDGE_MAX_MESSAGE_BYTES", "100"),
     ("BRIDGE_START_TIMEOUT_S", "0"),
+    ("BRIDGE_DRAIN_TIMEOUT_S", "-1"),
 ]
 
 TOML_KEY = {env: f"[{section}] {key}" for env, section, key, _, _ in SETTINGS}
@@ -142,7 +177,9 @@ def test_shipped_toml_lists_every_setting_with_its_env_var_and_comments_out_secr
     text = SHIPPED_TOML.read_text(encoding="utf-8")
     table = tomllib.loads(text)
     for env, section, key, _, _ in SETTINGS:
-        unset = key in ("api_key", "twilio_auth_token", "public_url")  # secrets, and no default to show
+        # secrets, or settings with no default to show, stay commented out in the shipped file
+        unset = key in ("api_key", "twilio_auth_token", "public_url", "openai_api_key", "webhook_secret",
+                        "greeting", "stt_language", "webhook_url", "stt_base_url", "stt_api_key")
         assert (key not in table[section]) if unset else (key in table[section]), key
         lines = [line for line in text.splitlines() if line.lstrip("# ").startswith(f"{key} =")]
         assert len(lines) == 1 and f"[{env}]" in lines[0], key

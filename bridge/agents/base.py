@@ -1,26 +1,43 @@
 """Where reply text comes from: an agent is an async stream of text per turn.
 
-A turn hands the agent what the caller said (the utterance as 8 kHz PCM16, any DTMF digits);
-the agent yields text as it produces it, and the core streams that into a fresh TTS context.
-A barge-in cancels the consuming task, so an agent's ``reply`` must let `CancelledError`
-through (an ``async for`` over an HTTP stream does). ``heard`` tells the agent what the caller
+A turn hands the agent what the caller said: the utterance as 8 kHz PCM16, its transcript when a
+transcriber is configured, any DTMF digits, and the conversation so far (``history``, ending with
+what the caller just said). The agent yields text as it produces it, and the core streams that
+into a fresh TTS context, flushing at sentence ends. A barge-in cancels the consuming task, so an
+agent's ``reply`` must let `CancelledError` through (an ``async for`` over an HTTP stream does, and
+leaving the ``async with`` of the request closes it). ``heard`` tells the agent what the caller
 actually heard of its last reply, so its memory matches the call, not its intentions.
+
+An agent may also define ``async def aclose(self)``; the session awaits it when the call ends
+(to close its HTTP client, for instance).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
-__all__ = ["Agent", "Turn"]
+__all__ = ["Agent", "AgentError", "Message", "Role", "Transcriber", "Turn"]
+
+Role = Literal["user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One entry of the conversation: what the caller said, or what the caller heard the agent say."""
+
+    role: Role
+    content: str
 
 
 @dataclass(frozen=True, slots=True)
 class Turn:
     number: int  # 0 is the greeting
-    utterance: bytes = b""
-    digits: str = ""
+    utterance: bytes = b""  # 8 kHz mono PCM16
+    digits: str = ""  # DTMF keys pressed since the last turn, e.g. "12#"
+    transcript: str | None = None  # None: no transcriber configured
+    history: tuple[Message, ...] = ()  # the conversation so far, ending with this turn's caller message
 
 
 class Agent(Protocol):
@@ -29,3 +46,12 @@ class Agent(Protocol):
 
     def heard(self, turn: int, text: str, interrupted: bool) -> None:
         """What the caller heard of reply ``turn`` (all of it unless ``interrupted``)."""
+
+
+class Transcriber(Protocol):
+    async def transcribe(self, pcm: bytes) -> str:
+        """The words in ``pcm`` (8 kHz mono PCM16); "" when there are none."""
+
+
+class AgentError(Exception):
+    """An agent's upstream failed (HTTP error, bad response). The message is one line, no secret in it."""

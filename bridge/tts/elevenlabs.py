@@ -30,12 +30,50 @@ from bridge.audio import TtsDecoder
 from bridge.events import Alignment, Event, TtsAudio, TtsClosed, TtsConnected, TtsError, TtsFinal
 from bridge.tts.base import Emit, TtsConnectError
 
-__all__ = ["ElevenLabsCodec", "ElevenLabsTts", "stream_url"]
+__all__ = ["FATAL_ERRORS", "ElevenLabsCodec", "ElevenLabsTts", "RedactingLogger", "quotes_secret", "stream_url"]
 
 log = logging.getLogger("bridge.tts.elevenlabs")
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # what the official guide's example allows for audio frames
 CLOSE_WAIT_S = 2.0
+
+FATAL_ERRORS: dict[str, str] = {
+    "invalid_api_key": "the API key was refused (check ELEVENLABS_API_KEY)",
+    "unauthorized": "the API key was refused (check ELEVENLABS_API_KEY)",
+    "quota_exceeded": "the account has no character quota left",
+    "insufficient_quota": "the account has no character quota left",
+    "payment_required": "the account needs a paid plan or a payment",
+    "detected_unusual_activity": "the account was flagged for unusual activity",
+}
+"""Socket-level error codes that reconnecting cannot heal within a call (shared/protocols.md §1.5;
+the key and quota codes are [U] there, so both spellings seen on other ElevenLabs products are
+listed). Every other error (``max_active_conversations``, ``input_timeout_exceeded``, a server
+fault) ends only the socket: the session reconnects and the call re-voices what was not heard."""
+FATAL_HTTP = {401: "the API key was refused (check ELEVENLABS_API_KEY)", 403: "the server forbids this request "
+              "(a bad key, or a model or voice the key may not use)"}
+
+
+def quotes_secret(text: str, secret: str | None, piece: int = 8) -> bool:
+    """Whether ``text`` holds ``secret`` or any ``piece``-character part of it (a log line may
+    show a truncated frame, an error may quote half a key)."""
+    if not secret:
+        return False
+    return any(secret[i : i + piece] in text for i in range(max(1, len(secret) - piece + 1)))
+
+
+class RedactingLogger(logging.LoggerAdapter[logging.Logger]):
+    """websockets' client logs, at DEBUG, every handshake header (``xi-api-key`` included) and
+    every frame (an error frame may quote the key): this adapter, passed as its ``logger``,
+    blanks any argument that quotes ``secret``, before anything is formatted or written."""
+
+    def __init__(self, logger: logging.Logger, secret: str) -> None:
+        super().__init__(logger, {})
+        self._secret = secret
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if self.isEnabledFor(level):
+            shown = tuple("[redacted]" if quotes_secret(str(arg), self._secret) else arg for arg in args)
+            super().log(level, "[redacted]" if quotes_secret(str(msg), self._secret) else msg, *shown, **kwargs)
 
 
 def stream_url(base_url: str, voice_id: str, query: Mapping[str, str | int | bool]) -> str:
@@ -147,11 +185,16 @@ class ElevenLabsTts:
         self._ws: ClientConnection | None = None
         self._reader: asyncio.Task[None] | None = None
         self._closing = False
+        self._refused: str | None = None  # why the server will never serve this key (FATAL_ERRORS)
+        self._ws_log = RedactingLogger(logging.getLogger("websockets.client"), api_key)
 
     def __repr__(self) -> str:
         return f"ElevenLabsTts(url={self._url!r})"  # never the key
 
     async def connect(self, emit: Emit) -> None:
+        """Open the socket; a refusal that retrying cannot heal raises a permanent error."""
+        if self._refused is not None:
+            raise TtsConnectError(self._refused, permanent=True)
         try:
             ws = await connect(
                 self._url,
@@ -160,13 +203,15 @@ class ElevenLabsTts:
                 open_timeout=self._open_timeout,
                 ping_interval=20,
                 close_timeout=CLOSE_WAIT_S,
+                logger=self._ws_log,
             )
         except InvalidStatus as exc:
             status = exc.response.status_code
-            permanent = status in (401, 403)
-            raise TtsConnectError(f"TTS refused the connection (HTTP {status})", permanent=permanent) from None
+            why = FATAL_HTTP.get(status)
+            message = f"the TTS refused the connection (HTTP {status})" + (f": {why}" if why else "")
+            raise TtsConnectError(message, permanent=why is not None) from None
         except (OSError, InvalidHandshake, TimeoutError) as exc:
-            raise TtsConnectError(f"cannot reach the TTS: {type(exc).__name__}: {exc}") from None
+            raise TtsConnectError(f"cannot reach the TTS ({type(exc).__name__}: {exc})") from None
         self._ws = ws
         self._codec.forget()
         self._closing = False
@@ -179,13 +224,27 @@ class ElevenLabsTts:
         try:
             async for raw in ws:
                 for event in self._codec.decode(raw, self._clock()):
-                    emit(event)
+                    emit(self._screen(event))
         except ConnectionClosed:
             pass
         finally:
             if ws.close_code is not None:
                 code, reason = ws.close_code, ws.close_reason or ""
-            emit(TtsClosed(self._clock(), code, reason, expected=self._closing))
+            if reason in FATAL_ERRORS and self._refused is None:  # the code may come as the close reason only
+                self._refused = f"{FATAL_ERRORS[reason]} ({reason})"
+            emit(TtsClosed(self._clock(), code, self._hide_key(reason), expected=self._closing))
+
+    def _screen(self, event: Event) -> Event:
+        """Remember a socket-level error that cannot heal; never pass the key on in a message."""
+        if not isinstance(event, TtsError):
+            return event
+        if event.context_id is None and event.code in FATAL_ERRORS:
+            self._refused = f"{FATAL_ERRORS[event.code]} ({event.code})"
+        message = self._hide_key(event.message)
+        return event if message == event.message else TtsError(event.at, event.code, message, event.context_id)
+
+    def _hide_key(self, text: str) -> str:
+        return "[redacted: it quoted the API key]" if quotes_secret(text, self._api_key) else text
 
     async def send(self, action: TtsAction) -> None:
         ws = self._ws

@@ -206,10 +206,9 @@ async def test_webhook_returns_twiml_for_the_public_host(fake_tts, script):
 
 @pytest.mark.parametrize("casing", ["camel", "snake"])
 async def test_server_messages_are_read_in_either_casing(script, casing):
-    async with FakeElevenLabs(api_key=API_KEY, casing=casing) as fake:
-        async with serve(bridge_settings(fake, script)) as bridge:
-            phone = PhoneCall(bridge.media_url, caller=caller((2.0, "caller_04.wav")), duration=5.0)
-            report = await phone.run()
+    async with FakeElevenLabs(api_key=API_KEY, casing=casing) as fake, serve(bridge_settings(fake, script)) as bridge:
+        phone = PhoneCall(bridge.media_url, caller=caller((2.0, "caller_04.wav")), duration=5.0)
+        report = await phone.run()
     assert report.greeting_latency is not None
     assert [r for r in report.replies if r.reply_at is not None], "the reply after the barge-in is heard"
     assert all(c.final_sent for c in fake.contexts(0).values()), "every context reached isFinal"
@@ -221,13 +220,12 @@ async def test_rapid_barge_ins_never_exceed_five_contexts(tmp_path):
     long_line = " ".join(["This is a long answer that keeps on going for quite a while."] * 5)
     script = write_script(tmp_path / "long.txt", [long_line] * 3)
     # Slow draining: each closed context keeps its slot for seconds while the server finishes it.
-    async with FakeElevenLabs(api_key=API_KEY, realtime_factor=1.5, seed=1) as fake:
-        async with serve(bridge_settings(fake, script)) as bridge:
-            timeline = caller(*[(1.0 + 1.1 * i, "caller_04.wav") for i in range(8)])
-            phone = PhoneCall(bridge.media_url, caller=timeline, duration=11.0)
-            report = await phone.run()
+    fake = FakeElevenLabs(api_key=API_KEY, realtime_factor=1.5, seed=1)
+    async with fake, serve(bridge_settings(fake, script)) as bridge:
+        timeline = caller(*[(1.0 + 1.1 * i, "caller_04.wav") for i in range(8)])
+        phone = PhoneCall(bridge.media_url, caller=timeline, duration=11.0)
+        report = await phone.run()
     [conn] = fake.connections
     assert conn.errors == [], "the server never had to refuse a context"
-    assert conn.max_open <= 5
-    assert len(fake.contexts(0)) >= 6, "more than five replies were started over the call"
+    assert conn.max_open == 5, "the caller's interruptions pushed the bridge to the cap, never past it"
     assert report.barge_ins and not any(b.missed for b in report.barge_ins)

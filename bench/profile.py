@@ -1,0 +1,71 @@
+"""Summarise a py-spy profile (``--format raw``: collapsed stacks) by self and inclusive time.
+
+    python -m bench.profile bench/results/profiles/server-100-....txt [--top 30] [--idle]
+
+py-spy samples the idle event loop too (blocked in epoll); those samples are left out unless
+``--idle``, so the shares are of the CPU the server actually used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections import Counter
+from pathlib import Path
+
+__all__ = ["main", "summarise"]
+
+_IDLE = ("select (selectors.py", "_run_once", "run_forever")
+_FRAME = re.compile(r"^(?P<func>.+?) \((?P<file>[^)]*?)(?::\d+)?\)$")
+
+
+def _frames(stack: str) -> list[str]:
+    out = []
+    for frame in stack.split(";"):
+        m = _FRAME.match(frame.strip())
+        if m is None:
+            out.append(frame.strip())
+            continue
+        path = m["file"]
+        short = "/".join(path.split("/")[-2:]) if "site-packages" in path or "/lib/python" in path else path
+        out.append(f"{m['func']} ({short.split('/site-packages/')[-1]})")
+    return out
+
+
+def summarise(path: Path, *, idle: bool = False) -> tuple[int, Counter[str], Counter[str]]:
+    """(samples, self counts, inclusive counts) per function."""
+    own: Counter[str] = Counter()
+    incl: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = _frames(stack)
+        if not idle and frames and frames[-1].startswith(("select ", "poll ", "epoll")):
+            continue
+        n = int(count)
+        total += n
+        own[frames[-1]] += n
+        for f in set(frames):
+            incl[f] += n
+    return total, own, incl
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.profile")
+    p.add_argument("profile", type=Path)
+    p.add_argument("--top", type=int, default=30)
+    p.add_argument("--idle", action="store_true", help="count samples of the idle loop too")
+    args = p.parse_args(argv)
+    total, own, incl = summarise(args.profile, idle=args.idle)
+    print(f"{total} busy samples")
+    for title, table in (("self", own), ("inclusive", incl)):
+        print(f"\n{title}:")
+        for name, n in table.most_common(args.top):
+            print(f"{100 * n / total:6.1f}%  {name}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

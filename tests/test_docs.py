@@ -1,0 +1,96 @@
+"""The docs stay true: every setting has one row in docs/configuration.md, with the env var and
+the default that `config/bridge.toml` and `bridge/config.py` give it, and no row names a setting
+that does not exist. When this fails after adding a setting, add its row to the table."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.config import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_DOC = REPO / "docs" / "configuration.md"
+TOML = REPO / "config" / "bridge.toml"
+# `key = value  # [ENV] meaning`, or the same commented out (secrets, and settings unset by default)
+TOML_LINE = re.compile(r"^#?\s*(\w+)\s*=\s*(.*?)\s+#\s*\[([A-Z0-9_]+)\]\s*(.*)$")
+LONG = 60  # a default longer than this may read "long text, see `config/bridge.toml`"
+
+
+def doc_rows() -> dict[tuple[str, str], dict[str, str]]:
+    """The rows of the table under "## Settings", keyed by (section, key); duplicates fail."""
+    text = CONFIG_DOC.read_text(encoding="utf-8")
+    body = text.split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
+    rows: dict[tuple[str, str], dict[str, str]] = {}
+    for line in body.splitlines():
+        if not line.startswith("| `"):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        assert len(cells) == 5, f"a settings row needs 5 cells (no '|' inside one): {line}"
+        section, key, env, default, meaning = cells
+        name = (section.strip("`"), key.strip("`"))
+        assert name not in rows, f"two rows for [{name[0]}] {name[1]}"
+        rows[name] = {"env": env.strip("`"), "default": default, "meaning": meaning}
+    return rows
+
+
+def toml_settings() -> dict[tuple[str, str], str]:
+    """Every key config/bridge.toml lists, set or commented out, with the env var it names."""
+    found: dict[tuple[str, str], str] = {}
+    section = None
+    for line in TOML.read_text(encoding="utf-8").splitlines():
+        if header := re.match(r"^\[(\w+)\]", line):
+            section = header.group(1)
+        elif (match := TOML_LINE.match(line)) and section:
+            found[(section, match.group(1))] = match.group(3)
+    return found
+
+
+def code_defaults() -> dict[tuple[str, str], Any]:
+    """Every field of every section in bridge/config.py, with its default."""
+    defaults = Settings()
+    return {(section.name, f.name): getattr(getattr(defaults, section.name), f.name)
+            for section in fields(Settings) if section.name != "config_file"
+            for f in fields(getattr(defaults, section.name))}
+
+
+def shown(value: Any) -> str:
+    """A default as the table writes it."""
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "`true`" if value else "`false`"
+    return f"`{value}`"
+
+
+def test_every_setting_in_the_code_has_a_row() -> None:
+    missing = sorted(code_defaults().keys() - doc_rows().keys())
+    assert not missing, f"docs/configuration.md has no row for {', '.join(f'[{s}] {k}' for s, k in missing)}"
+
+
+def test_every_key_in_the_toml_file_has_a_row_with_its_env_var() -> None:
+    rows = doc_rows()
+    for (section, key), env in toml_settings().items():
+        assert (section, key) in rows, f"docs/configuration.md has no row for [{section}] {key}"
+        assert rows[(section, key)]["env"] == env, f"[{section}] {key}: the toml file says {env}"
+
+
+def test_no_row_names_a_setting_that_does_not_exist() -> None:
+    stale = sorted(doc_rows().keys() - code_defaults().keys())
+    assert not stale, f"docs/configuration.md documents settings that do not exist: {stale}"
+
+
+@pytest.mark.parametrize(("name", "default"), list(code_defaults().items()),
+                         ids=[f"{section}.{key}" for section, key in code_defaults()])
+def test_each_row_gives_the_real_default(name: tuple[str, str], default: Any) -> None:
+    row = doc_rows().get(name)
+    if row is None:
+        pytest.fail(f"docs/configuration.md has no row for [{name[0]}] {name[1]}")
+    if len(str(default)) > LONG and "config/bridge.toml" in row["default"]:
+        return
+    assert row["default"] == shown(default)
+    assert row["meaning"], "say what it means"
