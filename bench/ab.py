@@ -1,6 +1,7 @@
 """Before/after of one change: the same load against two copies of the code, runs interleaved.
 
     python -m bench.ab BEFORE_TREE AFTER_TREE [--calls 50] [--rounds 3] [--cycles 2]
+    python -m bench.ab . . --before-args "--loop asyncio" --after-args "--loop uvloop"
 
 Each tree is a copy of the repository (at least ``bridge/`` and ``config/``) that the server is run
 from. Runs alternate A, B, A, B... so a change in the machine's background load hits both sides
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import sys
 from pathlib import Path
@@ -33,11 +35,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--cycles", type=int, default=2)
     p.add_argument("--label", default="change")
+    p.add_argument("--before-args", default="", metavar="ARGS",
+                   help='more bench.load arguments for the before side, e.g. "--loop asyncio" or '
+                        '"--set BRIDGE_PLAYBACK_LEAD_MS=100" (compare settings on one tree)')
+    p.add_argument("--after-args", default="", metavar="ARGS")
     a = p.parse_args(argv)
     runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
     for r in range(a.rounds):
-        for side, tree in (("before", a.before), ("after", a.after)):
-            args = _arguments(["--cycles", str(a.cycles), "--server-tree", str(tree), "--no-docs"])
+        for side, tree, extra in (("before", a.before, a.before_args), ("after", a.after, a.after_args)):
+            args = _arguments(["--cycles", str(a.cycles), "--server-tree", str(tree), "--no-docs", *shlex.split(extra)])
             fig = run_once(a.calls, args)
             runs[side].append(fig)
             print(f"round {r + 1} {side}: " + ", ".join(f"{k} {fig[k]}" for k in KEYS), file=sys.stderr, flush=True)

@@ -1,6 +1,6 @@
 """The load benchmark: how many calls one bridge worker carries, and what each call costs.
 
-    python -m bench.load            # the full search (about 10 minutes); results into docs/benchmarks.md
+    python -m bench.load            # the full search (about 15 minutes); results into docs/benchmarks.md
     python -m bench.load --quick    # 10 and 50 calls, once each (about a minute); docs untouched
 
 For each step N (10, 50, 100, 150, 200, ...) and each repeat, in fresh processes on 127.0.0.1:
@@ -8,8 +8,9 @@ the fake ElevenLabs server (``python -m bridge.testing.fake_elevenlabs``), the r
 ``uvicorn bridge.app:app`` (one worker, uvloop), and load generators (``bench.generator``, one
 per ``--calls-per-generator`` calls) that dial N simulated Twilio calls. CPU and memory of every
 process are read from /proc, so the server's figures are its own. The search stops at the first N
-whose medians break the bound (p99 frame lateness ≤ 20 ms, no underruns, no failures), or when
-the time budget would be exceeded. Definitions: `bench.analysis` and docs/benchmarks.md.
+whose medians break the bound (p99 frame lateness ≤ 20 ms, no underruns, no failures), then
+bisects between it and the last N within the bound, until the time budget would be exceeded.
+Definitions: `bench.analysis` and docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=lambda s: [int(x) for x in s.split(",")], help="call counts, e.g. 10,50,100")
     p.add_argument("--repeat", type=int, default=3, help="runs per step; the medians are reported")
     p.add_argument("--cycles", type=int, default=2, help="barge-in cycles per call (10 s each, +2 s)")
-    p.add_argument("--budget", type=float, default=600.0, help="seconds; no step starts that would exceed it")
+    p.add_argument("--budget", type=float, default=900.0, help="seconds; no step starts that would exceed it")
     p.add_argument("--ttfb", type=float, default=0.05, help="the fake TTS's time to first audio, seconds")
     p.add_argument("--calls-per-generator", type=int, default=50)
     p.add_argument("--ramp", type=float, default=4.0, help="calls start spread over up to this many seconds")
@@ -71,6 +72,10 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--server-tree", type=Path, default=REPO,
                    help="run the server from this copy of the repository (A/B tests of a change)")
     p.add_argument("--label", default="", help="a note stored with the results, e.g. the change under test")
+    p.add_argument("--app", default="bridge.app:app", help="the ASGI app to serve (bench.floor:app: the I/O floor)")
+    p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop", help="the server's event loop")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
+                   help="an environment setting for the server, e.g. BRIDGE_PLAYBACK_LEAD_MS=200 (repeatable)")
     args = p.parse_args(argv)
     if args.quick:
         args.steps = args.steps or [10, 50]
@@ -99,7 +104,7 @@ class Run:
             "BRIDGE_AGENT_SCRIPT": str(script),
             "BRIDGE_MAX_CALLS": "100000",
             "BRIDGE_LOG_LEVEL": "info",
-        }
+        } | dict(item.split("=", 1) for item in args.overrides)
         self.url = f"ws://127.0.0.1:{self.app_port}/twilio/media"
         self.procs: list[Proc] = []
 
@@ -112,8 +117,8 @@ class Run:
         py = sys.executable
         self.tts = self._spawn("tts", [py, "-m", "bridge.testing.fake_elevenlabs", "--port", str(self.tts_port),
                                        "--api-key", API_KEY, "--ttfb", str(self.args.ttfb)], REPO)
-        self.server = self._spawn("server", [py, "-m", "uvicorn", "bridge.app:app", "--host", "127.0.0.1",
-                                             "--port", str(self.app_port), "--loop", "uvloop", "--ws-max-size",
+        self.server = self._spawn("server", [py, "-m", "uvicorn", self.args.app, "--host", "127.0.0.1",
+                                             "--port", str(self.app_port), "--loop", self.args.loop, "--ws-max-size",
                                              str(1 << 20), "--log-level", "warning", "--no-access-log"],
                                   self.args.server_tree)
         wait_port(self.tts_port, self.tts)
@@ -200,12 +205,16 @@ def run_once(n: int, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _search(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
+    """Step through ``args.steps`` until one breaks the bound; then, budget allowing, bisect
+    between the last good step and the bad one (to a tenth of the gap) for the largest N."""
     started = time.monotonic()
     per_run = call_duration(args.cycles) + args.ramp + OVERHEAD_S
     steps: list[dict[str, Any]] = []
-    for n in args.steps:
-        if time.monotonic() - started + per_run * args.repeat > args.budget:
-            return steps, f"time budget ({args.budget:.0f} s) reached before N = {n}"
+
+    def budget_left() -> bool:
+        return time.monotonic() - started + per_run * args.repeat <= args.budget
+
+    def run_step(n: int) -> dict[str, Any]:
         runs = []
         for r in range(args.repeat):
             print(f"N = {n}, run {r + 1}/{args.repeat}", file=sys.stderr, flush=True)
@@ -213,9 +222,28 @@ def _search(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
             _print_run(runs[-1])
         step = step_figures(runs) | {"repeats": runs}
         steps.append(step)
-        if not step["ok"]:
-            return steps, f"N = {n} broke the bound"
-    return steps, "all steps passed"
+        return step
+
+    good, bad = 0, None
+    for n in args.steps:
+        if not budget_left():
+            return steps, f"time budget ({args.budget:.0f} s) reached before N = {n}"
+        if not run_step(n)["ok"]:
+            bad = n
+            break
+        good = n
+    if bad is None:
+        return steps, "all steps passed"
+    reason = f"N = {bad} broke the bound"
+    while good and bad - good > max(5, bad // 10) and budget_left():
+        n = (good + bad) // 2 // 5 * 5
+        if run_step(n)["ok"]:
+            good = n
+        else:
+            bad = n
+            reason = f"N = {bad} broke the bound"
+    steps.sort(key=lambda step: step["calls"])
+    return steps, reason
 
 
 def _print_run(f: dict[str, Any]) -> None:

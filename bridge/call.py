@@ -78,9 +78,9 @@ class CallSettings:
     vad: VadConfig = field(default_factory=VadConfig)
     barge_in: BargeInConfig = field(default_factory=BargeInConfig)
     echo: EchoConfig = field(default_factory=EchoConfig)
-    lead_ms: int = 100
-    low_ms: int = 60
-    mark_every_ms: int = 100
+    lead_ms: int = 200
+    low_ms: int = 100
+    mark_every_ms: int = 200
     max_contexts: int = 5
     keepalive_s: float = 10.0
     drain_timeout_s: float = 20.0

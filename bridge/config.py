@@ -159,16 +159,16 @@ class EchoSettings:
     max_delay_ms: int = _opt(300, **_range(0, 2_000))
     assumed_erl_db: float = _opt(10.0, **_range(0.0, 60.0))
     margin_db: float = _opt(4.0, **_range(0.0, 30.0))
-    learn_ms: int = _opt(600, **_range(0, 10_000))
+    learn_ms: int = _opt(300, **_range(0, 10_000))
 
 
 @dataclass(frozen=True, slots=True)
 class PlaybackSettings:
     """[playback]: how far ahead of real time the carrier's buffer is kept, and mark spacing."""
 
-    lead_ms: int = _opt(100, **_range(20, 10_000))
-    low_ms: int = _opt(60, **_range(0, 10_000))
-    mark_every_ms: int = _opt(100, **_range(20, 60_000))
+    lead_ms: int = _opt(200, **_range(20, 10_000))
+    low_ms: int = _opt(100, **_range(0, 10_000))
+    mark_every_ms: int = _opt(200, **_range(20, 60_000))
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,9 @@ class ContextTable:
         self._next = 1
         self._records: dict[str, ContextRecord] = {}
         self.peak_slots = 0
+        # `next_deadline` is asked after every event (50 a second per call) but changes only when
+        # a record does: remember it until then.
+        self._deadline: tuple[float, float, float | None] | None = None
 
     def __contains__(self, context_id: str) -> bool:
         return context_id in self._records
@@ -72,6 +75,7 @@ class ContextTable:
         context_id = f"{self._prefix}-{self._next}"
         self._next += 1
         self._records[context_id] = ContextRecord(context_id, ContextState.OPEN, at, at)
+        self._deadline = None
         self.peak_slots = max(self.peak_slots, self.slots_in_use)
         return context_id
 
@@ -80,6 +84,7 @@ class ContextTable:
 
     def note_sent(self, context_id: str, at: float) -> None:
         self._records[context_id].last_sent_at = at
+        self._deadline = None
 
     def _move(self, context_id: str, what: str) -> bool:
         record = self._records.get(context_id)
@@ -89,6 +94,7 @@ class ContextTable:
         if new is None:
             return False
         record.state = new
+        self._deadline = None
         return True
 
     def close(self, context_id: str, at: float) -> bool:
@@ -96,6 +102,7 @@ class ContextTable:
         moved = self._move(context_id, "close")
         if moved:
             self._records[context_id].closed_at = at
+            self._deadline = None
         return moved
 
     def final(self, context_id: str) -> bool:
@@ -128,12 +135,17 @@ class ContextTable:
         return expired
 
     def next_deadline(self, keepalive: float, drain_timeout: float) -> float | None:
+        cached = self._deadline
+        if cached is not None and cached[0] == keepalive and cached[1] == drain_timeout:
+            return cached[2]
         times = [
             r.last_sent_at + keepalive if r.state is ContextState.OPEN else (r.closed_at or 0) + drain_timeout
             for r in self._records.values()
             if r.state is not ContextState.FINAL
         ]
-        return min(times, default=None)
+        deadline = min(times, default=None)
+        self._deadline = (keepalive, drain_timeout, deadline)
+        return deadline
 
     def forget_final(self) -> None:
         """Drop finished records so a long call's table stays small (ids are still never reused)."""

@@ -37,7 +37,7 @@ from typing import Final
 
 import numpy as np
 
-from bridge.audio import pcm_level_dbfs
+from bridge.audio import pcm_power
 
 __all__ = ["EchoConfig", "EchoGuard"]
 
@@ -48,7 +48,10 @@ _RING: Final = 1024  # cells of reference kept: five seconds, far more than lead
 _HISTORY: Final = 100  # frames heard while the agent played, kept for learning: two seconds
 _PERCENTILE: Final = 0.9
 _EVERY: Final = 10  # frames between two estimates
-_ALIGN_S: Final = 0.04  # once the echo's delay is known, only played audio this close to it can echo
+_ALIGN_S: Final = 0.01  # once the echo's delay is known, only played audio this close to it can echo
+# (half a frame: a wider window lets the echo of a loud syllable nearby hide a caller's onset, by up to
+# 300 ms at 40 ms; inbound jitter that blurs the delay more than this also blurs its sharpness, and then
+# every delay is used)
 _SHARP_DB: Final = 3.0  # the delay is known when every delay further away explains the echo this much worse
 _SILENT_DB: Final = -100.0
 _EPS: Final = 1e-6
@@ -74,19 +77,21 @@ class _Reference:
     after a ``clear``, and to read at every candidate delay with one cumulative sum. The cells live
     in a buffer that slides forward as the call goes on, keeping the last few seconds."""
 
-    __slots__ = ("_base", "_cells", "_delays", "_recent", "until")
+    __slots__ = ("_base", "_cells", "_delays", "_ones", "_recent", "until")
 
     def __init__(self, delays: int) -> None:
         self._cells = np.zeros(2 * _RING)
         self._base = -_RING // 2  # the cell number of ``_cells[0]``
         self._delays = delays
+        self._ones: dict[int, np.ndarray] = {}  # moving-average kernels by width in cells
         self._recent: deque[tuple[float, int, np.ndarray]] = deque(maxlen=64)  # (start, first cell, powers)
         self.until = float("-inf")  # when the last frame added stops playing
 
     def add(self, pcm: bytes, start: float) -> None:
         per = round(8000 * CELL_S) * 2  # bytes per cell
         cells = max(1, len(pcm) // per)  # a ragged tail shorter than a cell is left out (frames are 20 ms)
-        powers = np.array([10 ** (pcm_level_dbfs(pcm[i * per : (i + 1) * per]) / 10) for i in range(cells)])
+        view = memoryview(pcm)
+        powers = np.array([pcm_power(view[i * per : (i + 1) * per]) for i in range(cells)])
         first = round(start / CELL_S)
         self._span(first, cells)[:] += powers
         self._recent.append((start, first, powers))
@@ -100,14 +105,20 @@ class _Reference:
             cells[:] = np.maximum(cells - powers, 0.0)
 
     def levels(self, end: float, frame_s: float) -> np.ndarray:
-        """Our level (dBFS) over the caller frame ending at ``end``, moved back by each delay."""
+        """Our level (dBFS) over the caller frame ending at ``end``, moved back by each delay.
+
+        This runs for every caller frame while the agent talks, so it is a handful of numpy calls
+        on one small fresh array: a moving sum over the frame's width (reversed, so that index 0
+        is delay 0), then dB in place."""
         last = round(end / CELL_S)
         width = max(1, round(frame_s / CELL_S))
         span = width + self._delays - 1
-        total = np.concatenate(([0.0], np.cumsum(self._span(last - span, span))))
-        ends = span - np.arange(self._delays)
-        power = (total[ends] - total[ends - width]) / width
-        out: np.ndarray = 10 * np.log10(np.maximum(power, 1e-10))
+        if width not in self._ones:
+            self._ones[width] = np.full(width, 1.0 / width)
+        out: np.ndarray = np.convolve(self._span(last - span, span), self._ones[width], "valid")[::-1].copy()
+        np.maximum(out, 1e-10, out=out)
+        np.log10(out, out=out)
+        out *= 10.0
         return out
 
     def _span(self, first: int, count: int) -> np.ndarray:

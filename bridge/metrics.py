@@ -57,6 +57,23 @@ __all__ = [
     "reply_latency",
 ]
 
+def multiprocess_dir() -> Path | None:
+    """Where worker processes share their figures, if they do."""
+    value = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    return Path(value) if value else None
+
+
+def _ensure_multiprocess_dir() -> None:
+    """prometheus_client writes a file there as each metric is created (just below, at import): a
+    missing directory would crash every worker at start-up, and a process manager that restarts
+    crashed workers would loop. So it is created when absent."""
+    folder = multiprocess_dir()
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+
+
+_ensure_multiprocess_dir()
+
 LIVE_CALLS = Gauge(
     "bridge_live_calls", "Calls in progress (summed over the live worker processes)", multiprocess_mode="livesum"
 )
@@ -83,12 +100,6 @@ REPLY_LATENCY = Histogram(
     buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0),
 )
 _GREETING, _REPLY = REPLY_LATENCY.labels("greeting"), REPLY_LATENCY.labels("reply")
-
-
-def multiprocess_dir() -> Path | None:
-    """Where worker processes share their figures, if they do."""
-    value = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    return Path(value) if value else None
 
 
 def call_started() -> None:

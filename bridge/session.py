@@ -1,9 +1,16 @@
 """The asyncio shell of one call: it moves bytes and time in and out of the core, nothing else.
 
-Reader tasks (the phone socket, the TTS socket, the agent's stream) only decode and put
-events into one inbox; this loop alone calls ``Call.handle``, so the core is never entered
-concurrently, and executes the actions it returns in order. Time reaches the core as a
-single timer per call (``loop.call_at`` for the core's next deadline), never a task per frame.
+Every input (the phone socket, the TTS socket, the agent's stream, the timer) becomes an event,
+and events reach ``Call.handle`` strictly one at a time, in arrival order, each one's actions
+executed before the next event is handled, so the core is never entered concurrently. Time
+reaches the core as a single timer per call (``loop.call_at`` for the core's next deadline),
+never a task per frame.
+
+Caller audio is 50 messages a second per call for the whole call, so its path is kept short:
+when nothing is queued or in progress, the phone reader hands its event to the core itself
+instead of waking the call's loop for it. Everything else, and phone events that find the core
+busy, wait in the inbox for the loop. Saving that task switch per frame is measured in
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import assert_never
 
@@ -59,6 +66,9 @@ MAX_BACKLOG = 200
 """Events waiting for the core beyond which the phone reader stops reading: a flood then waits in
 the socket's buffers (uvicorn stops reading from TCP), not in this call's memory."""
 
+YIELD_EVERY = 4
+"""Phone messages handled in a row before the reader lets other calls run: uvicorn's ``receive``
+returns without suspending while it holds messages, so a flood would otherwise starve the loop."""
 
 
 class CallSession:
@@ -84,7 +94,10 @@ class CallSession:
         self.on_event = on_event
         self.call_id = "?"
         self._loop = asyncio.get_running_loop()
-        self._inbox: asyncio.Queue[Event] = asyncio.Queue()
+        self._inbox: deque[Event] = deque()
+        self._wakeup: asyncio.Future[None] | None = None  # set while the loop waits for an event
+        self._busy = False  # an event's actions are being executed
+        self._failure: BaseException | None = None  # raised by the core in the phone reader
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._agent_task: asyncio.Task[None] | None = None
@@ -100,8 +113,15 @@ class CallSession:
         return self._loop.time()
 
     def put(self, event: Event) -> None:
-        self._inbox.put_nowait(event)
-        self.peak_backlog = max(self.peak_backlog, self._inbox.qsize())
+        self._inbox.append(event)
+        if len(self._inbox) > self.peak_backlog:
+            self.peak_backlog = len(self._inbox)
+        self._wake()
+
+    def _wake(self) -> None:
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
 
     def end(self, reason: str = "shutdown") -> None:
         """End the call from outside (server shutdown): as a hang-up would, so teardown is the same."""
@@ -124,20 +144,36 @@ class CallSession:
                 metrics.call_ended(self.call.snapshot, self.tts_supervisor.connects)
 
     async def _loop_until_ended(self) -> None:
-        call = self.call
-        while True:
-            event = await self._inbox.get()
+        inbox = self._inbox
+        while not self.call.ended:
+            if self._failure is not None:
+                raise self._failure
+            if not inbox or self._busy:  # the phone reader may be in the core, sending
+                self._wakeup = self._loop.create_future()
+                try:
+                    await self._wakeup
+                finally:
+                    self._wakeup = None
+                continue
+            await self._step(inbox.popleft())
+            if inbox:
+                await asyncio.sleep(0)  # a backlog is worked off in turns with every other call
+
+    async def _step(self, event: Event) -> None:
+        """Handle one event and execute its actions; the only way into the core."""
+        self._busy = True
+        try:
             if self.on_event is not None:
                 self.on_event(event)
             self._observe(event)
+            call = self.call
             actions = call.handle(event)
             if actions:
                 await self._execute_all(actions)
-            if call.ended:
-                return
-            self._arm_timer(call.next_deadline())
-            if not self._inbox.empty():
-                await asyncio.sleep(0)  # a backlog is worked off in turns with every other call
+            if not call.ended:
+                self._arm_timer(call.next_deadline())
+        finally:
+            self._busy = False
 
     def _arm_timer(self, deadline: float | None) -> None:
         if deadline == self._timer_at:
@@ -186,7 +222,8 @@ class CallSession:
     # ----------------------------------------------------------------- readers
 
     async def _read_phone(self) -> None:
-        ws, codec, put = self.websocket, self.codec, self.put
+        ws, codec, put, inbox = self.websocket, self.codec, self.put, self._inbox
+        handled = 0
         try:
             while True:
                 message = await ws.receive()
@@ -194,16 +231,25 @@ class CallSession:
                     put(CallEnded(self.clock(), "hangup"))
                     return
                 raw = message.get("text")
-                events = codec.decode(raw if raw is not None else message.get("bytes") or b"", self.clock())
-                for event in events:
-                    put(event)
+                for event in codec.decode(raw if raw is not None else message.get("bytes") or b"", self.clock()):
+                    if inbox or self._busy or self.call.ended:
+                        put(event)  # keep the order: the loop has events before this one
+                    else:
+                        await self._step(event)
+                        if inbox or self.call.ended:
+                            self._wake()  # events came in while this one's actions were sent
                     if isinstance(event, CallEnded):
                         return
-                while self._inbox.qsize() >= MAX_BACKLOG:
+                while len(inbox) >= MAX_BACKLOG:
                     await asyncio.sleep(0.005)
-                await asyncio.sleep(0)  # uvicorn's receive() does not yield while it holds messages
+                handled += 1
+                if handled % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
         except (WebSocketDisconnect, RuntimeError, OSError):
             put(CallEnded(self.clock(), "dropped"))
+        except Exception as exc:  # a bug in the core: end the call as the loop would have
+            self._failure = exc
+            self._wake()
 
     async def _run_agent(self, turn: Turn) -> None:
         """Stream one reply into the inbox. An agent that raises, or stays silent longer than
@@ -248,31 +294,24 @@ class CallSession:
     # ----------------------------------------------------------------- actions
 
     async def _execute_all(self, actions: list[Action]) -> None:
-        """Execute in order, but send consecutive media frames as one message: Twilio queues and
-        plays payloads of any size in order, and each WebSocket message costs far more CPU than
-        its bytes (measured in docs/benchmarks.md)."""
-        media: list[bytes] = []
         for action in actions:
-            if type(action) is SendMedia:
-                media.append(action.ulaw)
-                continue
-            if media:
-                await self._send_media(media)
-                media.clear()
             await self._execute(action)
-        if media:
-            await self._send_media(media)
 
-    async def _send_media(self, frames: list[bytes]) -> None:
-        if self._turn_began is not None:  # the turn's first audio: how long the caller waited for it
+    def _note_first_audio(self) -> None:
+        """The turn's first audio goes out: how long the caller waited for it."""
+        if self._turn_began is not None:
             began, greeting = self._turn_began
             self._turn_began = None
             metrics.reply_latency(self.clock() - began, greeting)
-        await self._to_phone(self.codec.encode(SendMedia(frames[0] if len(frames) == 1 else b"".join(frames))))
 
     async def _execute(self, action: Action) -> None:
         match action:
-            case SendMedia() | SendMark() | ClearPlayback():
+            case SendMedia():
+                # One 20 ms frame per message, as Twilio sends its own: batching a refill's frames
+                # into one message saved no measurable CPU (docs/benchmarks.md).
+                self._note_first_audio()
+                await self._to_phone(self.codec.encode(action))
+            case SendMark() | ClearPlayback():
                 await self._to_phone(self.codec.encode(action))
             case OpenContext() | SendText() | KeepAlive() | CloseContext():
                 await self.tts.send(action)

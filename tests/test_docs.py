@@ -1,6 +1,9 @@
 """The docs stay true: every setting has one row in docs/configuration.md, with the env var and
 the default that `config/bridge.toml` and `bridge/config.py` give it, and no row names a setting
-that does not exist. When this fails after adding a setting, add its row to the table."""
+that does not exist. When this fails after adding a setting, add its row to the table.
+
+Likewise every Prometheus metric bridge/metrics.py defines has a row, with its type, in
+docs/scaling.md, and the page names no metric that does not exist."""
 
 from __future__ import annotations
 
@@ -10,11 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.metrics import MetricWrapperBase
 
+from bridge import metrics
 from bridge.config import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DOC = REPO / "docs" / "configuration.md"
+SCALING_DOC = REPO / "docs" / "scaling.md"
 TOML = REPO / "config" / "bridge.toml"
 # `key = value  # [ENV] meaning`, or the same commented out (secrets, and settings unset by default)
 TOML_LINE = re.compile(r"^#?\s*(\w+)\s*=\s*(.*?)\s+#\s*\[([A-Z0-9_]+)\]\s*(.*)$")
@@ -94,3 +100,35 @@ def test_each_row_gives_the_real_default(name: tuple[str, str], default: Any) ->
         return
     assert row["default"] == shown(default)
     assert row["meaning"], "say what it means"
+
+
+def exposed_metrics() -> dict[str, str]:
+    """Every metric bridge/metrics.py defines, by the name a scrape shows (counters gain ``_total``)."""
+    found: dict[str, str] = {}
+    for value in vars(metrics).values():
+        if isinstance(value, MetricWrapperBase):
+            family = value.describe()[0]
+            found[family.name + ("_total" if family.type == "counter" else "")] = family.type
+    return found
+
+
+def metric_rows() -> dict[str, str]:
+    """The rows of docs/scaling.md's metrics table: name -> the type cell."""
+    rows = re.findall(r"^\| `(bridge_\w+)` \| ([^|]+) \|", SCALING_DOC.read_text(encoding="utf-8"), re.MULTILINE)
+    return {name: kind.strip() for name, kind in rows}
+
+
+def test_every_metric_has_a_row_with_its_type_in_the_scaling_doc() -> None:
+    rows = metric_rows()
+    assert len(exposed_metrics()) >= 9
+    for name, kind in exposed_metrics().items():
+        assert name in rows, f"docs/scaling.md has no row for the metric {name}"
+        assert rows[name].startswith(kind), f"{name} is a {kind}; docs/scaling.md says {rows[name]}"
+
+
+def test_the_scaling_doc_names_no_metric_that_does_not_exist() -> None:
+    exposed = exposed_metrics()
+    named = set(re.findall(r"\bbridge_[a-z_]+", SCALING_DOC.read_text(encoding="utf-8")))
+    suffixes = ("_bucket", "_sum", "_count", "_created")
+    unknown = {n for n in named if n not in exposed and not any(n.removesuffix(s) in exposed for s in suffixes)}
+    assert not unknown, f"docs/scaling.md names metrics that bridge/metrics.py does not define: {sorted(unknown)}"

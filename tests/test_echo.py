@@ -14,7 +14,18 @@ import pytest
 from bridge.bargein import BargeInConfig
 from bridge.call import CallSettings
 from bridge.echo import EchoConfig, EchoGuard
-from tests.turntaking import ECHO_DELAYS, ECHO_LEVELS, Scenario, echo_only, pink, run, talk_over, white
+from tests.turntaking import (
+    BARGERS,
+    ECHO_DELAYS,
+    ECHO_LEVELS,
+    ONSETS,
+    Scenario,
+    echo_only,
+    pink,
+    run,
+    talk_over,
+    white,
+)
 
 NO_GUARD = CallSettings(echo=EchoConfig(enabled=False))
 HARD = BargeInConfig(confirm_ms=0)
@@ -72,6 +83,33 @@ def test_once_learnt_the_guard_reacts_within_20_ms_of_no_guard_at_all(level: flo
                 guarded = run(talk_over(name, onset, level, delay)).reaction(onset)
                 assert plain is not None and guarded is not None
                 assert guarded <= plain + 0.020 + 1e-9, f"{name} at {onset}s, {level} dB/{delay} ms"
+
+
+def test_a_loud_echo_hides_no_onset_for_more_than_20_ms() -> None:
+    """The caller's first syllable is often quieter than a loud echo of the agent a few tens of ms
+    away; once the delay is known only the echo that lines up with a frame may mask it. Every caller,
+    every moment (1.7 s falls on the agent's loudest words), every delay, echo 10 dB down."""
+    for name in BARGERS:
+        for onset in ONSETS:
+            plain = run(talk_over(name, onset, None, 0.0)).reaction(onset)
+            assert plain is not None
+            for delay in ECHO_DELAYS:
+                guarded = run(talk_over(name, onset, -10.0, delay)).reaction(onset)
+                assert guarded is not None and guarded <= plain + 0.020 + 1e-9, f"{name} at {onset}s, {delay} ms"
+
+
+@pytest.mark.parametrize(("level", "delay"), [(-10.0, 250.0), (-20.0, 100.0), (-30.0, 40.0)])
+def test_caller_frames_arriving_up_to_20_ms_late_cost_no_pause(level: float, delay: float) -> None:
+    """The core stamps caller audio with its arrival, so network jitter moves the echo's apparent delay."""
+    r = run(Scenario(echo_db=level, delay_ms=delay, duration=14.0, jitter_ms=20.0))
+    assert r.clears == [] and r.interrupted_at is None
+
+
+def test_caller_frames_arriving_up_to_40_ms_late_never_interrupt() -> None:
+    """Jitter beyond the aligned window can unmask the echo for a moment: a pause, never an interruption."""
+    for level in ECHO_LEVELS:
+        r = run(Scenario(echo_db=level, delay_ms=180.0, duration=14.0, jitter_ms=40.0))
+        assert r.interrupted_at is None and len(r.resumes) == len(r.clears)
 
 
 def test_a_quieter_caller_gets_through_once_the_echo_loss_is_learnt() -> None:
