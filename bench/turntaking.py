@@ -44,6 +44,7 @@ from tests.turntaking import (
     noises,
     run,
     short_sounds,
+    speakerphone,
     talk_over,
     white,
 )
@@ -109,6 +110,12 @@ def echo_rows(sides: dict[str, CallSettings]) -> list[list[object]]:
             rows.append([f"{level:.0f} dB, {delay:.0f} ms", 2,
                          *(sum(r.interrupted_at is not None for r in runs[n]) for n in sides),
                          sum(len(r.clears) for r in runs["after"])])
+    runs = {name: [run(echo_only(level, delay, noise, speakerphone()), s)
+                   for level in ECHO_LEVELS for delay in ECHO_DELAYS for noise in (b"", noisy)]
+            for name, s in sides.items()}
+    rows.append(["all 12, through a speakerphone (500-3000 Hz)", len(runs["after"]),
+                 *(sum(r.interrupted_at is not None for r in runs[n]) for n in sides),
+                 sum(len(r.clears) for r in runs["after"])])
     for jitter in JITTERS:
         runs = {name: [run(dataclasses.replace(echo_only(level, delay, noise), jitter_ms=jitter), s)
                        for level in ECHO_LEVELS for delay in ECHO_DELAYS for noise in (b"", noisy)]
@@ -129,11 +136,13 @@ def talk_over_rows(sides: dict[str, CallSettings]) -> list[list[object]]:
     for caller_db in (0.0, -10.0):
         for level in (None, *ECHO_LEVELS):
             rows.append(_talk_over_row(sides, caller_db, level, unguarded if level is None else plain))
+    for level in ECHO_LEVELS:
+        rows.append(_talk_over_row(sides, 0.0, level, plain, speakerphone()))
     return rows
 
 
 def _talk_over_row(sides: dict[str, CallSettings], caller_db: float, level: float | None,
-                   paired: dict[tuple[str, float], float | None]) -> list[object]:
+                   paired: dict[tuple[str, float], float | None], path: tuple[float, ...] = ()) -> list[object]:
     cells: list[object] = []
     runs = 0
     for side, s in sides.items():
@@ -144,7 +153,7 @@ def _talk_over_row(sides: dict[str, CallSettings], caller_db: float, level: floa
         for delay in ECHO_DELAYS if level is not None else (0.0,):
             for name in BARGERS:
                 for onset in ONSETS:
-                    r = run(talk_over(name, onset, level, delay, caller_db), s)
+                    r = run(talk_over(name, onset, level, delay, caller_db, path), s)
                     runs += 1
                     if r.interrupted_at is not None and r.interrupted_at < onset + s.vad.start_ms / 1000:
                         cut += 1  # stopped before start_ms of the caller: by its own echo
@@ -161,6 +170,8 @@ def _talk_over_row(sides: dict[str, CallSettings], caller_db: float, level: floa
         if side == "after":
             cells.append(f"{_p(slower, 95)} / {_p(slower, 100)}" if slower else "-")
     echo = "no echo" if level is None else f"echo {level:.0f} dB"
+    if path:
+        echo = f"speakerphone {echo}"
     return [f"caller {caller_db:+.0f} dB, {echo}", runs, *cells]
 
 

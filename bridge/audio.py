@@ -37,7 +37,6 @@ __all__ = [
     "Resampler",
     "TtsDecoder",
     "pcm_level_dbfs",
-    "pcm_power",
     "pcm_to_ulaw",
     "ulaw_to_pcm",
 ]
@@ -75,12 +74,6 @@ def ulaw_to_pcm(data: bytes) -> bytes:
 def pcm_to_ulaw(data: bytes) -> bytes:
     """Encode PCM16 to G.711 mu-law for Twilio; ``data`` must hold whole samples (even length)."""
     return audioop.lin2ulaw(data, 2)
-
-
-def pcm_power(pcm: bytes | memoryview) -> float:
-    """Mean power of PCM16 relative to full scale (1.0 = a full-scale square wave): the level
-    without the logarithm, for sums and averages of levels (the echo guard's reference)."""
-    return (audioop.rms(pcm[: len(pcm) & ~1], 2) / 32768.0) ** 2
 
 
 def pcm_level_dbfs(pcm: bytes) -> float:

@@ -44,14 +44,16 @@ class LineGate:
         self.echo = EchoGuard(echo)
         self._frame_s = vad.frame_ms / 1000
         self._reference: np.ndarray | None = None
+        self._frame = b""
 
     def judge(self, frame: bytes, end: float, vad: bool, strict: bool = False) -> FrameVerdict:
         """One frame: speech-like, sure to be the caller, or neither. ``strict``: ignore the learnt
         echo delay and bound echo by everything played in the whole echo window."""
         level = level_dbfs(frame)
         floor = self.floor.update(level, vad)
-        self._reference = self.echo.reference(end, self._frame_s)
-        echo = self.echo.threshold_db(self._reference, aligned=not strict)
+        self._reference, bound = self.echo.look(end, self._frame_s)
+        echo = self.echo.threshold_db(self._reference, aligned=not strict, bound=bound)
+        self._frame = frame
         tone = False
         if self.tones is not None:
             if vad:
@@ -65,7 +67,7 @@ class LineGate:
     def settled(self, verdict: FrameVerdict, idle: bool) -> None:
         """Frames heard with no caller sound in progress teach the echo guard how loud echo gets."""
         if idle:
-            self.echo.learn(verdict.level, self._reference)
+            self.echo.learn(verdict.level, self._reference, self._frame, verdict.end)
 
 
 class Listener:

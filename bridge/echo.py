@@ -24,6 +24,15 @@ agent's level over the line's noise, and the guard stops masking anything the no
 would not. A louder echo (a caller switching to speakerphone) is followed within the two
 seconds of history, during which soft barge-in pauses and resumes rather than interrupting.
 
+The loss is learnt per frequency band (eight of 500 Hz). Real echo paths are not flat: a
+speakerphone's small loudspeaker drops the lows, a handset's hybrid shapes the highs, so the loss
+of a vowel heavy in low harmonics and of a sibilant differ by 10 dB or more. One broadband ERL
+learnt from the quietest-echo frames lets the echo of every brighter frame through. So the
+reference keeps our power per band and each band's ERL is learnt much as the broadband one (a
+lower percentile, 75th: within a band the loss still varies), and the bound is the louder of the
+broadband one and the echo those band losses predict for what just played. The bands can only
+make the guard stricter; with a flat path they learn the broadband loss and change nothing.
+
 The reference is what *plays*, not what was sent: `played` takes each frame with the time it
 starts playing at the caller (the core's pacing model), and `cleared` forgets the frames a
 ``clear`` stopped before they played.
@@ -33,11 +42,10 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from functools import cache
 from typing import Final
 
 import numpy as np
-
-from bridge.audio import pcm_power
 
 __all__ = ["EchoConfig", "EchoGuard"]
 
@@ -55,6 +63,71 @@ _ALIGN_S: Final = 0.01  # once the echo's delay is known, only played audio this
 _SHARP_DB: Final = 3.0  # the delay is known when every delay further away explains the echo this much worse
 _SILENT_DB: Final = -100.0
 _EPS: Final = 1e-6
+_BAND_PERCENTILE: Final = 0.75  # within a band the loss still varies; 0.5 never let echo through
+# in the paths tried but held back callers over strongly reverberant echo, 0.9 let band edges through
+_BAND_EVERY: Final = 5  # estimates between two per-band ones (each reads the whole history at 31 delays)
+_BAND_STEP_S: Final = 0.01  # the per-band loss is learnt at candidate delays this far apart (cost)
+BAND_HZ: Final = 500  # width of the frequency bands the echo loss is learnt in
+BANDS: Final = 4000 // BAND_HZ
+_RATE: Final = 8000
+
+
+@cache
+def _band_starts(samples: int) -> np.ndarray:
+    """The first FFT bin of each band, for a frame of ``samples``."""
+    return np.array([round(b * BAND_HZ * samples / _RATE) for b in range(BANDS)])
+
+
+@cache
+def _window(samples: int) -> np.ndarray:
+    """Hann: a voice's strong low harmonics would otherwise leak into every band above them,
+    and a band-limited echo path, which removes them, would look 10 dB quieter than it is."""
+    hann: np.ndarray = np.hanning(samples)
+    scaled: np.ndarray = hann * np.sqrt(samples / float(np.sum(hann**2)))
+    return scaled
+
+
+@cache
+def _analysis(samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """The windowed DFT of a frame as one real matrix (cosine rows, then sine rows), and the 0/1
+    matrix that sums its squares into bands: two small matrix products are several times
+    cheaper per frame than an FFT call and its bookkeeping."""
+    bins = np.arange(samples // 2 + 1)
+    angle = 2 * np.pi * np.outer(bins, np.arange(samples)) / samples
+    window = _window(samples)
+    dft = np.vstack((np.cos(angle) * window, np.sin(angle) * window)).astype(np.float32)
+    band = np.searchsorted(_band_starts(samples), bins, side="right") - 1
+    summing = np.zeros((BANDS, 2 * len(bins)), dtype=np.float32)
+    summing[band, bins] = 1.0
+    summing[band, len(bins) + bins] = 1.0
+    return dft, summing
+
+
+def band_shares(pcm: bytes | memoryview) -> np.ndarray:
+    """How a PCM16 frame's power splits over the bands (sums to 1; flat for silence)."""
+    return _shares(np.frombuffer(pcm, dtype="<i2", count=len(pcm) // 2).astype(np.float32))
+
+
+def _shares(x: np.ndarray) -> np.ndarray:
+    dft, summing = _analysis(len(x))
+    spectrum = dft @ x
+    spectrum *= spectrum
+    sums: np.ndarray = (summing @ spectrum).astype(np.float64)
+    total = float(sums.sum())
+    if total <= 0.0:
+        return np.full(BANDS, 1.0 / BANDS)
+    sums /= total
+    return sums
+
+
+_ONES: Final = np.ones((1, BANDS))
+
+
+def _db(power: np.ndarray) -> np.ndarray:
+    out: np.ndarray = np.maximum(power, 1e-10)
+    np.log10(out, out=out)
+    out *= 10.0
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,25 +146,27 @@ class EchoConfig:
 
 
 class _Reference:
-    """What we played, as power per 5 ms cell on the call's clock: cheap to add to, to take back
-    after a ``clear``, and to read at every candidate delay with one cumulative sum. The cells live
-    in a buffer that slides forward as the call goes on, keeping the last few seconds."""
+    """What we played, as power per band per 5 ms cell on the call's clock: cheap to add to, to
+    take back after a ``clear``, and to read at every candidate delay with one moving sum. The
+    cells live in a buffer that slides forward as the call goes on, keeping the last few seconds.
+    A frame's band shares come from its whole 20 ms (finer cells would blur the spectrum) and
+    are spread over its cells by their power."""
 
-    __slots__ = ("_base", "_cells", "_delays", "_ones", "_recent", "until")
+    __slots__ = ("_base", "_cells", "_delays", "_recent", "until")
 
     def __init__(self, delays: int) -> None:
-        self._cells = np.zeros(2 * _RING)
+        self._cells = np.zeros((BANDS, 2 * _RING))
         self._base = -_RING // 2  # the cell number of ``_cells[0]``
         self._delays = delays
-        self._ones: dict[int, np.ndarray] = {}  # moving-average kernels by width in cells
         self._recent: deque[tuple[float, int, np.ndarray]] = deque(maxlen=64)  # (start, first cell, powers)
         self.until = float("-inf")  # when the last frame added stops playing
 
     def add(self, pcm: bytes, start: float) -> None:
         per = round(8000 * CELL_S) * 2  # bytes per cell
         cells = max(1, len(pcm) // per)  # a ragged tail shorter than a cell is left out (frames are 20 ms)
-        view = memoryview(pcm)
-        powers = np.array([pcm_power(view[i * per : (i + 1) * per]) for i in range(cells)])
+        x = np.frombuffer(pcm, dtype="<i2", count=cells * per // 2).astype(np.float32)
+        cell_powers = np.square(x, dtype=np.float64).reshape(cells, -1).sum(axis=1) * (2 / per / 32768.0**2)
+        powers = np.outer(_shares(x), cell_powers)
         first = round(start / CELL_S)
         self._span(first, cells)[:] += powers
         self._recent.append((start, first, powers))
@@ -101,57 +176,82 @@ class _Reference:
         """Frames due to start at ``at`` or later never play (the one in flight does)."""
         while self._recent and self._recent[-1][0] >= at - _EPS:
             _, first, powers = self._recent.pop()
-            cells = self._span(first, len(powers))
+            cells = self._span(first, powers.shape[1])
             cells[:] = np.maximum(cells - powers, 0.0)
 
-    def levels(self, end: float, frame_s: float) -> np.ndarray:
-        """Our level (dBFS) over the caller frame ending at ``end``, moved back by each delay.
+    def levels(self, end: float, frame_s: float, weights: np.ndarray) -> np.ndarray:
+        """Per row of band ``weights``, the weighted level (dBFS) over the caller frame ending at
+        ``end``, moved back by each delay: with weights of one, our level; with the learnt
+        per-band echo gains, the echo they predict.
 
         This runs for every caller frame while the agent talks, so it is a handful of numpy calls
-        on one small fresh array: a moving sum over the frame's width (reversed, so that index 0
-        is delay 0), then dB in place."""
+        on small fresh arrays: the bands weighted and summed, a moving sum over the frame's width
+        (reversed, so that column 0 is delay 0), then dB in place."""
         last = round(end / CELL_S)
         width = max(1, round(frame_s / CELL_S))
         span = width + self._delays - 1
-        if width not in self._ones:
-            self._ones[width] = np.full(width, 1.0 / width)
-        out: np.ndarray = np.convolve(self._span(last - span, span), self._ones[width], "valid")[::-1].copy()
-        np.maximum(out, 1e-10, out=out)
-        np.log10(out, out=out)
-        out *= 10.0
-        return out
+        power = weights @ self._span(last - span, span)
+        sums = np.cumsum(power, axis=1)
+        moving = sums[:, width - 1 :].copy()
+        moving[:, 1:] -= sums[:, : span - width]
+        moving /= width
+        return _db(moving[:, ::-1])
+
+    def band_levels(self, ends: np.ndarray, delays: np.ndarray, frame_s: float) -> np.ndarray:
+        """Our level (dBFS) over each caller frame ending at ``ends``, per band, moved back by each
+        of ``delays`` (in cells): shape (frames, bands, delays)."""
+        width = max(1, round(frame_s / CELL_S))
+        lasts = np.rint(ends / CELL_S).astype(int)[:, None] - delays[None, :]
+        first = int(lasts.min()) - width
+        cells = self._span(first, int(lasts.max()) - first)
+        sums = np.concatenate((np.zeros((BANDS, 1)), np.cumsum(cells, axis=1)), axis=1)
+        at = lasts - first
+        return _db(((sums[:, at] - sums[:, at - width]) / width).transpose(1, 0, 2))
 
     def _span(self, first: int, count: int) -> np.ndarray:
-        """A view of cells ``first`` .. ``first + count - 1``, sliding the buffer on if they lie
-        beyond it; cells from before the buffer (more than a few seconds back) read as silence."""
-        if first + count - self._base > len(self._cells):
+        """A view of cells ``first`` .. ``first + count - 1`` (all bands), sliding the buffer on if
+        they lie beyond it; cells from before the buffer (more than a few seconds back) read as
+        silence."""
+        size = self._cells.shape[1]
+        if first + count - self._base > size:
             shift = first + count - _RING - self._base
-            keep = max(0, len(self._cells) - shift)
-            self._cells[:keep] = self._cells[len(self._cells) - keep :]
-            self._cells[keep:] = 0.0
+            keep = max(0, size - shift)
+            self._cells[:, :keep] = self._cells[:, size - keep :]
+            self._cells[:, keep:] = 0.0
             self._base += shift
         lo = first - self._base
         if lo < 0:
-            return np.zeros(count)  # never happens for live frames; a throwaway keeps it safe
-        return self._cells[lo : lo + count]
+            return np.zeros((BANDS, count))  # never happens for live frames; a throwaway keeps it safe
+        return self._cells[:, lo : lo + count]
 
 
 class _Evidence:
-    """Frames heard with the agent playing: our level at each delay, and what the line carried."""
+    """Frames heard with the agent playing: our level at each delay, and what the line carried,
+    in all and per band (rows without a band split hold NaN there)."""
 
-    __slots__ = ("_levels", "_next", "_rows", "filled")
+    __slots__ = ("_bands", "_ends", "_levels", "_next", "_rows", "filled")
 
     def __init__(self, delays: int) -> None:
         self._rows = np.zeros((_HISTORY, delays))
         self._levels = np.zeros(_HISTORY)
+        self._bands = np.full((_HISTORY, BANDS), np.nan)
+        self._ends = np.zeros(_HISTORY)
         self._next = 0
         self.filled = 0
 
-    def add(self, reference: np.ndarray, level_db: float) -> None:
+    def add(self, reference: np.ndarray, level_db: float, bands_db: np.ndarray | None, end: float) -> None:
         self._rows[self._next] = reference
         self._levels[self._next] = max(level_db, _SILENT_DB)
+        self._bands[self._next] = np.nan if bands_db is None else np.maximum(bands_db, _SILENT_DB)
+        self._ends[self._next] = end
         self._next = (self._next + 1) % _HISTORY
         self.filled = min(self.filled + 1, _HISTORY)
+
+    def heard_bands(self) -> tuple[np.ndarray, np.ndarray]:
+        """The frames that were split into bands: their ends, and their band levels (dBFS)."""
+        bands, ends = self._bands[: self.filled], self._ends[: self.filled]
+        split = ~np.isnan(bands[:, 0])
+        return ends[split], bands[split]
 
     def clear(self) -> None:
         self._next = self.filled = 0
@@ -173,7 +273,9 @@ class _Evidence:
 class EchoGuard:
     """The played reference of one call, and the level a caller frame must beat to be speech."""
 
-    __slots__ = ("_count", "_erl", "_evidence", "_reference", "_window", "config")
+    __slots__ = (
+        "_band_delays", "_count", "_erl", "_evidence", "_gains", "_reference", "_weights", "_window", "config"
+    )
 
     def __init__(self, config: EchoConfig) -> None:
         self.config = config
@@ -182,6 +284,9 @@ class EchoGuard:
         self._evidence = _Evidence(delays)
         self._count = 0
         self._erl: float | None = None
+        self._gains: np.ndarray | None = None  # per band, the echo's share of what we played (1/ERL)
+        self._weights = _ONES  # the rows `look` weighs the bands by: ours, then the echo's once learnt
+        self._band_delays = np.arange(0, delays, round(_BAND_STEP_S / CELL_S))
         self._window: slice | None = None  # the delays around the learnt one, or None: all of them
 
     @property
@@ -205,18 +310,31 @@ class EchoGuard:
     def reference(self, end: float, frame_s: float = FRAME_S) -> np.ndarray | None:
         """Our played level (dBFS) over the caller frame ending at ``end``, shifted by each candidate
         delay; None when nothing of ours can echo into it."""
-        if not self.config.enabled or end - frame_s - self.config.max_delay_ms / 1000 >= self._reference.until:
-            return None  # nothing of ours played recently enough to echo: the common, cheap case
-        levels = self._reference.levels(end, frame_s)
-        return levels if float(levels.max()) >= ACTIVE_DBFS else None
+        return self.look(end, frame_s)[0]
 
-    def threshold_db(self, reference: np.ndarray | None, *, aligned: bool = True) -> float | None:
-        """The level a caller frame must exceed, given its `reference`; ``aligned``: around the
-        learnt delay if there is one, else over every delay."""
+    def look(self, end: float, frame_s: float = FRAME_S) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The frame's `reference`, and the loudest echo (dBFS) each candidate delay could put
+        into it by the per-band losses (None until they are learnt: the broadband bound applies)."""
+        if not self.config.enabled or end - frame_s - self.config.max_delay_ms / 1000 >= self._reference.until:
+            return None, None  # nothing of ours played recently enough to echo: the common, cheap case
+        levels = self._reference.levels(end, frame_s, self._weights)
+        if float(levels[0].max()) < ACTIVE_DBFS:
+            return None, None
+        return levels[0], (levels[1] if len(levels) > 1 else None)
+
+    def threshold_db(
+        self, reference: np.ndarray | None, *, aligned: bool = True, bound: np.ndarray | None = None
+    ) -> float | None:
+        """The level a caller frame must exceed, given its `reference` (and its `echo_bound`, once
+        the bands are learnt); ``aligned``: around the learnt delay if there is one, else over
+        every delay."""
         if reference is None:
             return None
-        near = reference if self._window is None or not aligned else reference[self._window]
-        return float(near.max()) - self.erl_db + self.config.margin_db
+        window = slice(None) if self._window is None or not aligned else self._window
+        loudest = float(reference[window].max()) - self.erl_db
+        if bound is not None:  # the bands can only raise the bound: a bright frame's echo is louder
+            loudest = max(loudest, float(bound[window].max()))
+        return loudest + self.config.margin_db
 
     def doubt(self) -> None:
         """A sound the guard let through turned out to be nothing: if it was our echo at a delay
@@ -226,17 +344,24 @@ class EchoGuard:
         self._evidence.clear()
         self._count = 0
 
-    def learn(self, level_db: float, reference: np.ndarray | None) -> None:
-        """A frame heard while no caller sound was in progress, with its `reference`."""
+    def learn(
+        self, level_db: float, reference: np.ndarray | None, heard: bytes | None = None, end: float = 0.0
+    ) -> None:
+        """A frame heard while no caller sound was in progress, with its `reference`; given the
+        ``heard`` PCM and its ``end``, the loss is learnt per band as well."""
         if reference is None or not self.config.learn_ms:
             return
-        self._evidence.add(reference, level_db)
+        bands = None
+        if heard is not None and level_db > _SILENT_DB:
+            bands = level_db + _db(band_shares(heard))
+        self._evidence.add(reference, level_db, bands, end)
         self._count += 1
         if self._count % _EVERY == 0:
             self._estimate()
 
     def _estimate(self) -> None:
-        """The lowest, over candidate delays, of the 90th percentile of played-minus-heard.
+        """The lowest, over candidate delays, of the 90th percentile of played-minus-heard; and
+        now and then the same per band.
 
         Every delay needs its evidence first: a minimum over some of them may miss the true one.
         """
@@ -250,3 +375,26 @@ class EchoGuard:
         others = np.concatenate((bounds[: near.start], bounds[near.stop :]))
         sharp = not others.size or float(others.min()) - self._erl >= _SHARP_DB
         self._window = near if sharp else None
+        if self._gains is None or self._count % (_EVERY * _BAND_EVERY) == 0:
+            gains = self._band_gains(needed=round(self.config.learn_ms / 1000 / FRAME_S))
+            if gains is not None:
+                self._gains, self._weights = gains, np.vstack((_ONES, gains))
+
+    def _band_gains(self, needed: int) -> np.ndarray | None:
+        """Per band, 1/ERL learnt as the broadband one is: the 90th percentile of played minus
+        heard, the lowest over the candidate delays (every 10 ms), so it can only err low. A band
+        we seldom played in keeps the broadband loss."""
+        ends, heard = self._evidence.heard_bands()
+        if len(ends) < max(needed, 1):
+            return None
+        played = self._reference.band_levels(ends, self._band_delays, FRAME_S)
+        active = played >= ACTIVE_DBFS
+        counts = active.sum(axis=0)
+        excess = np.where(active, played - heard[:, :, None], -np.inf)
+        excess.sort(axis=0)
+        rank = (len(ends) - counts) + np.floor(_BAND_PERCENTILE * (counts - 1)).astype(int)
+        bounds = np.take_along_axis(excess, rank[None], axis=0)[0]
+        erl = np.where(counts >= max(needed, 1), bounds, np.inf).min(axis=1)
+        erl[~np.isfinite(erl)] = self.erl_db
+        gains: np.ndarray = 10.0 ** (-erl / 10.0)
+        return gains

@@ -23,6 +23,7 @@ from tests.turntaking import (
     echo_only,
     pink,
     run,
+    speakerphone,
     talk_over,
     white,
 )
@@ -37,6 +38,23 @@ def test_the_agents_echo_never_pauses_or_interrupts_it(level: float, delay: floa
     r = run(echo_only(level, delay))
     assert r.clears == [], f"echo at {level} dB, {delay} ms paused the agent"
     assert r.interrupted_at is None and r.media > 600, "the whole reply played"
+
+
+@pytest.mark.parametrize("delay", [40.0, 180.0, 250.0])
+@pytest.mark.parametrize("level", [-10.0, -20.0])
+def test_a_speakerphones_band_limited_echo_never_pauses_the_agent(level: float, delay: float) -> None:
+    """Its loss differs by 20 dB from a dark vowel to a bright one: a single broadband loss,
+    learnt from the dark ones, let every bright frame through (a stutter of pauses)."""
+    r = run(echo_only(level, delay, path=speakerphone()))
+    assert r.clears == [] and r.interrupted_at is None
+
+
+@pytest.mark.parametrize("level", ECHO_LEVELS)
+def test_a_caller_talking_over_a_speakerphone_echo_interrupts_it(level: float) -> None:
+    for name in BARGERS:
+        for onset in (0.9, 3.9):
+            r = run(talk_over(name, onset, level, 100.0, path=speakerphone()))
+            assert r.committed(onset), f"{name} at {onset} s over a {level} dB speakerphone echo"
 
 
 @pytest.mark.parametrize(("level", "delay", "noise"), [(-10.0, 45.0, "white"), (-30.0, 215.0, "pink")])

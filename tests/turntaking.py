@@ -87,6 +87,7 @@ class Scenario:
     speak: bool = True  # False: the agent says nothing after its greeting turn is requested
     delay_change: tuple[float, float] | None = None  # (from when, new delay_ms): the echo path moves
     jitter_ms: float = 0.0  # each caller frame reaches the bridge up to this late (in order, as over TCP)
+    echo_path: tuple[float, ...] = ()  # the echo's impulse response before `echo_db` (empty: flat)
 
 
 @dataclass
@@ -142,7 +143,12 @@ class Line:
             if self.s.delay_change is not None and end >= self.s.delay_change[0]:
                 delay = self.s.delay_change[1]
             d = round(delay / 1000 * RATE)
-            x += _shifted(self.heard, lo, hi, d) * 10 ** (self.s.echo_db / 20)
+            if self.s.echo_path:
+                taps = np.array(self.s.echo_path)
+                echo = np.convolve(_shifted(self.heard, lo - len(taps) + 1, hi, d), taps, "valid")
+            else:
+                echo = _shifted(self.heard, lo, hi, d)
+            x += echo * 10 ** (self.s.echo_db / 20)
         return ulaw_to_pcm(pcm_to_ulaw(pcm16(x)))
 
     def carry(self, at: float, action: Action) -> None:
@@ -384,10 +390,28 @@ BARGERS = ("caller_02.wav", "caller_03.wav", "caller_07.wav")
 ONSETS = (0.9, 1.7, 3.9, 6.1)
 
 
-def echo_only(level: float, delay: float, noise: bytes = b"") -> Scenario:
-    return Scenario(echo_db=level, delay_ms=delay, noise=noise, duration=14.0)
+@cache
+def speakerphone() -> tuple[float, ...]:
+    """A small loudspeaker and its microphone: 500-3000 Hz (windowed-sinc band-pass), scaled so
+    the agent's voice comes back at the nominal echo level. Vowels heavy in low harmonics come back
+    20-30 dB down, bright sounds 7-10 dB: no single loss describes this echo."""
+    n = np.arange(-32, 33)
+
+    def low_pass(hz: float) -> np.ndarray:
+        return 2 * hz / RATE * np.sinc(2 * hz / RATE * n)
+
+    taps = (low_pass(3000) - low_pass(500)) * np.hamming(len(n))
+    voice = samples(agent_voice())
+    taps *= math.sqrt(float(np.sum(voice**2)) / float(np.sum(np.convolve(voice, taps) ** 2)))
+    return tuple(float(t) for t in taps)
 
 
-def talk_over(name: str, onset: float, level: float | None, delay: float, caller_db: float = 0.0) -> Scenario:
+def echo_only(level: float, delay: float, noise: bytes = b"", path: tuple[float, ...] = ()) -> Scenario:
+    return Scenario(echo_db=level, delay_ms=delay, noise=noise, duration=14.0, echo_path=path)
+
+
+def talk_over(
+    name: str, onset: float, level: float | None, delay: float, caller_db: float = 0.0, path: tuple[float, ...] = ()
+) -> Scenario:
     sound = Sound(onset, gain(load_wav(name), caller_db), name)
-    return Scenario((sound,), echo_db=level, delay_ms=delay, duration=onset + 4.0)
+    return Scenario((sound,), echo_db=level, delay_ms=delay, duration=onset + 4.0, echo_path=path)
