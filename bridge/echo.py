@@ -123,6 +123,19 @@ def _shares(x: np.ndarray) -> np.ndarray:
 _ONES: Final = np.ones((1, BANDS))
 
 
+def _active_percentile(played: np.ndarray, heard: np.ndarray, percentile: float) -> tuple[np.ndarray, np.ndarray]:
+    """Along the first axis (frames), the ``percentile`` of ``played - heard`` over the frames where
+    we played something, and how many those are; both shaped as ``played`` without that axis.
+    One sort for every column at once: the others are pushed below as -inf and skipped by rank."""
+    active = played >= ACTIVE_DBFS
+    counts = active.sum(axis=0)
+    excess = np.where(active, played - heard, -np.inf)
+    excess.sort(axis=0)
+    rank = (len(played) - counts) + np.floor(percentile * (counts - 1)).astype(int)
+    out: np.ndarray = np.take_along_axis(excess, rank[None], axis=0)[0]
+    return out, counts
+
+
 def _db(power: np.ndarray) -> np.ndarray:
     out: np.ndarray = np.maximum(power, 1e-10)
     np.log10(out, out=out)
@@ -259,22 +272,17 @@ class _Evidence:
     def bounds(self, needed: int) -> np.ndarray | None:
         """Per delay, the 90th percentile of played-minus-heard over frames where we played
         something; None until every delay has ``needed`` such frames."""
-        rows, levels = self._rows[: self.filled], self._levels[: self.filled]
-        active = rows >= ACTIVE_DBFS
-        counts = active.sum(axis=0)
-        if not self.filled or int(counts.min()) < max(needed, 1):
+        if not self.filled:
             return None
-        excess = np.sort(np.where(active, rows - levels[:, None], -np.inf), axis=0)
-        rank = (self.filled - counts) + np.floor(_PERCENTILE * (counts - 1)).astype(int)
-        out: np.ndarray = excess[rank, np.arange(rows.shape[1])]
-        return out
+        out, counts = _active_percentile(self._rows[: self.filled], self._levels[: self.filled, None], _PERCENTILE)
+        return out if int(counts.min()) >= max(needed, 1) else None
 
 
 class EchoGuard:
     """The played reference of one call, and the level a caller frame must beat to be speech."""
 
     __slots__ = (
-        "_band_delays", "_count", "_erl", "_evidence", "_gains", "_reference", "_weights", "_window", "config"
+        "_band_delays", "_count", "_erl", "_evidence", "_reference", "_weights", "_window", "config"
     )
 
     def __init__(self, config: EchoConfig) -> None:
@@ -284,8 +292,8 @@ class EchoGuard:
         self._evidence = _Evidence(delays)
         self._count = 0
         self._erl: float | None = None
-        self._gains: np.ndarray | None = None  # per band, the echo's share of what we played (1/ERL)
-        self._weights = _ONES  # the rows `look` weighs the bands by: ours, then the echo's once learnt
+        # The rows `look` weighs the bands by: ours, then, once learnt, the echo's share of each (1/ERL).
+        self._weights = _ONES
         self._band_delays = np.arange(0, delays, round(_BAND_STEP_S / CELL_S))
         self._window: slice | None = None  # the delays around the learnt one, or None: all of them
 
@@ -325,9 +333,9 @@ class EchoGuard:
     def threshold_db(
         self, reference: np.ndarray | None, *, aligned: bool = True, bound: np.ndarray | None = None
     ) -> float | None:
-        """The level a caller frame must exceed, given its `reference` (and its `echo_bound`, once
-        the bands are learnt); ``aligned``: around the learnt delay if there is one, else over
-        every delay."""
+        """The level a caller frame must exceed, given its `reference` (and the per-band ``bound``
+        `look` gives once the bands are learnt); ``aligned``: around the learnt delay if there is
+        one, else over every delay."""
         if reference is None:
             return None
         window = slice(None) if self._window is None or not aligned else self._window
@@ -351,9 +359,7 @@ class EchoGuard:
         ``heard`` PCM and its ``end``, the loss is learnt per band as well."""
         if reference is None or not self.config.learn_ms:
             return
-        bands = None
-        if heard is not None and level_db > _SILENT_DB:
-            bands = level_db + _db(band_shares(heard))
+        bands = None if heard is None else level_db + _db(band_shares(heard))
         self._evidence.add(reference, level_db, bands, end)
         self._count += 1
         if self._count % _EVERY == 0:
@@ -375,25 +381,20 @@ class EchoGuard:
         others = np.concatenate((bounds[: near.start], bounds[near.stop :]))
         sharp = not others.size or float(others.min()) - self._erl >= _SHARP_DB
         self._window = near if sharp else None
-        if self._gains is None or self._count % (_EVERY * _BAND_EVERY) == 0:
+        if len(self._weights) == 1 or self._count % (_EVERY * _BAND_EVERY) == 0:
             gains = self._band_gains(needed=round(self.config.learn_ms / 1000 / FRAME_S))
             if gains is not None:
-                self._gains, self._weights = gains, np.vstack((_ONES, gains))
+                self._weights = np.vstack((_ONES, gains))
 
     def _band_gains(self, needed: int) -> np.ndarray | None:
-        """Per band, 1/ERL learnt as the broadband one is: the 90th percentile of played minus
-        heard, the lowest over the candidate delays (every 10 ms), so it can only err low. A band
-        we seldom played in keeps the broadband loss."""
+        """Per band, 1/ERL learnt much as the broadband one is: a percentile (`_BAND_PERCENTILE`) of
+        played minus heard, the lowest over the candidate delays (every 10 ms). A band we seldom
+        played in keeps the broadband loss."""
         ends, heard = self._evidence.heard_bands()
         if len(ends) < max(needed, 1):
             return None
         played = self._reference.band_levels(ends, self._band_delays, FRAME_S)
-        active = played >= ACTIVE_DBFS
-        counts = active.sum(axis=0)
-        excess = np.where(active, played - heard[:, :, None], -np.inf)
-        excess.sort(axis=0)
-        rank = (len(ends) - counts) + np.floor(_BAND_PERCENTILE * (counts - 1)).astype(int)
-        bounds = np.take_along_axis(excess, rank[None], axis=0)[0]
+        bounds, counts = _active_percentile(played, heard[:, :, None], _BAND_PERCENTILE)
         erl = np.where(counts >= max(needed, 1), bounds, np.inf).min(axis=1)
         erl[~np.isfinite(erl)] = self.erl_db
         gains: np.ndarray = 10.0 ** (-erl / 10.0)

@@ -168,8 +168,8 @@ class CallSession:
             self._observe(event)
             call = self.call
             actions = call.handle(event)
-            if actions:
-                await self._execute_all(actions)
+            for action in actions:
+                await self._execute(action)
             if not call.ended:
                 self._arm_timer(call.next_deadline())
         finally:
@@ -292,10 +292,6 @@ class CallSession:
         self.put(AgentFailed(self.clock(), number, reason))
 
     # ----------------------------------------------------------------- actions
-
-    async def _execute_all(self, actions: list[Action]) -> None:
-        for action in actions:
-            await self._execute(action)
 
     def _note_first_audio(self) -> None:
         """The turn's first audio goes out: how long the caller waited for it."""

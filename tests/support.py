@@ -3,18 +3,45 @@
 from __future__ import annotations
 
 import math
+import re
 import struct
 import wave
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from bridge.actions import Action
 from bridge.call import Call, CallSettings
+from bridge.config import Settings
 from bridge.events import CallerAudio, CallStarted, Event, Tick, TtsConnected
 
 SHARED_AUDIO = Path(__file__).resolve().parents[2] / "shared" / "audio"
 FRAME_BYTES = 320  # 20 ms of 8 kHz PCM16
+CONFIG_TOML = Path(__file__).resolve().parents[1] / "config" / "bridge.toml"
+# `key = value  # [ENV] meaning`, or the same commented out (secrets, and settings unset by default)
+_TOML_LINE = re.compile(r"^#?\s*(\w+)\s*=\s*(.*?)\s+#\s*\[([A-Z0-9_]+)\]\s*(.*)$")
+
+
+def config_toml() -> dict[tuple[str, str], tuple[str, str]]:
+    """(section, key) -> (the value as config/bridge.toml writes it, the env var it names), for
+    every key the file lists, set or commented out: what the docs tests hold the docs to."""
+    found: dict[tuple[str, str], tuple[str, str]] = {}
+    section = None
+    for line in CONFIG_TOML.read_text(encoding="utf-8").splitlines():
+        if header := re.match(r"^\[(\w+)\]", line):
+            section = header.group(1)
+        elif (match := _TOML_LINE.match(line)) and section:
+            found[(section, match.group(1))] = (match.group(2), match.group(3))
+    return found
+
+
+def code_defaults() -> dict[tuple[str, str], Any]:
+    """Every field of every section in bridge/config.py, with its default."""
+    defaults = Settings()
+    return {(section.name, f.name): getattr(getattr(defaults, section.name), f.name)
+            for section in fields(Settings) if section.name != "config_file"
+            for f in fields(getattr(defaults, section.name))}
 
 
 def load_wav(name: str) -> bytes:

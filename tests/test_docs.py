@@ -8,7 +8,6 @@ docs/scaling.md, and the page names no metric that does not exist."""
 from __future__ import annotations
 
 import re
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +15,11 @@ import pytest
 from prometheus_client.metrics import MetricWrapperBase
 
 from bridge import metrics
-from bridge.config import Settings
+from tests.support import code_defaults, config_toml
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DOC = REPO / "docs" / "configuration.md"
 SCALING_DOC = REPO / "docs" / "scaling.md"
-TOML = REPO / "config" / "bridge.toml"
-# `key = value  # [ENV] meaning`, or the same commented out (secrets, and settings unset by default)
-TOML_LINE = re.compile(r"^#?\s*(\w+)\s*=\s*(.*?)\s+#\s*\[([A-Z0-9_]+)\]\s*(.*)$")
 LONG = 60  # a default longer than this may read "long text, see `config/bridge.toml`"
 
 
@@ -46,22 +42,7 @@ def doc_rows() -> dict[tuple[str, str], dict[str, str]]:
 
 def toml_settings() -> dict[tuple[str, str], str]:
     """Every key config/bridge.toml lists, set or commented out, with the env var it names."""
-    found: dict[tuple[str, str], str] = {}
-    section = None
-    for line in TOML.read_text(encoding="utf-8").splitlines():
-        if header := re.match(r"^\[(\w+)\]", line):
-            section = header.group(1)
-        elif (match := TOML_LINE.match(line)) and section:
-            found[(section, match.group(1))] = match.group(3)
-    return found
-
-
-def code_defaults() -> dict[tuple[str, str], Any]:
-    """Every field of every section in bridge/config.py, with its default."""
-    defaults = Settings()
-    return {(section.name, f.name): getattr(getattr(defaults, section.name), f.name)
-            for section in fields(Settings) if section.name != "config_file"
-            for f in fields(getattr(defaults, section.name))}
+    return {name: env for name, (_, env) in config_toml().items()}
 
 
 def shown(value: Any) -> str:

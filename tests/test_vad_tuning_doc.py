@@ -6,7 +6,7 @@ When this fails after changing a turn-taking setting, update its row and re-run 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -15,26 +15,19 @@ import pytest
 from bridge.call import CallSettings
 from bridge.config import Settings
 from bridge.factories import call_settings
+from tests.support import code_defaults as all_defaults
+from tests.support import config_toml
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "vad-tuning.md"
-TOML = REPO / "config" / "bridge.toml"
 RESULTS = REPO / "bench" / "results" / "turntaking.md"
 SECTIONS = ("vad", "barge_in", "echo")
 ROW = re.compile(r"^\| `(\w+)\.(\w+)` \| `([^`]*)` \|")
-TOML_LINE = re.compile(r"^(\w+)\s*=\s*(\S+)\s+#")
 
 
 def toml_defaults() -> dict[tuple[str, str], str]:
     """(section, key) -> the value as config/bridge.toml writes it, for the turn-taking sections."""
-    found: dict[tuple[str, str], str] = {}
-    section = None
-    for line in TOML.read_text(encoding="utf-8").splitlines():
-        if header := re.match(r"^\[(\w+)\]", line):
-            section = header.group(1)
-        elif section in SECTIONS and (match := TOML_LINE.match(line)):
-            found[(section, match.group(1))] = match.group(2)
-    return found
+    return {name: value for name, (value, _) in config_toml().items() if name[0] in SECTIONS}
 
 
 def doc_rows() -> dict[tuple[str, str], str]:
@@ -53,9 +46,7 @@ def written(value: Any) -> str:
 
 
 def code_defaults() -> dict[tuple[str, str], Any]:
-    defaults = Settings()
-    return {(section, f.name): getattr(getattr(defaults, section), f.name)
-            for section in SECTIONS for f in fields(getattr(defaults, section))}
+    return {name: value for name, value in all_defaults().items() if name[0] in SECTIONS}
 
 
 @pytest.mark.parametrize("name", list(code_defaults()), ids=[f"{s}.{k}" for s, k in code_defaults()])
