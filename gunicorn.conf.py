@@ -41,7 +41,7 @@ class BridgeWorker(UvicornWorker):  # type: ignore[misc]
     """
 
     def init_process(self) -> None:
-        from bridge.app import WS_MAX_SIZE  # after the fork: the master never imports the app
+        from bridge.server.app import WS_MAX_SIZE  # after the fork: the master never imports the app
 
         self.config.ws_max_size = WS_MAX_SIZE
         super().init_process()

@@ -1,7 +1,7 @@
 """The benchmark's numbers for one call, and how many calls' numbers are combined.
 
 Definitions (all times in seconds of call time, from the moment the phone sent ``start``; the
-playback schedule is the simulator's model of Twilio's queue, `bridge.simulator.playback`):
+playback schedule is the simulator's model of Twilio's queue, `bridge.tools.simulator.playback`):
 
 * **Reply**: the agent audio that follows one turn: the greeting (from 0) or the answer to the
   caller's n-th utterance (from the VAD's end-of-speech decision, see `bench.scenario`). It lasts
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from bench.scenario import Scenario, VadDecision
-from bridge.simulator import CallReport, PhoneCall, Run
+from bridge.tools.simulator import CallReport, PhoneCall, Run
 
 __all__ = ["CUT_GRACE_S", "CallResult", "analyse_call", "percentiles", "weighted_percentiles"]
 

@@ -1,7 +1,7 @@
 """A caller's line with the agent's echo on it, to try ``bridge vad --agent`` without a real call.
 
     python -m bench.echomix AGENT.wav [AGENT.wav ...] --echo-db -20 --delay-ms 120 \\
-        --caller ../shared/audio/caller_02.wav@2.5 --out line.wav --agent-out agent.wav
+        --caller tests/audio/caller_02.wav@2.5 --out line.wav --agent-out agent.wav
 
 The line is what the bridge would receive: the agent's audio (the ``AGENT.wav`` files one after
 another, 0.25 s apart, as the bridge played them; written to ``--agent-out``) ``--delay-ms``
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.audio import pcm_to_ulaw, ulaw_to_pcm
-from bridge.vadtool import RATE, read_wav
+from bridge.core.audio import pcm_to_ulaw, ulaw_to_pcm
+from bridge.tools.vad_analysis import RATE, read_wav
 
 __all__ = ["main", "mix"]
 

@@ -7,13 +7,13 @@ The load benchmark (`bench.load`) measures the whole server, sockets and event l
 on a shared machine. This one isolates the per-frame work a call adds on top of them, which is
 what a change to the codec or the core can move: a Twilio media message is decoded, the core
 handles it (VAD, noise and echo gates, pacing, timers), and every phone action it returns is
-encoded, exactly as `bridge.session` does, but fed from memory with simulated time. Being
+encoded, exactly as `bridge.server.session` does, but fed from memory with simulated time. Being
 deterministic and free of I/O, its figures move by a few per cent between runs, not tens. The
 line is made in a first pass (the echo depends on what the core played); a second, fresh call is
 timed on the recorded messages, in CPU time, so other processes on the machine do not count.
 
 Conditions: the caller silent on a quiet line; the caller talking (real speech from
-``shared/audio``) while the agent is silent; the agent talking with its echo 20 dB down on the
+``tests/audio``) while the agent is silent; the agent talking with its echo 20 dB down on the
 line (the echo guard's busiest case), 2 s of TTS audio arriving every 2 s.
 """
 
@@ -32,15 +32,15 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.actions import ClearPlayback, OpenContext, SendMark, SendMedia
-from bridge.audio import pcm_to_ulaw, ulaw_to_pcm
-from bridge.call import Call, CallSettings
-from bridge.events import AgentDone, AgentText, CallStarted, Event, TtsAudio, TtsConnected
-from bridge.telephony.twilio import TwilioCodec
+from bridge.carriers.twilio.codec import TwilioCodec
+from bridge.core.actions import ClearPlayback, OpenContext, SendMark, SendMedia
+from bridge.core.audio import pcm_to_ulaw, ulaw_to_pcm
+from bridge.core.call import Call, CallSettings
+from bridge.core.events import AgentDone, AgentText, CallStarted, Event, TtsAudio, TtsConnected
 
 __all__ = ["main", "per_frame_us"]
 
-AUDIO = Path(__file__).resolve().parents[2] / "shared" / "audio"
+AUDIO = Path(__file__).resolve().parents[1] / "tests" / "audio"
 FRAME_S = 0.02
 PHONE_ACTIONS = (SendMedia, SendMark, ClearPlayback)
 

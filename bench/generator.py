@@ -23,7 +23,7 @@ import numpy as np
 
 from bench.analysis import CallResult, analyse_call
 from bench.scenario import Scenario, call_settings
-from bridge.simulator import PhoneCall
+from bridge.tools.simulator import PhoneCall
 
 __all__ = ["main"]
 

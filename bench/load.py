@@ -42,7 +42,7 @@ from bench.procs import (
 )
 from bench.render import update_docs
 from bench.scenario import SCRIPT, call_duration, call_settings
-from bridge.simulator import PhoneCall, Timeline
+from bridge.tools.simulator import PhoneCall, Timeline
 
 __all__ = ["main"]
 

@@ -3,7 +3,7 @@
 Each call is the same shape, so every call yields every measurement: the greeting (its latency),
 a barge-in into it (reaction), a reply after the barge-in that plays to its end (frame lateness,
 reply latency), a short "yes" from the caller, a long reply, and the next barge-in into that, and
-so on every ``CYCLE_S`` seconds. The caller's lines are real speech from ``shared/audio``.
+so on every ``CYCLE_S`` seconds. The caller's lines are real speech from ``tests/audio``.
 
 The bridge's VAD is deterministic, so we replay the caller's line through the very same
 `SpeechDetector` offline: that tells, to the frame, when the bridge decides the caller started or
@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bridge import factories
-from bridge.call import CallSettings
 from bridge.config import load_settings
-from bridge.simulator import Timeline
-from bridge.simulator.audio import FRAME_BYTES, pcm_to_ulaw, ulaw_to_pcm
-from bridge.vad import SpeechDetector, SpeechEnded, SpeechStarted
+from bridge.core.call import CallSettings
+from bridge.core.vad import SpeechDetector, SpeechEnded, SpeechStarted
+from bridge.server import factories
+from bridge.tools.simulator import Timeline
+from bridge.tools.simulator.audio import FRAME_BYTES, pcm_to_ulaw, ulaw_to_pcm
 
 __all__ = [
     "AUDIO_DIR",
@@ -37,7 +37,7 @@ __all__ = [
     "vad_decisions",
 ]
 
-AUDIO_DIR = Path(__file__).resolve().parents[2] / "shared" / "audio"
+AUDIO_DIR = Path(__file__).resolve().parents[1] / "tests" / "audio"
 
 # First line greets (long, so it can be barged into); then the scripted agent answers with the
 # other lines in turn: short (heard to its end), long (barged into), short, long...
@@ -100,7 +100,7 @@ def vad_decisions(timeline: Timeline, duration: float, settings: CallSettings) -
     """The listener's decisions on the line as the bridge receives it: µ-law, one 20 ms frame at a
     time, frame k arriving at (k + 1) × 20 ms, the moment the phone sends it.
 
-    The listener is built as the core builds its own (`bridge.call.Call`), so gates and tunables
+    The listener is built as the core builds its own (`bridge.core.call.Call`), so gates and tunables
     are the server's. The simulated line carries no echo of the agent, so the echo reference is
     left empty: on this line, the agent's audio never reaches the listener.
     """
@@ -117,7 +117,7 @@ def vad_decisions(timeline: Timeline, duration: float, settings: CallSettings) -
 
 def _listener(settings: CallSettings) -> Any:
     try:
-        from bridge.bargein import Listener
+        from bridge.core.bargein import Listener
     except ImportError:  # a core without barge-in gates: the plain detector is all it listens with
         return SpeechDetector(settings.vad)
     return Listener(settings.vad, getattr(settings, "barge_in", None), getattr(settings, "echo", None))

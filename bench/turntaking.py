@@ -2,9 +2,9 @@
 
     python -m bench.turntaking [--out bench/results/turntaking.md]
 
-Every condition is played through `bridge.call.Call` on the simulated phone line of
+Every condition is played through `bridge.core.call.Call` on the simulated phone line of
 `tests.turntaking` (Twilio's playback buffer, an echo of exactly what played, the caller's speech
-from ../shared/audio, mu-law), once with each of two settings:
+from tests/audio, mu-law), once with each of two settings:
 
 * **before**: webrtcvad alone decides, as barge-in worked without the turn-taking gates: no echo
   guard (``[echo] enabled = false``), no noise floor (``[vad] snr_db = 0``), no keypad-tone veto
@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.audio import pcm_to_ulaw
-from bridge.call import CallSettings
 from bridge.config import Settings
-from bridge.factories import call_settings
+from bridge.core.audio import pcm_to_ulaw
+from bridge.core.call import CallSettings
+from bridge.server.factories import call_settings
 from tests.turntaking import (
     BARGERS,
     ECHO_DELAYS,

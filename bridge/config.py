@@ -21,14 +21,14 @@ from typing import Any
 from dotenv import dotenv_values
 
 from bridge.agents.loader import DOTTED_PATH, load_factory
-from bridge.audio import OUTPUT_FORMATS
+from bridge.core.audio import OUTPUT_FORMATS
 
 __all__ = [
     "AGENT_KINDS", "AgentSettings", "BargeInSettings", "ConfigError", "EchoSettings", "ElevenLabsSettings",
     "PlaybackSettings", "ServerSettings", "Settings", "VadSettings", "load_settings", "redacted",
 ]
 
-AGENT_KINDS = ("scripted", "openai", "webhook")  # built in; bridge.factories builds each, or a dotted path's
+AGENT_KINDS = ("scripted", "openai", "webhook")  # built in; bridge.server.factories builds each, or a dotted path's
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 _DEFAULT_CONFIG, _DEFAULT_SCRIPT = Path("config/bridge.toml"), Path("config/agent.txt")
 _SECRET = r"[\x21-\x7e]+"  # printable ASCII, no spaces: all a key or token can hold
@@ -131,7 +131,7 @@ class ElevenLabsSettings:
 
 @dataclass(frozen=True, slots=True)
 class VadSettings:
-    """[vad]: when the caller counts as speaking (see ``bridge.vad``)."""
+    """[vad]: when the caller counts as speaking (see ``bridge.core.vad``)."""
 
     aggressiveness: int = _opt(3, **_one_of(0, 1, 2, 3))
     frame_ms: int = _opt(20, **_one_of(10, 20, 30))
@@ -144,7 +144,7 @@ class VadSettings:
 
 @dataclass(frozen=True, slots=True)
 class BargeInSettings:
-    """[barge_in]: soft barge-in, pause first and give up only when the caller keeps talking (``bridge.bargein``)."""
+    """[barge_in]: soft barge-in, pause first and give up only when the caller keeps talking (``core.bargein``)."""
 
     confirm_ms: int = _opt(250, **_range(0, 5_000))
     gap_ms: int = _opt(200, **_range(20, 5_000))
@@ -153,7 +153,7 @@ class BargeInSettings:
 
 @dataclass(frozen=True, slots=True)
 class EchoSettings:
-    """[echo]: the echo guard, so the agent's own voice coming back never counts as the caller (``bridge.echo``)."""
+    """[echo]: the echo guard, so the agent's own voice coming back never counts as the caller (``core.echo``)."""
 
     enabled: bool = _opt(True)
     max_delay_ms: int = _opt(300, **_range(0, 2_000))

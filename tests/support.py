@@ -1,4 +1,4 @@
-"""Shared test helpers: caller audio from ``shared/audio`` and a simulated-time driver for the core."""
+"""Shared test helpers: caller speech from ``tests/audio`` and a simulated-time driver for the core."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from bridge.actions import Action
-from bridge.call import Call, CallSettings
 from bridge.config import Settings
-from bridge.events import CallerAudio, CallStarted, Event, Tick, TtsConnected
+from bridge.core.actions import Action
+from bridge.core.call import Call, CallSettings
+from bridge.core.events import CallerAudio, CallStarted, Event, Tick, TtsConnected
 
-SHARED_AUDIO = Path(__file__).resolve().parents[2] / "shared" / "audio"
+SPEECH = Path(__file__).resolve().parent / "audio"
 FRAME_BYTES = 320  # 20 ms of 8 kHz PCM16
 CONFIG_TOML = Path(__file__).resolve().parents[1] / "config" / "bridge.toml"
 # `key = value  # [ENV] meaning`, or the same commented out (secrets, and settings unset by default)
@@ -45,8 +45,8 @@ def code_defaults() -> dict[tuple[str, str], Any]:
 
 
 def load_wav(name: str) -> bytes:
-    """8 kHz mono PCM16 from ``shared/audio`` (the files are already in that format)."""
-    with wave.open(str(SHARED_AUDIO / name), "rb") as w:
+    """8 kHz mono PCM16 from ``tests/audio`` (the files are already in that format)."""
+    with wave.open(str(SPEECH / name), "rb") as w:
         assert w.getframerate() == 8000 and w.getnchannels() == 1 and w.getsampwidth() == 2
         return w.readframes(w.getnframes())
 
@@ -69,7 +69,7 @@ def frames(pcm: bytes, size: int = FRAME_BYTES) -> list[bytes]:
 @dataclass
 class Driver:
     """Plays the shell in simulated time: it delivers events in time order and fires every
-    deadline the core asks for, exactly as ``bridge.session`` does with a real clock."""
+    deadline the core asks for, exactly as ``bridge.server.session`` does with a real clock."""
 
     call: Call = field(default_factory=Call)
     now: float = 0.0

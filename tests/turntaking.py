@@ -1,8 +1,8 @@
 """A phone line for turn-taking tests: the core, Twilio's playback buffer, an echo path and a caller.
 
-`run` plays one `Scenario` through `bridge.call.Call` in simulated time. The agent's reply
+`run` plays one `Scenario` through `bridge.core.call.Call` in simulated time. The agent's reply
 arrives as TTS audio; every frame the core sends goes into Twilio's playback model
-(`bridge.simulator.PlaybackBuffer`: plays in order, ``clear`` drops what has not started, marks
+(`bridge.tools.simulator.PlaybackBuffer`: plays in order, ``clear`` drops what has not started, marks
 echo when their audio has played); what it *plays* comes back down the line ``delay_ms`` later
 and ``echo_db`` quieter, summed with the caller's voice and the line noise, mu-law coded like
 Twilio's inbound stream, in 20 ms frames. So the echo is exactly the audio the caller heard,
@@ -21,10 +21,10 @@ from functools import cache
 
 import numpy as np
 
-from bridge.actions import Action, ClearPlayback, ReplyHeard, SendMark, SendMedia, StartTurn
-from bridge.audio import pcm_to_ulaw, ulaw_to_pcm
-from bridge.call import Call, CallSettings
-from bridge.events import (
+from bridge.core.actions import Action, ClearPlayback, ReplyHeard, SendMark, SendMedia, StartTurn
+from bridge.core.audio import pcm_to_ulaw, ulaw_to_pcm
+from bridge.core.call import Call, CallSettings
+from bridge.core.events import (
     AgentDone,
     AgentText,
     CallerAudio,
@@ -36,7 +36,7 @@ from bridge.events import (
     TtsConnected,
     TtsFinal,
 )
-from bridge.simulator import PlaybackBuffer
+from bridge.tools.simulator import PlaybackBuffer
 from tests.support import load_wav
 
 RATE = 8000

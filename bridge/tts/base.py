@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from bridge.actions import TtsAction
-from bridge.events import Event
+from bridge.core.actions import TtsAction
+from bridge.core.events import Event
 
 __all__ = ["Emit", "TtsClient", "TtsConnectError"]
 

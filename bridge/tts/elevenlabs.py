@@ -26,9 +26,9 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from bridge.actions import CloseContext, KeepAlive, OpenContext, SendText, TtsAction
-from bridge.audio import TtsDecoder
-from bridge.events import Alignment, Event, TtsAudio, TtsClosed, TtsConnected, TtsError, TtsFinal
+from bridge.core.actions import CloseContext, KeepAlive, OpenContext, SendText, TtsAction
+from bridge.core.audio import TtsDecoder
+from bridge.core.events import Alignment, Event, TtsAudio, TtsClosed, TtsConnected, TtsError, TtsFinal
 from bridge.tts.base import Emit, TtsConnectError
 
 __all__ = ["FATAL_ERRORS", "ElevenLabsCodec", "ElevenLabsTts", "RedactingLogger", "quotes_secret", "stream_url"]

@@ -28,10 +28,10 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bridge.actions import CloseContext, KeepAlive, OpenContext, SendText, TtsAction
-from bridge.audio import Resampler
-from bridge.events import TtsAudio, TtsClosed, TtsConnected, TtsError, TtsFinal
-from bridge.text import split_ready_text
+from bridge.core.actions import CloseContext, KeepAlive, OpenContext, SendText, TtsAction
+from bridge.core.audio import Resampler
+from bridge.core.events import TtsAudio, TtsClosed, TtsConnected, TtsError, TtsFinal
+from bridge.core.text import split_ready_text
 from bridge.tts import espeak
 from bridge.tts.base import Emit, TtsConnectError
 

@@ -26,7 +26,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bridge.events import Event, TtsClosed, TtsError
+from bridge.core.events import Event, TtsClosed, TtsError
 from bridge.tts.base import Emit, TtsClient, TtsConnectError
 
 __all__ = ["RECONNECT_DELAYS_S", "STABLE_AFTER_S", "TtsSupervisor"]

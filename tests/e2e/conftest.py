@@ -15,8 +15,8 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 
-from bridge.app import WS_MAX_SIZE, create_app
 from bridge.config import Settings, load_settings
+from bridge.server.app import WS_MAX_SIZE, create_app
 from bridge.testing.fake_elevenlabs import FakeElevenLabs
 
 REPO = Path(__file__).resolve().parents[2]

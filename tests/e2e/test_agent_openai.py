@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from bridge.agents.memory import INTERRUPTED
-from bridge.simulator import PhoneCall, Timeline
 from bridge.testing.fake_elevenlabs import FakeElevenLabs
 from bridge.testing.fake_openai import EnvelopeMatcher, FakeOpenAI, Reply, pieces
+from bridge.tools.simulator import PhoneCall, Timeline
 from tests.e2e.conftest import API_KEY, bridge_settings, serve, tone_share
-from tests.support import SHARED_AUDIO, load_wav
+from tests.support import SPEECH, load_wav
 
 GREETING = "Hello, thanks for calling."
 SAID = {
@@ -49,7 +49,7 @@ def matcher() -> EnvelopeMatcher:
 
 
 def caller(*placements: tuple[float, str]) -> Timeline:
-    return Timeline.from_files([(t, SHARED_AUDIO / name) for t, name in placements])
+    return Timeline.from_files([(t, SPEECH / name) for t, name in placements])
 
 
 def tts_texts(fake: FakeElevenLabs) -> list[tuple[float, str, str]]:

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from bridge.simulator import PhoneCall
 from bridge.testing import webhook_example
 from bridge.testing.fake_openai import FakeOpenAI
+from bridge.tools.simulator import PhoneCall
 from tests.e2e.conftest import bridge_settings, serve
 from tests.e2e.test_agent_openai import caller, wait_for
-from tests.test_agents_webhook import running
+from tests.units.test_agents_webhook import running
 
 SECRET = "whsec-e2e-Lm8NtR4s"
 

@@ -14,9 +14,9 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from bridge.audio import OUTPUT_FORMATS
-from bridge.simulator import PhoneCall, Timeline
+from bridge.core.audio import OUTPUT_FORMATS
 from bridge.testing.fake_elevenlabs import FakeElevenLabs
+from bridge.tools.simulator import PhoneCall, Timeline
 from tests.e2e.conftest import (
     API_KEY,
     bridge_settings,
@@ -26,11 +26,11 @@ from tests.e2e.conftest import (
     tone_share,
     window,
 )
-from tests.support import SHARED_AUDIO
+from tests.support import SPEECH
 
 
 def caller(*placements: tuple[float, str]) -> Timeline:
-    return Timeline.from_files([(t, SHARED_AUDIO / name) for t, name in placements])
+    return Timeline.from_files([(t, SPEECH / name) for t, name in placements])
 
 
 async def wait_for(predicate, timeout: float = 5.0) -> None:

@@ -13,10 +13,10 @@ import pytest
 import soxr
 import webrtcvad
 
-from bridge.simulator import PhoneCall, Timeline
-from bridge.simulator.playback import Run
+from bridge.tools.simulator import PhoneCall, Timeline
+from bridge.tools.simulator.playback import Run
 from tests.e2e.conftest import bridge_settings, serve, window, write_script
-from tests.support import SHARED_AUDIO
+from tests.support import SPEECH
 
 pocketsphinx = pytest.importorskip("pocketsphinx", reason="the dev extra brings pocketsphinx")
 pytest.importorskip("espeakng_loader", reason="the offline voice is the extra bridge[voice]")
@@ -83,7 +83,7 @@ async def test_the_greeting_is_real_speech_and_the_right_line(settings, recognis
 
 
 async def test_a_barge_in_stops_the_greeting_and_the_reply_is_heard(settings, recogniser):
-    caller = Timeline.from_files([(1.5, SHARED_AUDIO / "caller_02.wav")])
+    caller = Timeline.from_files([(1.5, SPEECH / "caller_02.wav")])
     async with serve(settings) as bridge:
         phone = PhoneCall(bridge.media_url, caller=caller, duration=9.5)
         report = await phone.run()

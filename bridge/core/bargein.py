@@ -1,0 +1,106 @@
+"""Listening to the caller while the agent talks: what the core hears, as decisions.
+
+`Listener` is the one object the core (and the ``bridge vad`` tuning tool) feeds caller audio
+into. Per 20 ms frame it asks webrtcvad, then `LineGate` vetoes what is not the caller: the
+line's noise floor and keypad tones (``bridge.core.noise``) and the agent's own echo
+(``bridge.core.echo``). `bridge.core.vad.SpeechDetector` turns the surviving frames into a sound that
+starts, is confirmed or dropped, and ends.
+
+Soft barge-in is the core's policy on top of these changes (``bridge.core.call``): it pauses the agent
+at `SpeechStarted`, resumes at `SpeechDropped`, and interrupts for good at `SpeechConfirmed`.
+`BargeInConfig` holds the two numbers that shape it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bridge.core.echo import EchoConfig, EchoGuard
+from bridge.core.noise import NoiseFloor, ToneDetector, level_dbfs
+from bridge.core.vad import Change, FrameVerdict, SpeechDetector, VadConfig
+
+__all__ = ["BargeInConfig", "LineGate", "Listener"]
+
+
+@dataclass(frozen=True, slots=True)
+class BargeInConfig:
+    confirm_ms: int = 250  # after pausing, a sound that stops within this is not an interruption; 0: hard
+    gap_ms: int = 200  # silence that ends a sound inside the confirmation window (longer than pauses between words)
+    max_pause_ms: int = 2000  # resume anyway if no caller audio settles a pause by then
+
+    def __post_init__(self) -> None:
+        if self.confirm_ms < 0 or self.gap_ms < 0:
+            raise ValueError("confirm_ms and gap_ms must not be negative")
+
+
+class LineGate:
+    """Vetoes voiced frames that are too quiet over the noise floor, a keypad tone, or echo."""
+
+    def __init__(self, vad: VadConfig, echo: EchoConfig) -> None:
+        self.floor = NoiseFloor(vad.snr_db)
+        self.tones = ToneDetector(vad.frame_ms * 8) if vad.reject_tones else None
+        self.echo = EchoGuard(echo)
+        self._frame_s = vad.frame_ms / 1000
+        self._reference: np.ndarray | None = None
+        self._frame = b""
+
+    def judge(self, frame: bytes, end: float, vad: bool, strict: bool = False) -> FrameVerdict:
+        """One frame: speech-like, sure to be the caller, or neither. ``strict``: ignore the learnt
+        echo delay and bound echo by everything played in the whole echo window."""
+        level = level_dbfs(frame)
+        floor = self.floor.update(level, vad)
+        self._reference, bound = self.echo.look(end, self._frame_s)
+        echo = self.echo.threshold_db(self._reference, aligned=not strict, bound=bound)
+        self._frame = frame
+        tone = False
+        if self.tones is not None:
+            if vad:
+                tone = self.tones.is_tone(frame)
+            else:
+                self.tones.reset()
+        speechlike = vad and not tone
+        sure = speechlike and self.floor.clears(level, floor) and (echo is None or level > echo)
+        return FrameVerdict(end, sure, True, vad, level, floor, echo, tone, masked=speechlike and not sure)
+
+    def settled(self, verdict: FrameVerdict, idle: bool) -> None:
+        """Frames heard with no caller sound in progress teach the echo guard how loud echo gets."""
+        if idle:
+            self.echo.learn(verdict.level, self._reference, self._frame, verdict.end)
+
+
+class Listener:
+    """Caller audio in, speech changes out; the echo reference in from the playback side."""
+
+    def __init__(
+        self,
+        vad: VadConfig,
+        barge_in: BargeInConfig | None = None,
+        echo: EchoConfig | None = None,
+        *,
+        keep_verdicts: bool = False,
+    ) -> None:
+        barge_in = barge_in or BargeInConfig()
+        self.gate = LineGate(vad, echo or EchoConfig())
+        self.detector = SpeechDetector(
+            vad, gate=self.gate, confirm_ms=barge_in.confirm_ms, gap_ms=barge_in.gap_ms, keep_verdicts=keep_verdicts
+        )
+
+    def played(self, pcm: bytes, start: float) -> None:
+        """A frame of the agent's audio will reach the caller at ``start`` (the echo reference)."""
+        self.gate.echo.played(pcm, start)
+
+    def cleared(self, at: float) -> None:
+        """The carrier dropped what it had not yet started playing at ``at``."""
+        self.gate.echo.cleared(at)
+
+    def feed(self, pcm: bytes, at: float) -> list[Change]:
+        """A chunk of caller audio that arrived at ``at``."""
+        return self.detector.feed(pcm, at)
+
+    def discard(self) -> None:
+        """The sound in progress was nothing (a cough, a click, or our echo that slipped through):
+        forget it, and make the echo guard re-learn its delay."""
+        self.detector.discard()
+        self.gate.echo.doubt()

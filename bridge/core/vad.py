@@ -1,0 +1,268 @@
+"""When is the caller talking? webrtcvad per frame, an optional gate, and hysteresis in time.
+
+A single frame's verdict is noisy: a click, a breath or a burst of line noise can be flagged
+as speech. A turn needs a steadier signal, so speech *starts* only after ``start_ms`` of
+voiced frames in a row and *ends* only after ``end_ms`` of unvoiced frames in a row. A fresh
+webrtcvad flags noise in its first few frames (measured: 4–6 frames), so the first
+``warmup_ms`` of a call never count.
+
+Between start and end sits the *confirmation* that soft barge-in needs: a sound that stops
+(``gap_ms`` of silence) within ``confirm_ms`` of its start is `SpeechDropped` (a cough, a
+click, an "mhm"); one still going by then is `SpeechConfirmed`. ``confirm_ms = 0`` confirms
+every start at once; ``None`` (the default) reports only starts and ends. The detector
+reports; its owner decides, and only `discard` forgets a sound.
+
+webrtcvad cannot tell the caller from noise it likes, keypad tones or the agent's own echo, so
+a *gate* (``bridge.core.bargein.LineGate``) judges every frame. A frame is then silent, *voiced*
+(surely the caller) or *masked*: speech-like, but no louder than our echo could be. Masked
+frames keep a run going without proving anything: a start needs half of its ``start_ms``
+voiced, confirmation needs a voiced frame, and a masked frame neither confirms a tentative
+sound nor counts towards the silence that drops it. With no echo around, nothing is masked
+and this is the plain "``start_ms`` voiced in a row" rule.
+
+The detector has no clock: each chunk of audio comes with the time it arrived, and every
+frame inside it gets a time from its position in the stream. That is what lets the tuning
+tool replay a recording through the very code the live path runs.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+import webrtcvad
+
+__all__ = [
+    "Change",
+    "FrameGate",
+    "FrameVerdict",
+    "SpeechConfirmed",
+    "SpeechDetector",
+    "SpeechDropped",
+    "SpeechEnded",
+    "SpeechStarted",
+    "VadConfig",
+]
+
+SAMPLE_RATE = 8000
+BYTES_PER_MS = SAMPLE_RATE * 2 // 1000
+_EPS = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class VadConfig:
+    aggressiveness: int = 3
+    frame_ms: int = 20
+    start_ms: int = 100
+    end_ms: int = 600
+    warmup_ms: int = 200
+    snr_db: float = 6.0  # a voiced frame must be this far above the line's noise floor (0: no floor gate)
+    reject_tones: bool = True  # DTMF keypad tones are never speech
+
+    def __post_init__(self) -> None:
+        if self.aggressiveness not in (0, 1, 2, 3):
+            raise ValueError("aggressiveness must be 0, 1, 2 or 3")
+        if self.frame_ms not in (10, 20, 30):
+            raise ValueError("frame_ms must be 10, 20 or 30 (webrtcvad's frame sizes)")
+        if self.start_ms < self.frame_ms or self.end_ms < self.frame_ms:
+            raise ValueError("start_ms and end_ms must be at least one frame")
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    """Caller sound at ``at``; it began at ``onset`` (first voiced frame of the run)."""
+
+    at: float
+    onset: float
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechConfirmed:
+    """The sound that began at ``onset`` lasted past the confirmation window: it is speech."""
+
+    at: float
+    onset: float
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechDropped:
+    """The sound that began at ``onset`` stopped inside the confirmation window, at ``offset``."""
+
+    at: float
+    onset: float
+    offset: float
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechEnded:
+    """Caller silent for ``end_ms`` by ``at``; the speech stopped at ``offset``."""
+
+    at: float
+    offset: float
+
+
+Change = SpeechStarted | SpeechConfirmed | SpeechDropped | SpeechEnded
+
+
+@dataclass(frozen=True, slots=True)
+class FrameVerdict:
+    """One frame's decision and why, for tuning tools and plots (levels in dBFS).
+
+    ``vad`` is webrtcvad's own answer, ``voiced`` the one after the gate; ``floor`` is the noise
+    floor and ``echo`` the echo guard's threshold (None: nothing of ours could echo).
+    """
+
+    end: float
+    voiced: bool
+    counted: bool
+    vad: bool = False
+    level: float = -80.0
+    floor: float = -80.0
+    echo: float | None = None
+    tone: bool = False
+    masked: bool = False  # speech-like, but no louder than our own echo could be
+
+
+class FrameGate(Protocol):
+    """Vetoes frames webrtcvad calls speech; sees every frame, voiced or not."""
+
+    def judge(self, frame: bytes, end: float, vad: bool, strict: bool) -> FrameVerdict: ...
+
+    def settled(self, verdict: FrameVerdict, idle: bool) -> None: ...
+
+
+class _Phase(enum.Enum):
+    IDLE = "idle"
+    TENTATIVE = "tentative"  # started, not yet confirmed or dropped
+    SPEAKING = "speaking"
+
+
+class SpeechDetector:
+    """webrtcvad, a gate and hysteresis over a stream of 8 kHz PCM16 chunks."""
+
+    def __init__(
+        self,
+        config: VadConfig,
+        *,
+        gate: FrameGate | None = None,
+        confirm_ms: int | None = None,
+        gap_ms: int = 100,
+        keep_verdicts: bool = False,
+    ) -> None:
+        self.config = config
+        self._vad = webrtcvad.Vad(config.aggressiveness)
+        self._gate = gate
+        self._frame_bytes = config.frame_ms * BYTES_PER_MS
+        self._frame_s = config.frame_ms / 1000
+        self._start_frames = -(-config.start_ms // config.frame_ms)
+        self._end_frames = -(-config.end_ms // config.frame_ms)
+        self._gap_frames = max(1, min(-(-gap_ms // config.frame_ms), self._end_frames))
+        self._warmup_frames = -(-config.warmup_ms // config.frame_ms)
+        self._confirm_s = None if confirm_ms is None else confirm_ms / 1000
+        self._pending = b""
+        self._frames_seen = 0
+        self._need = -(-self._start_frames // 2)  # sure frames a start needs when echo masks some
+        self._run = 0  # speech-like frames in a row
+        self._recent: deque[float | None] = deque(maxlen=self._start_frames)  # their ends, None if masked
+        self._silent_run = 0
+        self._last_voiced_end = 0.0
+        self._phase = _Phase.IDLE
+        self._onset = 0.0
+        self._started_at = 0.0
+        self.verdicts: list[FrameVerdict] | None = [] if keep_verdicts else None
+
+    @property
+    def speaking(self) -> bool:
+        """A sound has started and not yet ended (confirmed or not)."""
+        return self._phase is not _Phase.IDLE
+
+    def discard(self) -> None:
+        """Forget the sound in progress: it was nothing. The next voiced run starts afresh."""
+        self._phase = _Phase.IDLE
+        self._run = 0
+        self._recent.clear()
+        self._silent_run = 0
+
+    def feed(self, pcm: bytes, at: float) -> list[Change]:
+        """Take a chunk that arrived at ``at`` (its last sample); return any change of state."""
+        data = self._pending + pcm if self._pending else pcm
+        size = self._frame_bytes
+        whole = len(data) - len(data) % size
+        self._pending = data[whole:]
+        changes: list[Change] = []
+        for start in range(0, whole, size):
+            # The chunk's last sample arrived at `at`; earlier frames ended earlier.
+            end = at - (len(data) - start - size) / (2 * SAMPLE_RATE)
+            change = self._frame(data[start : start + size], end)
+            if change is not None:
+                changes.extend(change)
+        return changes
+
+    def _frame(self, frame: bytes, end: float) -> list[Change] | None:
+        self._frames_seen += 1
+        counted = self._frames_seen > self._warmup_frames
+        vad = counted and self._vad.is_speech(frame, SAMPLE_RATE)
+        if self._gate is None:
+            verdict = FrameVerdict(end, vad, counted, vad)
+        else:  # a tentative sound is judged strictly: it is about to stop the agent for good
+            verdict = self._gate.judge(frame, end, vad, self._phase is _Phase.TENTATIVE)
+        if self.verdicts is not None:
+            self.verdicts.append(verdict)
+        changes = self._sound(end, verdict.voiced) if verdict.voiced or verdict.masked else self._silent(end)
+        if self._gate is not None:
+            self._gate.settled(verdict, self._phase is _Phase.IDLE)
+        return changes
+
+    def _sound(self, end: float, voiced: bool) -> list[Change] | None:
+        """A speech-like frame: ``voiced`` if it is surely the caller, else masked (maybe our echo)."""
+        self._run += 1
+        self._recent.append(end if voiced else None)
+        if self._phase is _Phase.IDLE:
+            return self._maybe_start(end)
+        if self._phase is _Phase.SPEAKING:
+            self._silent_run = 0
+            self._last_voiced_end = end
+        elif voiced:  # tentative: a masked frame neither confirms the sound nor ends it
+            self._silent_run = 0
+            self._last_voiced_end = end
+            if self._confirm_s is not None and end >= self._started_at + self._confirm_s - _EPS:
+                self._phase = _Phase.SPEAKING
+                return [SpeechConfirmed(at=end, onset=self._onset)]
+        return None
+
+    def _maybe_start(self, end: float) -> list[Change] | None:
+        """Start once ``start_ms`` of speech-like frames hold enough that are surely the caller.
+
+        Without echo every speech-like frame is sure, so this is ``start_ms`` voiced in a row.
+        """
+        proofs = [e for e in self._recent if e is not None]
+        if self._run < self._start_frames or len(proofs) < self._need:
+            return None
+        self._silent_run = 0
+        self._last_voiced_end = end
+        self._onset = proofs[0] - self._frame_s
+        self._started_at = end
+        started = SpeechStarted(at=end, onset=self._onset)
+        if self._confirm_s is None:
+            self._phase = _Phase.SPEAKING  # no confirmation asked for: starts and ends only
+        elif self._confirm_s <= _EPS:
+            self._phase = _Phase.SPEAKING
+            return [started, SpeechConfirmed(at=end, onset=self._onset)]
+        else:
+            self._phase = _Phase.TENTATIVE
+        return [started]
+
+    def _silent(self, end: float) -> list[Change] | None:
+        self._run = 0
+        self._recent.clear()
+        self._silent_run += 1
+        if self._phase is _Phase.TENTATIVE and self._silent_run == self._gap_frames:
+            # Reported once; the owner discards the sound, or lets it run to its normal end.
+            self._phase = _Phase.SPEAKING
+            return [SpeechDropped(at=end, onset=self._onset, offset=self._last_voiced_end)]
+        if self._phase is _Phase.SPEAKING and self._silent_run >= self._end_frames:
+            self._phase = _Phase.IDLE
+            return [SpeechEnded(at=end, offset=self._last_voiced_end)]
+        return None

@@ -1,0 +1,166 @@
+"""The Starlette app: three routes and the lifespan. Call logic lives elsewhere.
+
+``bridge.server.app:app`` needs no arguments: settings come from the environment and
+``config/bridge.toml``; an invalid setting stops start-up with one line naming it.
+``create_app(settings)`` builds one for tests and tools.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from bridge.agents.base import Agent
+from bridge.carriers.twilio.twiml import busy_twiml, media_stream_url, public_base_url, stream_twiml
+from bridge.config import ConfigError, Settings, load_settings
+from bridge.server import factories, guard, metrics
+from bridge.server.drain import Drainer
+from bridge.server.session import CallSession
+from bridge.tts.base import TtsClient
+
+__all__ = ["WS_MAX_SIZE", "create_app"]
+
+log = logging.getLogger("bridge.server.app")
+
+WS_MAX_SIZE = 1 << 20
+"""The WebSocket layer's own limit: bigger frames are refused before they are read into memory.
+Between ``server.max_message_bytes`` and this, a message is read but ignored unparsed."""
+
+BUSY_MESSAGE = "Sorry, all our lines are busy right now. Please call again in a few minutes."
+
+
+@dataclass
+class Bridge:
+    """What the app holds across requests: settings and the calls now live."""
+
+    settings: Settings
+    make_tts: Callable[[Settings, Callable[[], float]], TtsClient]
+    make_agent: Callable[[Settings], Agent]
+    calls: set[CallSession] = field(default_factory=set)
+    draining: bool = False
+
+    @property
+    def full(self) -> bool:
+        return self.draining or len(self.calls) >= self.settings.server.max_calls
+
+
+def create_app(
+    settings: Settings,
+    *,
+    make_tts: Callable[[Settings, Callable[[], float]], TtsClient] = factories.make_tts,
+    make_agent: Callable[[Settings], Agent] = factories.make_agent,
+) -> Starlette:
+    bridge = Bridge(settings, make_tts, make_agent)
+    drainer = Drainer(bridge, settings.server.drain_timeout_s)
+
+    async def healthz(request: Request) -> JSONResponse:
+        status = "draining" if bridge.draining else "ok"
+        return JSONResponse({"status": status, "calls": len(bridge.calls)}, status_code=503 if bridge.draining else 200)
+
+    async def voice(request: Request) -> Response:
+        if not await guard.voice_allowed(request, settings.server.public_url, settings.server.twilio_auth_token):
+            return Response("Forbidden", status_code=403)
+        base = public_base_url(
+            settings.server.public_url, request.headers, request.url.scheme, request.url.netloc
+        )
+        if bridge.full:
+            log.warning("turning a call away: %d calls live (max %d)", len(bridge.calls), settings.server.max_calls)
+            metrics.CALLS_REJECTED.inc()
+            return Response(busy_twiml(BUSY_MESSAGE), media_type="text/xml")
+        # Twilio streams only to wss://, whatever scheme reached us (ngrok and proxies end TLS).
+        stream_url = "wss://" + media_stream_url(base).split("://", 1)[1]
+        return Response(stream_twiml(stream_url), media_type="text/xml")
+
+    async def media(websocket: WebSocket) -> None:
+        if not guard.media_allowed(websocket, settings.server.public_url, settings.server.twilio_auth_token):
+            await websocket.close(code=1008)  # before accept: the upgrade is refused with HTTP 403
+            return
+        if bridge.full:
+            log.warning("refused a media stream: %s", "draining" if bridge.draining else "max_calls reached")
+            metrics.CALLS_REJECTED.inc()
+            await guard.refuse_upgrade(websocket, 503, "busy")
+            return
+        session = CallSession(
+            websocket,
+            settings=factories.call_settings(settings),
+            tts=bridge.make_tts(settings, _loop_clock()),
+            agent=bridge.make_agent(settings),
+            start_timeout_s=settings.server.start_timeout_s,
+            max_message_bytes=settings.server.max_message_bytes,
+        )
+        bridge.calls.add(session)  # before any await, so simultaneous upgrades cannot pass max_calls
+        try:
+            await websocket.accept()
+            await session.run()
+        except Exception:
+            log.exception("call %s failed; other calls are unaffected", session.call_id)
+        finally:
+            bridge.calls.discard(session)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        _configure_logging(settings.server.log_level)
+        for line in settings.describe():
+            log.info("%s", line)
+        log.info("voice engine: %s", factories.tts_engine(settings))
+        guard.warn_if_unsigned(settings.server.twilio_auth_token)
+        drainer.install()  # SIGTERM drains live calls first: see bridge.server.drain
+        yield
+        drainer.uninstall()
+        bridge.draining = True
+
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics.metrics_endpoint, methods=["GET"]),
+            Route("/twilio/voice", voice, methods=["POST", "GET"]),
+            WebSocketRoute("/twilio/media", media),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.bridge = bridge
+    app.state.drainer = drainer
+    return app
+
+
+def _loop_clock() -> Callable[[], float]:
+    import asyncio
+
+    return asyncio.get_running_loop().time
+
+
+def _configure_logging(level: str) -> None:
+    logger = logging.getLogger("bridge")
+    logger.setLevel(level.upper())
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
+_app: Starlette | None = None
+
+
+def __getattr__(name: str) -> Any:
+    """``bridge.server.app:app`` is built on first use, so importing this module never reads settings."""
+    global _app
+    if name != "app":
+        raise AttributeError(name)
+    if _app is None:
+        try:
+            _app = create_app(load_settings())
+        except ConfigError as exc:
+            print(f"bridge: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+    return _app

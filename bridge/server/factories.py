@@ -1,0 +1,106 @@
+"""Turning settings into the parts of a call: which TTS voices it, which agent answers.
+
+Kept apart from the app so tests and tools (the phone simulator, the benchmark) can build a
+call's parts the same way the server does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from bridge.agents.base import Agent
+from bridge.agents.conversation import ConversationAgent
+from bridge.agents.loader import load_factory
+from bridge.agents.openai import OpenAIAgent, OpenAITranscriber
+from bridge.agents.scripted import ScriptedAgent, load_script
+from bridge.agents.webhook import WebhookAgent
+from bridge.config import Settings
+from bridge.core.bargein import BargeInConfig
+from bridge.core.call import CallSettings
+from bridge.core.echo import EchoConfig
+from bridge.core.vad import VadConfig
+from bridge.tts.base import TtsClient
+from bridge.tts.elevenlabs import ElevenLabsCodec, ElevenLabsTts, stream_url
+
+__all__ = ["call_settings", "make_agent", "make_tts", "tts_engine"]
+
+
+def tts_engine(settings: Settings) -> str:
+    """``elevenlabs`` or ``local``: ``auto`` picks ElevenLabs when an API key is set."""
+    choice = settings.server.tts
+    if choice == "auto":
+        return "elevenlabs" if settings.elevenlabs.api_key else "local"
+    return choice
+
+
+def call_settings(settings: Settings) -> CallSettings:
+    vad, playback = settings.vad, settings.playback
+    return CallSettings(
+        vad=VadConfig(
+            aggressiveness=vad.aggressiveness,
+            frame_ms=vad.frame_ms,
+            start_ms=vad.start_ms,
+            end_ms=vad.end_ms,
+            warmup_ms=vad.warmup_ms,
+            snr_db=vad.snr_db,
+            reject_tones=vad.reject_tones,
+        ),
+        barge_in=BargeInConfig(**asdict(settings.barge_in)),
+        echo=EchoConfig(**asdict(settings.echo)),
+        lead_ms=playback.lead_ms,
+        low_ms=playback.low_ms,
+        mark_every_ms=playback.mark_every_ms,
+        apology=settings.agent.apology,
+        turn_end_digit="" if settings.agent.turn_end_digit == "off" else settings.agent.turn_end_digit,
+        agent_timeout_s=settings.agent.timeout_s,
+    )
+
+
+def elevenlabs_query(settings: Settings) -> dict[str, Any]:
+    el = settings.elevenlabs
+    return {
+        "model_id": el.model_id,
+        "output_format": el.output_format,
+        "inactivity_timeout": el.inactivity_timeout,
+        "sync_alignment": el.sync_alignment,
+        "auto_mode": el.auto_mode,
+    }
+
+
+def make_tts(settings: Settings, clock: Callable[[], float]) -> TtsClient:
+    if tts_engine(settings) == "local":
+        from bridge.tts.local import LocalTts  # optional extra: bridge[voice]
+
+        return LocalTts(clock=clock)
+    el = settings.elevenlabs
+    assert el.api_key, "config validation guarantees a key for the elevenlabs engine"
+    return ElevenLabsTts(
+        url=stream_url(el.base_url, el.voice_id, elevenlabs_query(settings)),
+        api_key=el.api_key,
+        codec=ElevenLabsCodec(el.output_format, el.voice_settings()),
+        clock=clock,
+    )
+
+
+def make_agent(settings: Settings) -> Agent:
+    """A fresh agent for one call, behind the conversation layer (transcripts, heard-text history)."""
+    a = settings.agent
+    inner: Agent
+    transcriber = None
+    if a.transcribes():
+        stt_url, stt_key = a.stt_endpoint()
+        transcriber = OpenAITranscriber(stt_url, stt_key, a.stt_model, language=a.stt_language)
+    if a.kind == "scripted":
+        inner = ScriptedAgent(load_script(a.script))
+    elif a.kind == "openai":
+        inner = OpenAIAgent(a.openai_base_url, a.openai_api_key, a.llm_model, a.system_prompt,
+                            client=transcriber.client if transcriber else None)
+    elif a.kind == "webhook":
+        assert a.webhook_url, "config validation guarantees a URL for the webhook agent"
+        inner = WebhookAgent(a.webhook_url, secret=a.webhook_secret, send_audio=a.webhook_audio)
+    else:
+        inner = load_factory(a.kind)(settings)
+    greeting = (a.greeting or "") if a.kind in ("openai", "webhook") else ""
+    return ConversationAgent(inner, transcriber=transcriber, greeting=greeting)

@@ -1,0 +1,376 @@
+"""The asyncio shell of one call: it moves bytes and time in and out of the core, nothing else.
+
+Every input (the phone socket, the TTS socket, the agent's stream, the timer) becomes an event,
+and events reach ``Call.handle`` strictly one at a time, in arrival order, each one's actions
+executed before the next event is handled, so the core is never entered concurrently. Time
+reaches the core as a single timer per call (``loop.call_at`` for the core's next deadline),
+never a task per frame.
+
+Caller audio is 50 messages a second per call for the whole call, so its path is kept short:
+when nothing is queued or in progress, the phone reader hands its event to the core itself
+instead of waking the call's loop for it. Everything else, and phone events that find the core
+busy, wait in the inbox for the loop. Saving that task switch per frame is measured in
+docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter, deque
+from collections.abc import Callable
+from typing import assert_never
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from bridge.agents.base import Agent, AgentError, Turn
+from bridge.carriers.twilio.codec import TwilioCodec
+from bridge.core.actions import (
+    Action,
+    CancelTurn,
+    ClearPlayback,
+    CloseContext,
+    EndCall,
+    KeepAlive,
+    OpenContext,
+    ReplyHeard,
+    SendMark,
+    SendMedia,
+    SendText,
+    StartTurn,
+)
+from bridge.core.call import Call, CallSettings
+from bridge.core.events import (
+    AgentDone,
+    AgentFailed,
+    AgentText,
+    CallEnded,
+    CallStarted,
+    Event,
+    TelephonyMalformed,
+    Tick,
+    TtsClosed,
+    TtsError,
+)
+from bridge.server import metrics
+from bridge.tts import supervisor
+from bridge.tts.base import TtsClient
+from bridge.tts.supervisor import TtsSupervisor
+
+__all__ = ["CallSession"]
+
+log = logging.getLogger("bridge.server.session")
+
+MAX_BACKLOG = 200
+"""Events waiting for the core beyond which the phone reader stops reading: a flood then waits in
+the socket's buffers (uvicorn stops reading from TCP), not in this call's memory."""
+
+YIELD_EVERY = 4
+"""Phone messages handled in a row before the reader lets other calls run: uvicorn's ``receive``
+returns without suspending while it holds messages, so a flood would otherwise starve the loop."""
+
+
+class CallSession:
+    """Runs one call from the media socket's accept to its last byte."""
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        *,
+        settings: CallSettings,
+        tts: TtsClient,
+        agent: Agent,
+        start_timeout_s: float = 10.0,
+        max_message_bytes: int = 64 * 1024,
+        on_event: Callable[[Event], None] | None = None,
+    ) -> None:
+        self.websocket = websocket
+        self.call = Call(settings)
+        self.codec = TwilioCodec(max_message_bytes=max_message_bytes)
+        self.tts = tts
+        self.agent = agent
+        self.start_timeout_s = start_timeout_s
+        self.on_event = on_event
+        self.call_id = "?"
+        self._loop = asyncio.get_running_loop()
+        self._inbox: deque[Event] = deque()
+        self._wakeup: asyncio.Future[None] | None = None  # set while the loop waits for an event
+        self._busy = False  # an event's actions are being executed
+        self._failure: BaseException | None = None  # raised by the core in the phone reader
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._agent_task: asyncio.Task[None] | None = None
+        self._tts_task: asyncio.Task[None] | None = None
+        self.tts_supervisor = TtsSupervisor(tts, self.put, clock=self.clock, name=lambda: self.call_id,
+                                            delays=supervisor.RECONNECT_DELAYS_S)
+        self.peak_backlog = 0  # most events ever waiting in the inbox: a flood must not grow it
+        self._problems: Counter[str] = Counter()
+        self._phone_open = True
+        self._turn_began: tuple[float, bool] | None = None  # (when, is the greeting) until its first audio
+
+    def clock(self) -> float:
+        return self._loop.time()
+
+    def put(self, event: Event) -> None:
+        self._inbox.append(event)
+        if len(self._inbox) > self.peak_backlog:
+            self.peak_backlog = len(self._inbox)
+        self._wake()
+
+    def _wake(self) -> None:
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
+    def end(self, reason: str = "shutdown") -> None:
+        """End the call from outside (server shutdown): as a hang-up would, so teardown is the same."""
+        self.put(CallEnded(self.clock(), reason))
+
+    async def run(self) -> None:
+        reader = asyncio.create_task(self._read_phone(), name="phone-reader")
+        self._tts_task = asyncio.create_task(self.tts_supervisor.run(), name="tts-supervisor")
+        no_start = self._loop.call_later(self.start_timeout_s, self._check_started)
+        metrics.call_started()
+        try:
+            await self._loop_until_ended()
+        finally:
+            no_start.cancel()
+            if self._timer is not None:
+                self._timer.cancel()
+            try:
+                await self._teardown(reader)
+            finally:
+                metrics.call_ended(self.call.snapshot, self.tts_supervisor.connects)
+
+    async def _loop_until_ended(self) -> None:
+        inbox = self._inbox
+        while not self.call.ended:
+            if self._failure is not None:
+                raise self._failure
+            if not inbox or self._busy:  # the phone reader may be in the core, sending
+                self._wakeup = self._loop.create_future()
+                try:
+                    await self._wakeup
+                finally:
+                    self._wakeup = None
+                continue
+            await self._step(inbox.popleft())
+            if inbox:
+                await asyncio.sleep(0)  # a backlog is worked off in turns with every other call
+
+    async def _step(self, event: Event) -> None:
+        """Handle one event and execute its actions; the only way into the core."""
+        self._busy = True
+        try:
+            if self.on_event is not None:
+                self.on_event(event)
+            self._observe(event)
+            call = self.call
+            actions = call.handle(event)
+            for action in actions:
+                await self._execute(action)
+            if not call.ended:
+                self._arm_timer(call.next_deadline())
+        finally:
+            self._busy = False
+
+    def _arm_timer(self, deadline: float | None) -> None:
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None:
+            self._timer = self._loop.call_at(deadline, self._fire_timer)
+
+    def _fire_timer(self) -> None:
+        if self._timer_at is not None:  # a late timer means late audio for the caller
+            metrics.frame_lateness(self.clock() - self._timer_at)
+        self._timer = None
+        self._timer_at = None
+        self.put(Tick(self.clock()))
+
+    def _check_started(self) -> None:
+        if self.call.started_at is None and not self.call.ended:
+            log.warning("media stream sent no 'start' within %g s; closing it", self.start_timeout_s)
+            self.put(CallEnded(self.clock(), "no start"))
+
+    def _observe(self, event: Event) -> None:
+        """Log what a person running the bridge wants to know, once per kind of problem."""
+        match event:
+            case CallStarted():
+                self.call_id = event.call_id or event.stream_id
+                log.info("call %s started", self.call_id)
+                self.tts_supervisor.start()  # only now: a socket that never says 'start' costs no TTS
+            case TelephonyMalformed():
+                self._note_problem("phone", event.reason)
+            case TtsError(context_id=str()):
+                self._note_problem("tts", f"{event.code}: {event.message}")
+            case TtsError() | TtsClosed():
+                self.tts_supervisor.observe(event)  # it logs the fault once, with how it ended
+            case _:
+                pass
+
+    def _note_problem(self, side: str, reason: str) -> None:
+        key = f"{side}: {reason.split(':')[0]}"
+        self._problems[key] += 1
+        if self._problems[key] == 1:
+            log.warning("call %s: ignored bad input from the %s side: %s", self.call_id, side, reason)
+
+    # ----------------------------------------------------------------- readers
+
+    async def _read_phone(self) -> None:
+        ws, codec, put, inbox = self.websocket, self.codec, self.put, self._inbox
+        handled = 0
+        try:
+            while True:
+                message = await ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    put(CallEnded(self.clock(), "hangup"))
+                    return
+                raw = message.get("text")
+                for event in codec.decode(raw if raw is not None else message.get("bytes") or b"", self.clock()):
+                    if inbox or self._busy or self.call.ended:
+                        put(event)  # keep the order: the loop has events before this one
+                    else:
+                        await self._step(event)
+                        if inbox or self.call.ended:
+                            self._wake()  # events came in while this one's actions were sent
+                    if isinstance(event, CallEnded):
+                        return
+                while len(inbox) >= MAX_BACKLOG:
+                    await asyncio.sleep(0.005)
+                handled += 1
+                if handled % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            put(CallEnded(self.clock(), "dropped"))
+        except Exception as exc:  # a bug in the core: end the call as the loop would have
+            self._failure = exc
+            self._wake()
+
+    async def _run_agent(self, turn: Turn) -> None:
+        """Stream one reply into the inbox. An agent that raises, or stays silent longer than
+        ``agent_timeout_s`` before its first text or between two pieces, has failed: the core
+        then has the apology spoken. Cancelling this task (barge-in) closes the agent's stream,
+        and with it any HTTP request behind it."""
+        put, number, limit = self.put, turn.number, self.call.settings.agent_timeout_s
+        stream = aiter(self.agent.reply(turn))
+        try:
+            while True:
+                async with asyncio.timeout(limit):
+                    try:
+                        text = await anext(stream)
+                    except StopAsyncIteration:
+                        break
+                if text:
+                    put(AgentText(self.clock(), number, text))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._agent_failed(number, exc, limit)
+            return
+        finally:
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
+        put(AgentDone(self.clock(), number))
+
+    def _agent_failed(self, number: int, exc: Exception, limit: float) -> None:
+        if isinstance(exc, TimeoutError):
+            reason = f"no text for {limit:g} s"
+        else:
+            reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
+        if isinstance(exc, TimeoutError | AgentError) or type(exc).__module__.startswith("httpx"):
+            log.warning("call %s: the agent failed on turn %d (%s); the caller hears the apology",
+                        self.call_id, number, reason)
+        else:
+            log.exception("call %s: the agent failed on turn %d", self.call_id, number)
+        self.put(AgentFailed(self.clock(), number, reason))
+
+    # ----------------------------------------------------------------- actions
+
+    def _note_first_audio(self) -> None:
+        """The turn's first audio goes out: how long the caller waited for it."""
+        if self._turn_began is not None:
+            began, greeting = self._turn_began
+            self._turn_began = None
+            metrics.reply_latency(self.clock() - began, greeting)
+
+    async def _execute(self, action: Action) -> None:
+        match action:
+            case SendMedia():
+                # One 20 ms frame per message, as Twilio sends its own: batching a refill's frames
+                # into one message saved no measurable CPU (docs/benchmarks.md).
+                self._note_first_audio()
+                await self._to_phone(self.codec.encode(action))
+            case SendMark() | ClearPlayback():
+                await self._to_phone(self.codec.encode(action))
+            case OpenContext() | SendText() | KeepAlive() | CloseContext():
+                await self.tts.send(action)
+            case StartTurn():
+                self._turn_began = (self.clock(), action.turn == 0)
+                await self._cancel_agent()
+                turn = Turn(action.turn, action.utterance, action.digits)
+                self._agent_task = asyncio.create_task(self._run_agent(turn), name=f"agent-turn-{action.turn}")
+            case CancelTurn():
+                await self._cancel_agent()
+            case ReplyHeard():
+                try:
+                    self.agent.heard(action.turn, action.text, action.interrupted)
+                except Exception:
+                    log.exception("call %s: the agent failed to take what the caller heard", self.call_id)
+            case EndCall():
+                await self._close_phone(1000)
+            case _:
+                assert_never(action)
+
+    async def _to_phone(self, text: str) -> None:
+        if not self._phone_open:
+            return
+        try:
+            await self.websocket.send_text(text)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            self._phone_open = False
+            self.put(CallEnded(self.clock(), "dropped"))
+
+    async def _cancel_agent(self) -> None:
+        task, self._agent_task = self._agent_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _close_phone(self, code: int) -> None:
+        if self._phone_open:
+            self._phone_open = False
+            with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
+                await self.websocket.close(code)
+
+    async def _teardown(self, reader: asyncio.Task[None]) -> None:
+        """Nothing of this call may outlive it: TTS said goodbye, every task awaited."""
+        await self._cancel_agent()
+        close_agent = getattr(self.agent, "aclose", None)
+        if close_agent is not None:
+            with contextlib.suppress(Exception):
+                await close_agent()
+        tasks = [t for t in (self._tts_task, reader) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self.tts.aclose()
+        await self._close_phone(1000)
+        snap = self.call.snapshot
+        latency = (
+            f"{(snap.first_audio_at - snap.started_at) * 1000:.0f} ms"
+            if snap.first_audio_at is not None and snap.started_at is not None
+            else "n/a"
+        )
+        log.info(
+            "call %s ended: %d turns, %d barge-ins, greeting latency %s, %d late TTS chunks dropped, %d bad messages",
+            self.call_id, snap.turn + 1, snap.barge_ins, latency, snap.dropped_audio_chunks, snap.malformed_messages,
+        )

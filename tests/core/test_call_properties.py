@@ -1,0 +1,217 @@
+"""Invariants of the core over arbitrary interleavings (Hypothesis stateful testing).
+
+Whatever the caller, the agent and the TTS do, and in whatever order:
+- ``handle`` never raises;
+- no audio of a retired (interrupted) context, or of an id we never opened, reaches the caller;
+- never more than five contexts open or draining;
+- ``SendText``/``KeepAlive``/``CloseContext`` only for ids we opened, and text/keep-alive only while open;
+- by the end of the call every opened context has been closed.
+"""
+
+from __future__ import annotations
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from bridge.core.actions import CloseContext, KeepAlive, OpenContext, SendMedia, SendText
+from bridge.core.audio import pcm_to_ulaw
+from bridge.core.call import Call, CallSettings
+from bridge.core.events import (
+    AgentDone,
+    AgentText,
+    CallEnded,
+    CallerAudio,
+    CallStarted,
+    MarkPlayed,
+    Tick,
+    TtsAudio,
+    TtsClosed,
+    TtsConnected,
+    TtsError,
+    TtsFinal,
+)
+from bridge.core.vad import VadConfig
+from tests.support import frames, load_wav, silence, tone
+
+SPEECH_FRAMES = frames(load_wav("caller_03.wav"))
+SILENCE_FRAME = silence(0.02)
+
+
+def constant(value: int, ms: int) -> bytes:
+    """Audio whose every sample is ``value``: any 20 ms frame of it tells whose it is."""
+    return value.to_bytes(2, "little", signed=True) * (8 * ms)
+
+
+def level_of(index: int) -> int:
+    return 500 + 700 * (index % 20)
+
+
+class CallMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        # Short VAD windows, so a few steps make a whole turn: speech, barge-in, silence, reply.
+        self.call = Call(CallSettings(vad=VadConfig(start_ms=40, end_ms=100, warmup_ms=40)))
+        self.now = 0.0
+        self.opened: list[str] = []
+        self.closed: set[str] = set()
+        self.retired: set[str] = set()
+        self.live: str | None = None
+        self.final: set[str] = set()
+        self.marks: list[str] = []
+        self.ended = False
+        self.speech_pos = 0
+        self.turn = -1
+        self.owner: dict[int, str] = {}
+        self.feed(CallStarted(0.0, "MZ", "CA"))
+        self.feed(TtsConnected(0.0))
+
+    def feed(self, event) -> None:
+        for action in self.call.handle(event):
+            self.check(action)
+
+    def check(self, action) -> None:
+        match action:
+            case OpenContext(context_id=cid):
+                assert cid not in self.opened, "ids are never reused"
+                self.opened.append(cid)
+                self.live = cid
+            case SendText(context_id=cid) | KeepAlive(context_id=cid):
+                assert cid in self.opened and cid not in self.closed
+            case CloseContext(context_id=cid):
+                assert cid in self.opened and cid not in self.closed
+                self.closed.add(cid)
+                if cid == self.live and self.call.snapshot.live_context != cid:
+                    self.retired.add(cid)
+            case SendMedia(ulaw=payload):
+                assert len(payload) == 160
+                owner = self.owner.get(payload[0])
+                assert owner is None or owner not in self.retired, f"audio of interrupted {owner} sent"
+            case _:
+                name = getattr(action, "name", None)
+                if isinstance(name, str):
+                    self.marks.append(name)
+        snap = self.call.snapshot
+        live, final = self.live, self.final
+        if snap.live_context != live and live is not None and live in self.opened and live not in final:
+            self.retired.add(live)
+        self.live = snap.live_context
+
+    def tick_to(self, dt: float) -> None:
+        target = self.now + dt
+        while (deadline := self.call.next_deadline()) is not None and deadline <= target:
+            self.now = max(self.now, deadline)
+            self.feed(Tick(self.now))
+        self.now = target
+
+    @precondition(lambda self: not self.ended)
+    @rule(n=st.integers(1, 30), speak=st.booleans())
+    def caller(self, n: int, speak: bool) -> None:
+        for _ in range(n):
+            self.tick_to(0.02)
+            if speak:
+                frame = SPEECH_FRAMES[self.speech_pos % len(SPEECH_FRAMES)]
+                self.speech_pos += 1
+            else:
+                frame = SILENCE_FRAME
+            self.feed(CallerAudio(self.now, frame))
+
+    @precondition(lambda self: not self.ended)
+    @rule(n=st.integers(3, 12))
+    def caller_turn(self, n: int) -> None:
+        """The caller says something short and stops: a barge-in if the agent talks, then a turn."""
+        self.caller(n, True)
+        self.caller(20, False)
+
+    @precondition(lambda self: not self.ended)
+    @rule(k=st.integers(1, 7))
+    def rapid_barge_ins(self, k: int) -> None:
+        """The caller cuts in on every reply as soon as it starts, again and again."""
+        for _ in range(k):
+            self.agent_text("Well, ", False)
+            self.caller_turn(4)
+
+    @precondition(lambda self: not self.ended)
+    @rule(text=st.sampled_from(["Hello. ", "How are ", "you doing", "? Fine! ", ""]), late=st.booleans())
+    def agent_text(self, text: str, late: bool) -> None:
+        turn = max(0, self.call.snapshot.turn - (1 if late else 0))
+        self.feed(AgentText(self.now, turn, text))
+
+    @precondition(lambda self: not self.ended)
+    @rule()
+    def agent_done(self) -> None:
+        self.feed(AgentDone(self.now, self.call.snapshot.turn))
+
+    @precondition(lambda self: not self.ended and self.opened)
+    @rule(pick=st.integers(0, 100), ms=st.integers(10, 400))
+    def tts_audio(self, pick: int, ms: int) -> None:
+        cid = self.opened[pick % len(self.opened)]
+        if cid in self.final:
+            return
+        index = self.opened.index(cid)
+        if index >= 20:
+            return  # levels would repeat; twenty contexts are plenty for one example
+        pcm = constant(level_of(index), ms)
+        self.owner[pcm_to_ulaw(pcm[:2])[0]] = cid
+        self.feed(TtsAudio(self.now, cid, pcm))
+
+    @precondition(lambda self: not self.ended and self.opened)
+    @rule(pick=st.integers(0, 100))
+    def tts_final(self, pick: int) -> None:
+        cid = self.opened[pick % len(self.opened)]
+        if cid in self.closed and cid not in self.final:  # the server only finalises closed contexts
+            self.final.add(cid)
+            self.feed(TtsFinal(self.now, cid))
+
+    @precondition(lambda self: not self.ended)
+    @rule(unknown=st.booleans())
+    def tts_stray(self, unknown: bool) -> None:
+        self.feed(TtsAudio(self.now, "never-opened", tone(999, 0.1)))
+        self.feed(TtsError(self.now, "invalid_input_message", "x", "never-opened" if unknown else None))
+
+    @precondition(lambda self: not self.ended)
+    @rule()
+    def tts_drop_and_back(self) -> None:
+        self.final.update(self.opened)  # gone with the socket: no more audio, nothing more to send
+        self.closed.update(self.opened)
+        self.feed(TtsClosed(self.now, 1011, "boom"))
+        self.tick_to(0.2)
+        self.feed(TtsConnected(self.now))
+
+    @precondition(lambda self: not self.ended and self.marks)
+    @rule()
+    def mark_echo(self) -> None:
+        self.feed(MarkPlayed(self.now, self.marks.pop(0)))
+
+    @precondition(lambda self: not self.ended)
+    @rule(dt=st.floats(0.0, 25.0))
+    def wait(self, dt: float) -> None:
+        self.tick_to(dt)
+
+    @precondition(lambda self: not self.ended)
+    @rule()
+    def hang_up(self) -> None:
+        self.feed(CallEnded(self.now, "stop"))
+        self.ended = True
+        open_left = set(self.opened) - self.closed - self.final
+        assert not open_left, f"contexts left open at call end: {open_left}"
+
+    @precondition(lambda self: self.ended)
+    @rule()
+    def after_the_end(self) -> None:
+        """Stragglers after the call ended change nothing and send nothing."""
+        assert self.call.handle(CallerAudio(self.now, SPEECH_FRAMES[0])) == []
+        for cid in self.opened:
+            assert self.call.handle(TtsAudio(self.now, cid, constant(1000, 20))) == []
+
+    @invariant()
+    def at_most_five_slots(self) -> None:
+        assert self.call.snapshot.contexts_in_use <= 5
+
+    def teardown(self) -> None:
+        if not self.ended:
+            self.hang_up()
+
+
+CallMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=60, deadline=None)
+TestCallInvariants = CallMachine.TestCase

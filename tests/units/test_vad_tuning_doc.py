@@ -1,0 +1,81 @@
+"""docs/vad-tuning.md stays true: every [vad], [barge_in] and [echo] setting has a row with the
+default that `config/bridge.toml` and `bridge/config.py` give it, the core's own defaults are the
+same ones, and the page quotes the latest before/after measurement (`python -m bench.turntaking`).
+When this fails after changing a turn-taking setting, update its row and re-run the benchmark."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.config import Settings
+from bridge.core.call import CallSettings
+from bridge.server.factories import call_settings
+from tests.support import code_defaults as all_defaults
+from tests.support import config_toml
+
+REPO = Path(__file__).resolve().parents[2]
+DOC = REPO / "docs" / "vad-tuning.md"
+RESULTS = REPO / "bench" / "results" / "turntaking.md"
+SECTIONS = ("vad", "barge_in", "echo")
+ROW = re.compile(r"^\| `(\w+)\.(\w+)` \| `([^`]*)` \|")
+
+
+def toml_defaults() -> dict[tuple[str, str], str]:
+    """(section, key) -> the value as config/bridge.toml writes it, for the turn-taking sections."""
+    return {name: value for name, (value, _) in config_toml().items() if name[0] in SECTIONS}
+
+
+def doc_rows() -> dict[tuple[str, str], str]:
+    rows: dict[tuple[str, str], str] = {}
+    for line in DOC.read_text(encoding="utf-8").splitlines():
+        if (match := ROW.match(line)) and match.group(1) in SECTIONS:
+            name = (match.group(1), match.group(2))
+            assert name not in rows, f"two rows for {name[0]}.{name[1]}"
+            rows[name] = match.group(3)
+    return rows
+
+
+def written(value: Any) -> str:
+    """A default as TOML writes it."""
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def code_defaults() -> dict[tuple[str, str], Any]:
+    return {name: value for name, value in all_defaults().items() if name[0] in SECTIONS}
+
+
+@pytest.mark.parametrize("name", list(code_defaults()), ids=[f"{s}.{k}" for s, k in code_defaults()])
+def test_each_setting_has_a_row_with_its_default(name: tuple[str, str]) -> None:
+    rows, toml = doc_rows(), toml_defaults()
+    assert name in rows, f"docs/vad-tuning.md has no row for {name[0]}.{name[1]}"
+    assert toml.get(name) == written(code_defaults()[name]), f"config/bridge.toml and bridge/config.py differ on {name}"
+    assert rows[name] == toml[name], f"{name[0]}.{name[1]}: the doc says {rows[name]}, the config {toml[name]}"
+
+
+def test_no_row_names_a_setting_that_does_not_exist() -> None:
+    stale = sorted(doc_rows().keys() - code_defaults().keys())
+    assert not stale, f"docs/vad-tuning.md documents settings that do not exist: {stale}"
+
+
+@pytest.mark.parametrize("section", SECTIONS)
+def test_the_core_defaults_are_the_configured_ones(section: str) -> None:
+    """`CallSettings()` (tests, tools) and the server (`call_settings(Settings())`) run the same detector."""
+    assert asdict(getattr(CallSettings(), section)) == asdict(getattr(call_settings(Settings()), section))
+
+
+def test_the_page_quotes_the_latest_measurement() -> None:
+    page = DOC.read_text(encoding="utf-8")
+    missing = [line for line in RESULTS.read_text(encoding="utf-8").splitlines() if line.startswith("|")
+               and line not in page]
+    assert not missing, f"bench/results/turntaking.md has rows the page lacks: {missing[:3]}"
+
+
+def test_the_plot_exists_and_is_small() -> None:
+    for target in re.findall(r"\]\((img/[^)]+\.png)\)", DOC.read_text(encoding="utf-8")):
+        path = DOC.parent / target
+        assert path.is_file() and path.stat().st_size < 150_000, target
