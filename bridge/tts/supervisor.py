@@ -22,21 +22,18 @@ when given up, with the reason. Every error frame thus shows up once, in its fau
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from bridge.core.backoff import RECONNECT_DELAYS_S, STABLE_AFTER_S, Backoff, GiveUp, Retry
 from bridge.core.events import Event, TtsClosed, TtsError
 from bridge.tts.base import Emit, TtsClient, TtsConnectError
 
 __all__ = ["RECONNECT_DELAYS_S", "STABLE_AFTER_S", "TtsSupervisor"]
 
 log = logging.getLogger("bridge.tts")
-
-RECONNECT_DELAYS_S: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
-"""Wait after the n-th failure in a row; as many retries as there are delays (≈ 7.9 s in all)."""
-STABLE_AFTER_S = 2.0
-"""A socket that lived this long was healthy: its loss starts a new fault, not a further failure."""
 
 
 @dataclass
@@ -50,7 +47,11 @@ class _Fault:
 
 
 class TtsSupervisor:
-    """Connects ``tts`` for one call and reconnects it; ``observe`` must see every event of the call."""
+    """Connects ``tts`` for one call and reconnects it; ``observe`` must see every event of the call.
+
+    When to try again is :class:`~bridge.core.backoff.Backoff`'s to say; this shell connects,
+    waits, sleeps until the time it is given, and writes the log line.
+    """
 
     def __init__(
         self,
@@ -66,8 +67,7 @@ class TtsSupervisor:
         self._emit = emit
         self._clock = clock
         self._name = name
-        self._delays = delays
-        self._stable_after_s = stable_after_s
+        self._backoff = Backoff(delays, stable_after_s)
         self._started = asyncio.Event()
         self._lost = asyncio.Event()
         self._error: TtsError | None = None
@@ -94,50 +94,57 @@ class TtsSupervisor:
         await self._started.wait()
         began = self._clock()
         fault: _Fault | None = None  # the fault being retried, if any
-        failures = 0  # in a row: refused connects, and sockets lost soon after they opened
         while True:
             if fault is not None:
                 fault.tries += 1
             try:
                 await self._tts.connect(self._emit)
             except TtsConnectError as exc:
-                failures += 1
+                decision = self._backoff.connect_failed(self._clock(), permanent=exc.permanent)
                 if fault is None:  # only at call start: after a loss there is always a fault
                     fault = _Fault(began, "could not connect at call start", tries=1)
                 fault.failures.append(str(exc))
-                if exc.permanent or failures > len(self._delays):
-                    self._give_up(fault, str(exc), failures, exc.permanent)
-                    return
-                await asyncio.sleep(self._delays[failures - 1])
-                continue
-            self.connects += 1
-            if await self._stays_up():
-                if fault is not None:
-                    self._healed(fault)
-                fault, failures = None, 0
-                await self._lost.wait()
-            await self._tts.aclose()
-            if fault is None:
-                fault = _Fault(self._clock(), self._describe_loss())
-            else:  # the socket that was to heal the fault was lost at once
-                failures += 1
-                fault.failures.append(self._describe_loss())
-            if failures > len(self._delays):
-                self._give_up(fault, fault.failures[-1], failures, False)  # every new socket was lost at once
+            else:
+                decision, fault = await self._until_lost(fault)
+            if isinstance(decision, GiveUp):
+                self._give_up(fault, fault.failures[-1], decision)
                 return
-            if failures:
-                await asyncio.sleep(self._delays[failures - 1])
+            await self._sleep_until(decision)
 
-    async def _stays_up(self) -> bool:
-        """Whether the socket just opened lives ``stable_after_s`` (then it healed the fault)."""
-        self._lost.clear()
+    async def _until_lost(self, fault: _Fault | None) -> tuple[Retry | GiveUp, _Fault]:
+        """Keep the socket just opened until it is lost; the fault its loss belongs to."""
+        self.connects += 1
         self._connected_at = self._clock()
-        try:
-            async with asyncio.timeout(self._stable_after_s):
-                await self._lost.wait()
-        except TimeoutError:
-            return True
+        self._backoff.connected(self._connected_at)
+        if not await self._lost_before_healthy():
+            if fault is not None and self._backoff.still_up(self._clock()):
+                self._healed(fault)
+            fault = None
+            await self._lost.wait()
+        await self._tts.aclose()
+        decision = self._backoff.socket_lost(self._clock())
+        if fault is None or decision.new_fault:
+            fault = _Fault(self._clock(), self._describe_loss())
+        else:  # the socket that was to heal the fault was lost at once
+            fault.failures.append(self._describe_loss())
+        return decision, fault
+
+    async def _lost_before_healthy(self) -> bool:
+        """Whether the socket just opened is lost before the policy counts it healthy."""
+        self._lost.clear()
+        healthy_at = self._backoff.healthy_at
+        assert healthy_at is not None, "asked right after a connect"
+        while (left := healthy_at - self._clock()) > 0:  # a timer may fire a hair early: wait it out
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await self._lost.wait()
+                    return True
         return False
+
+    async def _sleep_until(self, retry: Retry) -> None:
+        wait = retry.at - self._clock()
+        if wait > 0:
+            await asyncio.sleep(wait)
 
     def _describe_loss(self) -> str:
         closed, error = self._closed, self._error
@@ -158,11 +165,11 @@ class TtsSupervisor:
         log.warning("call %s: TTS %s; connected again after %s, %.0f ms without a voice",
                     self._name(), fault.cause, tries, silent_ms)
 
-    def _give_up(self, fault: _Fault, why: str, failures: int, permanent: bool) -> None:
-        if permanent:
+    def _give_up(self, fault: _Fault, why: str, decision: GiveUp) -> None:
+        if decision.permanent:
             verdict = f"not retrying, it cannot heal: {why}"
         else:
-            verdict = f"giving up after {failures} failures in a row over {self._clock() - fault.began:.1f} s, " \
-                      f"the last: {why}"
+            verdict = (f"giving up after {decision.failures} failures in a row over "
+                       f"{self._clock() - fault.began:.1f} s, the last: {why}")
         self.gave_up = verdict
         log.error("call %s: TTS %s; %s. The call goes on without a voice.", self._name(), fault.cause, verdict)
