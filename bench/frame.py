@@ -20,58 +20,38 @@ line (the echo guard's busiest case), 2 s of TTS audio arriving every 2 s.
 from __future__ import annotations
 
 import argparse
-import base64
 import cProfile
-import json
 import pstats
 import statistics
 import time
-import wave
 from collections.abc import Callable
-from pathlib import Path
-
-import numpy as np
 
 from bridge.carriers.twilio.codec import TwilioCodec
 from bridge.core.actions import ClearPlayback, OpenContext, SendMark, SendMedia
 from bridge.core.audio import pcm_to_ulaw, ulaw_to_pcm
 from bridge.core.call import Call, CallSettings
 from bridge.core.events import AgentDone, AgentText, CallStarted, Event, TtsAudio, TtsConnected
+from bridge.tools.simulator import wire
+from tests.support import load_wav
+from tests.turntaking import pcm16, samples
 
 __all__ = ["main", "per_frame_us"]
 
-AUDIO = Path(__file__).resolve().parents[1] / "tests" / "audio"
+IDS = wire.StreamIds("ACbench", "MZbench", "CA")
 FRAME_S = 0.02
 PHONE_ACTIONS = (SendMedia, SendMark, ClearPlayback)
-
-
-def _wav(name: str) -> bytes:
-    with wave.open(str(AUDIO / name), "rb") as w:
-        return w.readframes(w.getnframes())
 
 
 def _messages(pcm: bytes) -> list[str]:
     """Twilio inbound media messages, one per 20 ms frame, as Twilio formats them."""
     ulaw = pcm_to_ulaw(pcm)
-    return [
-        json.dumps({"event": "media", "sequenceNumber": str(i + 2), "media": {
-            "track": "inbound", "chunk": str(i + 1), "timestamp": str(i * 20),
-            "payload": base64.b64encode(ulaw[k : k + 160]).decode()}, "streamSid": "MZbench"})
-        for i, k in enumerate(range(0, len(ulaw) - 159, 160))
-    ]
+    starts = range(0, len(ulaw) - 159, 160)
+    return [wire.media(i + 2, IDS, i + 1, i * 20, ulaw[k : k + 160]) for i, k in enumerate(starts)]
 
 
 def _quiet(seconds: float) -> bytes:
     """A quiet line (about -60 dBFS), so no frame is digital silence."""
     return bytes([2, 0, 254, 255]) * int(8000 * seconds / 2)
-
-
-def _samples(pcm: bytes) -> np.ndarray:
-    return np.frombuffer(pcm, dtype="<i2").astype(np.float64)
-
-
-def _pcm(x: np.ndarray) -> bytes:
-    return np.clip(np.round(x), -32768, 32767).astype("<i2").tobytes()
 
 
 QUIET_FRAME = _quiet(FRAME_S)
@@ -125,8 +105,8 @@ class _Line:
         self.now = (i + 1) * FRAME_S
         if message is None:  # the line carries the echo of what played
             echo = self.played.pop(i - self.ECHO_FRAMES, None)
-            echo_pcm = _samples(ulaw_to_pcm(echo)) * self.ECHO_GAIN if echo else 0.0
-            line = _pcm(echo_pcm + _samples(QUIET_FRAME))
+            echo_pcm = samples(ulaw_to_pcm(echo)) * self.ECHO_GAIN if echo else 0.0
+            line = pcm16(echo_pcm + samples(QUIET_FRAME))
             message = _messages(line)[0]
         self.sent.append(message)
         for event in self.codec.decode(message, self.now):
@@ -134,8 +114,8 @@ class _Line:
 
 
 def _conditions() -> dict[str, tuple[list[str | None], bytes | None]]:
-    speech = b"".join(_wav(name) for name in ("caller_01.wav", "caller_02.wav", "caller_03.wav"))
-    agent = _wav("caller_05.wav") + _wav("caller_06.wav") + _wav("caller_08.wav")
+    speech = b"".join(load_wav(name) for name in ("caller_01.wav", "caller_02.wav", "caller_03.wav"))
+    agent = load_wav("caller_05.wav") + load_wav("caller_06.wav") + load_wav("caller_08.wav")
     return {
         "caller silent, agent silent": ([*_messages(_quiet(10))], None),
         "caller talking, agent silent": ([*_messages(speech)], None),

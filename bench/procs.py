@@ -17,6 +17,7 @@ import time
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Self
 
 __all__ = [
     "Prober",
@@ -97,17 +98,18 @@ class Proc:
         return ""
 
 
-class RssSampler:
-    """Samples the resident set size of some processes in a thread; keeps each one's peak."""
+class _Periodic:
+    """Calls ``sample`` every ``interval`` seconds in a daemon thread, from ``__enter__`` to ``__exit__``.
 
-    def __init__(self, procs: Sequence[Proc], interval: float = 0.2) -> None:
-        self.procs = list(procs)
-        self.peaks: dict[str, int] = {p.name: 0 for p in self.procs}
+    A thread, because the run's main thread is blocked waiting for the load generators meanwhile.
+    """
+
+    def __init__(self, name: str, interval: float) -> None:
         self._interval = interval
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def __enter__(self) -> RssSampler:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -117,36 +119,40 @@ class RssSampler:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
-            for p in self.procs:
-                self.peaks[p.name] = max(self.peaks[p.name], p.status_kb("VmRSS"))
+            self.sample()
+
+    def sample(self) -> None:
+        raise NotImplementedError
 
 
-class Prober:
+class RssSampler(_Periodic):
+    """Samples the resident set size of some processes in a thread; keeps each one's peak."""
+
+    def __init__(self, procs: Sequence[Proc], interval: float = 0.2) -> None:
+        super().__init__("rss-sampler", interval)
+        self.procs = list(procs)
+        self.peaks: dict[str, int] = {p.name: 0 for p in self.procs}
+
+    def sample(self) -> None:
+        for p in self.procs:
+            self.peaks[p.name] = max(self.peaks[p.name], p.status_kb("VmRSS"))
+
+
+class Prober(_Periodic):
     """Times a tiny HTTP request to each URL every ``interval``: how long a process takes to answer
     is how late its event loop runs, the first thing to look at when calls go wrong under load."""
 
     def __init__(self, urls: Mapping[str, str], interval: float = 0.1) -> None:
+        super().__init__("prober", interval)
         self.urls = dict(urls)
         self.times: dict[str, list[float]] = {name: [] for name in self.urls}
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="prober", daemon=True)
 
-    def __enter__(self) -> Prober:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            for name, url in self.urls.items():
-                t0 = time.monotonic()
-                with contextlib.suppress(OSError), contextlib.suppress(urllib.error.HTTPError):
-                    urllib.request.urlopen(url, timeout=5.0).close()
-                self.times[name].append(time.monotonic() - t0)
+    def sample(self) -> None:
+        for name, url in self.urls.items():
+            t0 = time.monotonic()
+            with contextlib.suppress(OSError), contextlib.suppress(urllib.error.HTTPError):
+                urllib.request.urlopen(url, timeout=5.0).close()
+            self.times[name].append(time.monotonic() - t0)
 
 
 def machine_busy_seconds() -> float:

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from bridge.config import load_settings
+from bridge.core.audio import PCM_FRAME_BYTES, pcm_to_ulaw, ulaw_to_pcm
 from bridge.core.call import CallSettings
 from bridge.core.vad import SpeechDetector, SpeechEnded, SpeechStarted
 from bridge.server import factories
 from bridge.tools.simulator import Timeline
-from bridge.tools.simulator.audio import FRAME_BYTES, pcm_to_ulaw, ulaw_to_pcm
 
 __all__ = [
     "AUDIO_DIR",
@@ -106,7 +106,7 @@ def vad_decisions(timeline: Timeline, duration: float, settings: CallSettings) -
     """
     listener = _listener(settings)
     pcm = _line(timeline, duration)
-    step = FRAME_BYTES * 2
+    step = PCM_FRAME_BYTES
     out: list[VadDecision] = []
     for k in range(len(pcm) // step):
         for change in listener.feed(pcm[k * step : (k + 1) * step], (k + 1) * 0.02):

@@ -7,7 +7,6 @@ checked here from the outside, with a plain websockets client speaking the wire 
 from __future__ import annotations
 
 import asyncio
-import audioop
 import base64
 import json
 import sys
@@ -20,6 +19,7 @@ import soxr
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 
+from bridge.core.audio import ulaw_to_pcm
 from bridge.testing.fake_elevenlabs import (
     SAMPLE_RATES,
     FakeElevenLabs,
@@ -98,7 +98,7 @@ def expected_bytes(text: str, output_format: str, ms_per_char: float = 55.0) -> 
 def pcm_of(output_format: str, messages: list[dict[str, Any]]) -> np.ndarray:
     raw = b"".join(base64.b64decode(m["audio"]) for m in messages if m.get("audio"))
     if output_format == "ulaw_8000":
-        raw = audioop.ulaw2lin(raw, 2)
+        raw = ulaw_to_pcm(raw)
     return np.frombuffer(raw, "<i2").astype(np.float64)
 
 

@@ -12,7 +12,6 @@ import base64
 import hashlib
 import hmac
 import json
-import math
 import wave
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
+from bridge.core.audio import pcm_level_dbfs
 from bridge.tools.simulator import (
     TWILIO_USER_AGENT,
     CallLog,
@@ -35,22 +35,17 @@ from bridge.tools.simulator import (
     ulaw_to_pcm,
     wire,
 )
-from bridge.tools.simulator.audio import speech_bounds
+from bridge.tools.simulator.audio import SPEECH_DBFS, speech_bounds
 from bridge.tools.simulator.metrics import leaked_frames, underruns
 from bridge.tools.simulator.playback import MarkEcho, frames, render, runs
 from bridge.tools.simulator.report import build_report
+from tests.support import SPEECH, tone
 
-SPEECH = Path(__file__).resolve().parents[1] / "audio"
 FRAME = 160  # µ-law bytes in 20 ms
 
 
-def tone(seconds: float, freq: float = 440.0, level: float = 0.25) -> bytes:
-    t = np.arange(round(8000 * seconds)) / 8000
-    return (level * 32767 * np.sin(2 * math.pi * freq * t)).astype("<i2").tobytes()
-
-
 def ulaw_tone(seconds: float) -> bytes:
-    return pcm_to_ulaw(tone(seconds))
+    return pcm_to_ulaw(tone(440.0, seconds))
 
 
 def roundtrip(pcm: bytes) -> np.ndarray:
@@ -153,7 +148,7 @@ def test_close_drops_unplayed_audio_and_reports_unechoed_marks() -> None:
 
 def test_heard_audio_sits_on_the_call_timeline() -> None:
     buf = PlaybackBuffer()
-    pcm = tone(0.2)
+    pcm = tone(440.0, 0.2)
     buf.push_audio(0.5, pcm_to_ulaw(pcm))
     heard = np.frombuffer(render(buf.played, until=1.0), dtype="<i2")
     assert len(heard) == 8000
@@ -165,9 +160,9 @@ def test_heard_audio_sits_on_the_call_timeline() -> None:
 
 
 def test_load_wav_8k_downmixes_and_resamples(tmp_path: Path) -> None:
-    mono = tone(0.5, level=0.5)
+    mono = tone(440.0, 0.5, level=0.5)
     path = tmp_path / "stereo16k.wav"
-    up = np.repeat(np.frombuffer(tone(0.5, level=0.5), dtype="<i2"), 2)  # crude 16 kHz copy
+    up = np.repeat(np.frombuffer(tone(440.0, 0.5, level=0.5), dtype="<i2"), 2)  # crude 16 kHz copy
     with wave.open(str(path), "wb") as w:
         w.setnchannels(2)
         w.setsampwidth(2)
@@ -179,18 +174,18 @@ def test_load_wav_8k_downmixes_and_resamples(tmp_path: Path) -> None:
 
 
 def test_speech_bounds_skip_quiet_lead_in_and_tail() -> None:
-    quiet = tone(0.1, level=0.001)  # about -63 dBFS
-    pcm = quiet + tone(0.3) + quiet
+    quiet = tone(440.0, 0.1, level=0.001)  # about -63 dBFS
+    pcm = quiet + tone(440.0, 0.3) + quiet
     assert speech_bounds(pcm) == (pytest.approx(0.1), pytest.approx(0.4))
     assert speech_bounds(quiet) is None
 
 
 def test_timeline_mixes_segments_over_a_looped_background() -> None:
     noise = (np.ones(80, dtype="<i2") * 100).tobytes()
-    line = np.frombuffer(Timeline([(0.1, tone(0.1))], background=noise).render(0.5), dtype="<i2")
+    line = np.frombuffer(Timeline([(0.1, tone(440.0, 0.1))], background=noise).render(0.5), dtype="<i2")
     assert len(line) == 4000
     assert (line[:800] == 100).all() and (line[1600:] == 100).all()
-    assert np.array_equal(line[800:1600], np.frombuffer(tone(0.1), dtype="<i2") + 100)
+    assert np.array_equal(line[800:1600], np.frombuffer(tone(440.0, 0.1), dtype="<i2") + 100)
 
 
 def test_server_frames_twilio_would_reject_are_reported_not_raised() -> None:
@@ -235,7 +230,7 @@ def test_metrics_from_a_scripted_call() -> None:
 
 
 def test_a_caller_talking_over_the_agent_with_no_clear_is_a_missed_barge_in() -> None:
-    caller = Timeline([(1.0, tone(0.5), "yes.wav")])
+    caller = Timeline([(1.0, tone(440.0, 0.5), "yes.wav")])
     log = CallLog(caller, PlaybackBuffer())
     log.playback.push_audio(0.0, ulaw_tone(3.0))
     log.ended_at = 3.0
@@ -260,8 +255,7 @@ class Script:
 
 
 def loud(payload: str) -> bool:
-    pcm = np.frombuffer(ulaw_to_pcm(base64.b64decode(payload)), dtype="<i2").astype(float)
-    return 20 * math.log10(max(1e-9, math.sqrt(float(np.mean(pcm**2)))) / 32768) > -40
+    return pcm_level_dbfs(ulaw_to_pcm(base64.b64decode(payload))) > SPEECH_DBFS
 
 
 async def tone_then_clear(ws: ServerConnection, script: Script) -> None:
@@ -374,7 +368,7 @@ def _check_heard(call: PhoneCall) -> None:
     assert len(heard) == round(3.3 * 8000)
     a, b = round(start * 8000), round(stop * 8000)
     assert not heard[:a].any() and not heard[b:].any()
-    assert np.array_equal(heard[a:b], roundtrip(tone(1.0))[: b - a])
+    assert np.array_equal(heard[a:b], roundtrip(tone(440.0, 1.0))[: b - a])
 
 
 def _check_wav(call: PhoneCall, speech: bytes, path: Path) -> None:

@@ -1,26 +1,22 @@
-"""Caller audio for the phone simulator: WAV loading, µ-law, levels and the caller's timeline.
+"""Caller audio for the phone simulator: WAV loading, levels and the caller's timeline.
 
-Everything here is pure and clock-free. The simulator renders the caller's whole line up front so that
-sending a frame in the real-time loop costs only a slice and a base64 encode, which keeps the
-simulator's own jitter out of the measurements when many calls run at once.
+Everything here is pure and clock-free. The G.711 codec, the level meter and the line's constants are
+the phone path's own (`bridge.core.audio`): one µ-law for the bridge and the phone that dials it.
+The simulator renders the caller's whole line up front so that sending a frame in the real-time loop
+costs only a slice and a base64 encode, which keeps the simulator's own jitter out of the measurements
+when many calls run at once.
 """
 
 from __future__ import annotations
 
-import math
-import warnings
-import wave
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import soxr
 
-with warnings.catch_warnings():
-    # The stdlib module warns on 3.11/3.12; on 3.13+ the name comes from the audioop-lts package.
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop
+from bridge.core.audio import FRAME_MS, SAMPLE_RATE, ULAW_FRAME_BYTES, pcm_level_dbfs
+from bridge.tools.vad_analysis import read_wav
 
 __all__ = [
     "FRAME_BYTES",
@@ -31,58 +27,28 @@ __all__ = [
     "Segment",
     "Timeline",
     "load_wav_8k",
-    "pcm_to_ulaw",
     "speech_bounds",
-    "ulaw_to_pcm",
 ]
 
-SAMPLE_RATE = 8000
-FRAME_SECONDS = 0.02
-FRAME_BYTES = 160  # one 20 ms µ-law frame; 320 bytes once decoded to PCM16
+FRAME_SECONDS = FRAME_MS / 1000
+FRAME_BYTES = ULAW_FRAME_BYTES  # one 20 ms µ-law frame; 320 bytes once decoded to PCM16
 ULAW_SILENCE = 0xFF  # µ-law code for zero: what an idle phone line carries
 SPEECH_DBFS = -40.0
-
-
-def pcm_to_ulaw(pcm: bytes) -> bytes:
-    """8 kHz PCM16 → µ-law, as the phone network encodes the caller's voice."""
-    return audioop.lin2ulaw(pcm, 2)
-
-
-def ulaw_to_pcm(ulaw: bytes) -> bytes:
-    """µ-law → PCM16, as the handset decodes what the agent sends."""
-    return audioop.ulaw2lin(ulaw, 2)
 
 
 def load_wav_8k(path: str | Path) -> bytes:
     """Any PCM WAV (8/16/24/32-bit, mono or stereo, any rate) as 8 kHz mono PCM16.
 
     Why: people tune with recordings in whatever format their tools produce; the line is 8 kHz mono.
-    soxr's one-shot resampler is fine here, this is not the per-frame path.
+    The same reader as ``bridge vad``'s, so a recording sounds the same to both tools.
     """
-    with wave.open(str(path), "rb") as w:
-        width, channels, rate = w.getsampwidth(), w.getnchannels(), w.getframerate()
-        raw = w.readframes(w.getnframes())
-    if width == 1:  # 8-bit WAV is unsigned
-        raw = audioop.bias(raw, 1, -128)
-    if width != 2:
-        raw = audioop.lin2lin(raw, width, 2)
-    samples = np.frombuffer(raw, dtype="<i2").astype(np.float32)
-    if channels > 1:
-        samples = samples.reshape(-1, channels).mean(axis=1)
-    if rate != SAMPLE_RATE:
-        samples = soxr.resample(samples, rate, SAMPLE_RATE)
-    return bytes(np.clip(np.round(samples), -32768, 32767).astype("<i2").tobytes())
+    return bytes(read_wav(Path(path)).astype("<i2").tobytes())
 
 
 def frame_levels(pcm: bytes) -> list[float]:
     """RMS level of each 20 ms frame in dBFS (relative to full-scale 32768; silence is -inf)."""
-    samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.float64)
-    per_frame = FRAME_BYTES
-    levels: list[float] = []
-    for i in range(0, len(samples), per_frame):
-        rms = math.sqrt(float(np.mean(samples[i : i + per_frame] ** 2)))
-        levels.append(20 * math.log10(rms / 32768) if rms > 0 else -math.inf)
-    return levels
+    step = FRAME_BYTES * 2  # PCM16: two bytes a sample
+    return [pcm_level_dbfs(pcm[i : i + step]) for i in range(0, len(pcm) - len(pcm) % 2, step)]
 
 
 def speech_bounds(pcm: bytes, threshold_dbfs: float = SPEECH_DBFS) -> tuple[float, float] | None:

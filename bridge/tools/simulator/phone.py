@@ -25,8 +25,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
+from bridge.core.audio import pcm_to_ulaw, ulaw_to_pcm
 from bridge.tools.simulator import wire
-from bridge.tools.simulator.audio import FRAME_BYTES, FRAME_SECONDS, SAMPLE_RATE, Timeline, pcm_to_ulaw, ulaw_to_pcm
+from bridge.tools.simulator.audio import FRAME_BYTES, FRAME_SECONDS, SAMPLE_RATE, Timeline
 from bridge.tools.simulator.playback import MarkEcho, PlaybackBuffer, render
 from bridge.tools.simulator.report import CallLog, CallReport, build_report
 

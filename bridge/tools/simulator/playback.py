@@ -24,7 +24,8 @@ from itertools import groupby
 
 import numpy as np
 
-from bridge.tools.simulator.audio import FRAME_SECONDS, SAMPLE_RATE, ulaw_to_pcm
+from bridge.core.audio import ulaw_to_pcm
+from bridge.tools.simulator.audio import FRAME_SECONDS, SAMPLE_RATE
 
 __all__ = ["ClearRecord", "MarkEcho", "PlaybackBuffer", "Played", "Run", "frames", "render", "runs"]
 
