@@ -6,6 +6,8 @@ failing is not hammered (the waits grow), and after the last delay the call goes
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bridge.core.backoff import RECONNECT_DELAYS_S, STABLE_AFTER_S, Backoff, GiveUp, Retry
@@ -115,3 +117,9 @@ def test_no_socket_no_health() -> None:
 def test_negative_delays_are_refused() -> None:
     with pytest.raises(ValueError):
         Backoff((0.1, -1.0))
+
+
+def test_the_policy_has_no_clock_and_no_io() -> None:
+    source = (Path(__file__).resolve().parents[2] / "bridge" / "core" / "backoff.py").read_text()
+    imports = [line for line in source.splitlines() if line.startswith(("import ", "from "))]
+    assert imports == ["from __future__ import annotations", "from dataclasses import dataclass"]
