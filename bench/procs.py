@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Self
 
@@ -164,29 +164,40 @@ def machine_busy_seconds() -> float:
 
 def wait_http(url: str, proc: Proc, timeout: float = 20.0) -> None:
     """Until ``url`` answers (any HTTP status), or raise with the process's last words."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.popen.poll() is not None:
-            raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.log_tail()}")
+
+    def answers() -> bool:
         try:
             with urllib.request.urlopen(url, timeout=1.0):
-                return
+                return True
         except urllib.error.HTTPError:
-            return
+            return True
         except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{proc.name} did not answer {url} within {timeout:.0f} s:\n{proc.log_tail()}")
+            return False
+
+    _wait_for(proc, answers, f"answer {url}", timeout)
 
 
 def wait_port(port: int, proc: Proc, timeout: float = 20.0) -> None:
+    """Until something accepts on ``port``, or raise with the process's last words."""
+
+    def listens() -> bool:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1.0):
+            return True
+        return False
+
+    _wait_for(proc, listens, f"listen on {port}", timeout)
+
+
+def _wait_for(proc: Proc, ready: Callable[[], bool], what: str, timeout: float) -> None:
+    """Poll ``ready`` until it holds; a process that exits or stays silent fails with its log's tail."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.popen.poll() is not None:
             raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.log_tail()}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1.0):
+        if ready():
             return
         time.sleep(0.05)
-    raise RuntimeError(f"{proc.name} did not listen on {port} within {timeout:.0f} s:\n{proc.log_tail()}")
+    raise RuntimeError(f"{proc.name} did not {what} within {timeout:.0f} s:\n{proc.log_tail()}")
 
 
 def machine_description() -> dict[str, object]:
