@@ -29,10 +29,11 @@ class BargeInConfig:
     confirm_ms: int = 250  # after pausing, a sound that stops within this is not an interruption; 0: hard
     gap_ms: int = 200  # silence that ends a sound inside the confirmation window (longer than pauses between words)
     max_pause_ms: int = 2000  # resume anyway if no caller audio settles a pause by then
+    commit_ms: int = 300  # from the onset: a voiced, articulated sound this long interrupts at once (0: off)
 
     def __post_init__(self) -> None:
-        if self.confirm_ms < 0 or self.gap_ms < 0:
-            raise ValueError("confirm_ms and gap_ms must not be negative")
+        if self.confirm_ms < 0 or self.gap_ms < 0 or self.commit_ms < 0:
+            raise ValueError("confirm_ms, gap_ms and commit_ms must not be negative")
 
 
 class LineGate:
@@ -84,7 +85,8 @@ class Listener:
         barge_in = barge_in or BargeInConfig()
         self.gate = LineGate(vad, echo or EchoConfig())
         self.detector = SpeechDetector(
-            vad, gate=self.gate, confirm_ms=barge_in.confirm_ms, gap_ms=barge_in.gap_ms, keep_verdicts=keep_verdicts
+            vad, gate=self.gate, confirm_ms=barge_in.confirm_ms, gap_ms=barge_in.gap_ms,
+            commit_ms=barge_in.commit_ms, keep_verdicts=keep_verdicts
         )
 
     def played(self, pcm: bytes, start: float) -> None:

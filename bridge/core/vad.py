@@ -34,6 +34,8 @@ from typing import Protocol
 
 import webrtcvad
 
+from bridge.core.voicing import measure
+
 __all__ = [
     "Change",
     "FrameGate",
@@ -149,6 +151,7 @@ class SpeechDetector:
         gate: FrameGate | None = None,
         confirm_ms: int | None = None,
         gap_ms: int = 100,
+        commit_ms: int = 0,
         keep_verdicts: bool = False,
     ) -> None:
         self.config = config
@@ -161,6 +164,10 @@ class SpeechDetector:
         self._gap_frames = max(1, min(-(-gap_ms // config.frame_ms), self._end_frames))
         self._warmup_frames = -(-config.warmup_ms // config.frame_ms)
         self._confirm_s = None if confirm_ms is None else confirm_ms / 1000
+        self._commit_s = commit_ms / 1000 if commit_ms and confirm_ms else None
+        self._run_frames: deque[bytes] = deque(maxlen=self._start_frames)  # the speech-like run's audio
+        self._sound_frames: list[bytes] = []  # a tentative sound's voiced audio, for the early commit
+        self._shape_judged = False
         self._pending = b""
         self._frames_seen = 0
         self._need = -(-self._start_frames // 2)  # sure frames a start needs when echo masks some
@@ -183,6 +190,7 @@ class SpeechDetector:
         self._phase = _Phase.IDLE
         self._run = 0
         self._recent.clear()
+        self._run_frames.clear()
         self._silent_run = 0
 
     def feed(self, pcm: bytes, at: float) -> list[Change]:
@@ -210,10 +218,31 @@ class SpeechDetector:
             verdict = self._gate.judge(frame, end, vad, self._phase is _Phase.TENTATIVE)
         if self.verdicts is not None:
             self.verdicts.append(verdict)
-        changes = self._sound(end, verdict.voiced) if verdict.voiced or verdict.masked else self._silent(end)
+        if verdict.voiced or verdict.masked:
+            self._keep(frame, verdict.voiced)
+            changes = self._sound(end, verdict.voiced)
+        else:
+            changes = self._silent(end)
         if self._gate is not None:
             self._gate.settled(verdict, self._phase is _Phase.IDLE)
         return changes
+
+    def _keep(self, frame: bytes, voiced: bool) -> None:
+        """Hold the audio an early commit would judge: the run before a start, then the sound's voiced frames."""
+        if self._commit_s is None:
+            return
+        if self._phase is _Phase.IDLE:
+            self._run_frames.append(frame)
+        elif self._phase is _Phase.TENTATIVE and voiced:
+            self._sound_frames.append(frame)
+
+    def _commits_early(self, end: float) -> bool:
+        """``commit_ms`` after its onset, a tentative sound that is voiced and articulated is
+        somebody talking, not a cough or an "mhm": judged once, on the audio so far."""
+        if self._commit_s is None or self._shape_judged or end < self._onset + self._commit_s - _EPS:
+            return False
+        self._shape_judged = True
+        return measure(self._sound_frames, SAMPLE_RATE).is_speech()
 
     def _sound(self, end: float, voiced: bool) -> list[Change] | None:
         """A speech-like frame: ``voiced`` if it is surely the caller, else masked (maybe our echo)."""
@@ -227,7 +256,8 @@ class SpeechDetector:
         elif voiced:  # tentative: a masked frame neither confirms the sound nor ends it
             self._silent_run = 0
             self._last_voiced_end = end
-            if self._confirm_s is not None and end >= self._started_at + self._confirm_s - _EPS:
+            confirmed = self._confirm_s is not None and end >= self._started_at + self._confirm_s - _EPS
+            if confirmed or self._commits_early(end):
                 self._phase = _Phase.SPEAKING
                 return [SpeechConfirmed(at=end, onset=self._onset)]
         return None
@@ -244,6 +274,8 @@ class SpeechDetector:
         self._last_voiced_end = end
         self._onset = proofs[0] - self._frame_s
         self._started_at = end
+        self._sound_frames = list(self._run_frames)
+        self._shape_judged = False
         started = SpeechStarted(at=end, onset=self._onset)
         if self._confirm_s is None:
             self._phase = _Phase.SPEAKING  # no confirmation asked for: starts and ends only

@@ -6,6 +6,9 @@ from exactly the frame the caller stopped hearing; speech that goes on interrupt
 
 from __future__ import annotations
 
+import wave
+from pathlib import Path
+
 import pytest
 
 from bridge.core.actions import CancelTurn, ClearPlayback, CloseContext, ReplyHeard, SendMedia, SendText
@@ -13,6 +16,8 @@ from bridge.core.audio import pcm_to_ulaw
 from bridge.core.bargein import BargeInConfig
 from bridge.core.call import Call, CallSettings, CallState
 from bridge.core.events import AgentDone, AgentText, CallerAudio, CallStarted, Tick, TtsAudio, TtsConnected
+from bridge.core.voicing import measure
+from tests.support import SPEECH as AUDIO_DIR
 from tests.support import Driver, frames, load_wav, silence
 from tests.turntaking import Line, Scenario, Sound, agent_voice, cough, hum, run, talk_over
 
@@ -44,12 +49,14 @@ def test_a_short_sound_pauses_the_agent_which_then_goes_on_from_the_frame_it_sto
     assert r.silences[0] <= 0.6, "the pause was short"
 
 
-def test_speech_pauses_at_once_then_interrupts_after_the_confirmation_window() -> None:
+def test_speech_pauses_at_once_then_interrupts_once_it_is_clearly_words() -> None:
+    """Paused at the start; given up 300 ms (``commit_ms``) after the onset, as the sound is voiced and
+    articulated, sooner than the 250 ms confirmation window after the pause would."""
     line = Line(talk_over("caller_03.wav", 2.0, None, 0.0), None)
     r = line.run()
     [clear] = r.clears
     assert 2.0 < clear <= 2.0 + 0.12
-    assert r.interrupted_at is not None and r.interrupted_at >= clear + 0.25 - 1e-9
+    assert r.interrupted_at is not None and 2.0 + 0.3 - 1e-9 <= r.interrupted_at < clear + 0.25
     after = [a for _, a in r.actions][[a for _, a in r.actions].index(ClearPlayback()) :]
     assert not any(isinstance(a, SendMedia) for a in after), "nothing more of the reply after the pause"
     [heard] = [a for _, a in r.actions if isinstance(a, ReplyHeard)]
@@ -115,3 +122,33 @@ def test_a_pause_nobody_settles_resumes_by_itself() -> None:
     assert deadline is not None and deadline == pytest.approx(now + 2.0)
     resumed = call.handle(Tick(deadline))
     assert any(isinstance(a, SendMedia) for a in resumed)
+
+
+INTERRUPTIONS = sorted((AUDIO_DIR / "interruptions").glob("interrupt_*.wav"))
+
+
+@pytest.mark.parametrize("echo_db", [None, -20.0])
+@pytest.mark.parametrize("clip", INTERRUPTIONS, ids=lambda p: p.stem)
+def test_a_half_second_interruption_is_never_taken_for_a_cough(clip: Path, echo_db: float | None) -> None:
+    """"Wait, I…": 300–450 ms voiced. The reply stops for good, and nothing of it plays after the clear."""
+    with wave.open(str(clip), "rb") as w:
+        words = w.readframes(w.getnframes())
+    r = run(Scenario((Sound(2.0, words, clip.stem),), echo_db=echo_db, delay_ms=100, duration=6.0))
+    assert r.committed(2.0), "the interruption gave the reply up"
+    assert not r.resumes, "the reply never resumed over the caller"
+    actions = [a for _, a in r.actions]
+    cleared = actions.index(ClearPlayback())
+    given_up = next(i for i, a in enumerate(actions) if isinstance(a, ReplyHeard))
+    assert not [a for a in actions[cleared:given_up] if isinstance(a, SendMedia)], "nothing played after the clear"
+
+
+def test_voicing_and_articulation_tell_words_from_a_hum_and_a_cough() -> None:
+    with wave.open(str(INTERRUPTIONS[0]), "rb") as w:
+        words = w.readframes(w.getnframes())[: 2 * 2400]
+    assert measure(_frames(words), 8000).is_speech()
+    assert not measure(_frames(hum(0.3)), 8000).is_speech(), "a steady hum does not articulate"
+    assert not measure(_frames(cough(0.25)), 8000).is_speech(), "a cough is not voiced"
+
+
+def _frames(pcm: bytes) -> list[bytes]:
+    return [pcm[i : i + 320] for i in range(0, len(pcm) - 319, 320)]
