@@ -83,7 +83,7 @@ def test_the_allow_list_refuses_every_other_number(to: str) -> None:
 
 
 def test_a_bad_allow_list_entry_stops_start_up_with_its_name() -> None:
-    with pytest.raises(ValueError, match="'555-1234' is not an E.164 number"):
+    with pytest.raises(ValueError, match=r"'555-1234' is not an E\.164 number"):
         TransferPolicy.parse("+15550001111,555-1234")
 
 
