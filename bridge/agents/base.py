@@ -10,6 +10,10 @@ actually heard of its last reply, so its memory matches the call, not its intent
 
 An agent may also define ``async def aclose(self)``; the session awaits it when the call ends
 (to close its HTTP client, for instance).
+
+Besides text, a reply may yield one *call control*: `HangUp` (say goodbye, then end the call) or
+`Transfer` (hand the caller to a person). The bridge acts on it only once everything the agent said
+before it has been heard, so a goodbye is never cut short; text after a control is not spoken.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-__all__ = ["Agent", "AgentError", "Message", "Role", "Transcriber", "Turn"]
+__all__ = ["Agent", "AgentError", "CallControl", "HangUp", "Message", "Role", "Transcriber", "Transfer", "Turn"]
 
 Role = Literal["user", "assistant"]
 
@@ -40,9 +44,27 @@ class Turn:
     history: tuple[Message, ...] = ()  # the conversation so far, ending with this turn's caller message
 
 
+@dataclass(frozen=True, slots=True)
+class HangUp:
+    """End the call once the reply so far has played to its end."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """Hand the caller to ``to`` (E.164) once the reply so far has played; only numbers the operator
+    allowed are ever dialled (`bridge.agents.tools.TransferPolicy`)."""
+
+    to: str
+
+
+CallControl = HangUp | Transfer
+
+
 class Agent(Protocol):
-    def reply(self, turn: Turn) -> AsyncIterator[str]:
-        """Yield the reply's text in pieces, as soon as each is known."""
+    def reply(self, turn: Turn) -> AsyncIterator[str | CallControl]:
+        """Yield the reply's text in pieces, as soon as each is known, and at most one call control."""
 
     def heard(self, turn: int, text: str, interrupted: bool) -> None:
         """What the caller heard of reply ``turn`` (all of it unless ``interrupted``)."""

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
-from bridge.agents.base import Agent, Transcriber, Turn
+from bridge.agents.base import Agent, CallControl, Transcriber, Turn
 from bridge.agents.memory import History, caller_text
 
 __all__ = ["ConversationAgent"]
@@ -38,7 +38,7 @@ class ConversationAgent:
         self._carry_audio = b""
         self._carry_digits = ""
 
-    async def reply(self, turn: Turn) -> AsyncIterator[str]:
+    async def reply(self, turn: Turn) -> AsyncIterator[str | CallControl]:
         if turn.number == 0 and self.greeting:
             yield self.greeting
             return
@@ -51,7 +51,7 @@ class ConversationAgent:
         first, stream = True, aiter(self.inner.reply(full))
         try:
             async for text in stream:
-                if first and text:
+                if first and isinstance(text, str) and text:
                     first = False
                     log.info("turn %d: first text %.0f ms after the turn began (transcription %.0f ms)",
                              turn.number, (time.monotonic() - started) * 1000, stt_ms)

@@ -7,6 +7,11 @@ One API family covers the cloud and self-hosted setups: OpenAI, Groq, and local 
 ``choices[0].delta.content``, ending with ``data: [DONE]``). Text is yielded the moment each
 delta arrives, so the core sends the first sentence to the TTS while the model is still writing
 the rest; a barge-in cancels the reading task, which closes the request.
+
+The model is offered two tools (`bridge.agents.tools`): ``end_call`` and ``transfer_call``. A call
+it makes (``delta.tool_calls``, finish reason ``tool_calls``) becomes a `HangUp` or `Transfer`
+after the text it streamed; a transfer to a number that is not allowed is answered with a ``tool``
+message saying so, and the model's next words are streamed in the same reply.
 """
 
 from __future__ import annotations
@@ -21,11 +26,15 @@ from typing import Any
 
 import httpx
 
-from bridge.agents.base import AgentError, Message, Turn
+from bridge.agents.base import AgentError, CallControl, Message, Turn
 from bridge.agents.http import check_response, new_client
 from bridge.agents.memory import INTERRUPTED
+from bridge.agents.tools import TOOLS, ToolCall, ToolCalls, TransferPolicy, control_of
 
-__all__ = ["MARKER_NOTE", "OpenAIAgent", "OpenAITranscriber", "SseParser", "chat_messages", "delta_text", "wav_bytes"]
+__all__ = [
+    "MARKER_NOTE", "OpenAIAgent", "OpenAITranscriber", "SseParser", "chat_messages", "chunk_parts", "delta_text",
+    "wav_bytes",
+]
 
 log = logging.getLogger("bridge.agents.openai")
 
@@ -65,8 +74,8 @@ class SseParser:
         return None
 
 
-def delta_text(data: str) -> str | None:
-    """The text in one chat-completion chunk ("" for a chunk without text); None at ``[DONE]``."""
+def chunk_parts(data: str) -> tuple[str, list[Any]] | None:
+    """One chat-completion chunk's text ("" if none) and tool-call fragments; None at ``[DONE]``."""
     if data.strip() == "[DONE]":
         return None
     try:
@@ -80,10 +89,18 @@ def delta_text(data: str) -> str | None:
         raise AgentError(f"chat stream: the server reported an error ({str(code)[:80]})")
     choices = chunk.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
-        return ""
+        return "", []
     delta = choices[0].get("delta")
-    content = delta.get("content") if isinstance(delta, Mapping) else None
-    return content if isinstance(content, str) else ""
+    if not isinstance(delta, Mapping):
+        return "", []
+    content, calls = delta.get("content"), delta.get("tool_calls")
+    return (content if isinstance(content, str) else ""), (calls if isinstance(calls, list) else [])
+
+
+def delta_text(data: str) -> str | None:
+    """The text in one chat-completion chunk ("" for a chunk without text); None at ``[DONE]``."""
+    parts = chunk_parts(data)
+    return None if parts is None else parts[0]
 
 
 def chat_messages(system_prompt: str, history: tuple[Message, ...]) -> list[dict[str, str]]:
@@ -143,15 +160,41 @@ class OpenAIAgent(_Endpoint):
     """Streams each reply from ``POST {base}/chat/completions``; the history comes with the turn."""
 
     def __init__(self, base_url: str, api_key: str | None, model: str, system_prompt: str, *,
-                 client: httpx.AsyncClient | None = None, extra: Mapping[str, Any] | None = None) -> None:
+                 client: httpx.AsyncClient | None = None, extra: Mapping[str, Any] | None = None,
+                 tools: bool = True, transfers: TransferPolicy | None = None) -> None:
         super().__init__(base_url, api_key, client)
         self.model = model
         self.system_prompt = system_prompt
         self.extra = dict(extra or {})
+        self.tools = tools
+        self.transfers = transfers or TransferPolicy()
 
-    async def reply(self, turn: Turn) -> AsyncIterator[str]:
-        body = {**self.extra, "model": self.model, "stream": True,
-                "messages": chat_messages(self.system_prompt, turn.history)}
+    async def reply(self, turn: Turn) -> AsyncIterator[str | CallControl]:
+        messages: list[dict[str, Any]] = list(chat_messages(self.system_prompt, turn.history))
+        for _ in range(MAX_TOOL_ROUNDS):
+            calls, said = ToolCalls(), []
+            async for text in self._stream(turn, messages, calls):
+                said.append(text)
+                yield text
+            finished = calls.finished()
+            if not finished:
+                return
+            refusals: list[tuple[ToolCall, str]] = []
+            for call in finished:
+                outcome = control_of(call, self.transfers)
+                if not isinstance(outcome, str):
+                    log.info("turn %d: the model asked to %s", turn.number, call.name)
+                    yield outcome
+                    return
+                log.warning("turn %d: refused the model's %s: %s", turn.number, call.name, outcome)
+                refusals.append((call, outcome))
+            messages += _tool_exchange("".join(said), refusals)
+
+    async def _stream(self, turn: Turn, messages: list[dict[str, Any]], calls: ToolCalls) -> AsyncIterator[str]:
+        """One streamed completion: its text as it comes; tool-call fragments go into ``calls``."""
+        body = {**self.extra, "model": self.model, "stream": True, "messages": messages}
+        if self.tools:
+            body["tools"] = TOOLS
         started = time.monotonic()
         async with self.client.stream("POST", f"{self.base_url}/chat/completions", json=body,
                                       headers=self._headers) as response:
@@ -161,9 +204,11 @@ class OpenAIAgent(_Endpoint):
                 data = parser.feed(line)
                 if data is None:
                     continue
-                text = delta_text(data)
-                if text is None:
+                parts = chunk_parts(data)
+                if parts is None:
                     return
+                text, fragments = parts
+                calls.feed(fragments)
                 if text:
                     if first:
                         first = False
@@ -173,3 +218,16 @@ class OpenAIAgent(_Endpoint):
 
     def heard(self, turn: int, text: str, interrupted: bool) -> None:
         """Nothing to do: the conversation layer keeps the history and sends it with each turn."""
+
+
+MAX_TOOL_ROUNDS = 3  # a model that keeps asking for refused tools still ends its reply
+
+
+def _tool_exchange(said: str, refusals: list[tuple[ToolCall, str]]) -> list[dict[str, Any]]:
+    """The assistant's tool calls and our answers to them, for the model's next round."""
+    calls = [{"id": call.id or f"call_{n}", "type": "function",
+              "function": {"name": call.name, "arguments": call.arguments or "{}"}}
+             for n, (call, _) in enumerate(refusals)]
+    answers = [{"role": "tool", "tool_call_id": c["id"], "content": why} for c, (_, why) in zip(calls, refusals,
+                                                                                                  strict=True)]
+    return [{"role": "assistant", "content": said or None, "tool_calls": calls}, *answers]

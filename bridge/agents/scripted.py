@@ -3,23 +3,39 @@
 It exists so the call path can be exercised end to end with no language model, and it
 streams each line in several small pieces, as a language model would, so the text streaming
 and sentence flushing of the core are exercised too.
+
+A line may end with a call control: ``Goodbye! [hangup]`` ends the call once the goodbye has been
+heard; ``Connecting you now. [transfer +15551234567]`` hands the caller to that number (which must
+also be on the transfer allow-list).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-from bridge.agents.base import Turn
+from bridge.agents.base import CallControl, HangUp, Transfer, Turn
 
-__all__ = ["ScriptedAgent", "load_script"]
+__all__ = ["ScriptedAgent", "load_script", "split_control"]
+
+_CONTROL = re.compile(r"\s*\[(hangup|transfer\s+(\S+))\]\s*$", re.IGNORECASE)
 
 
 def load_script(path: str | Path) -> list[str]:
     """The non-empty lines of a UTF-8 script file."""
     lines = Path(path).read_text(encoding="utf-8").splitlines()
     return [line.strip() for line in lines if line.strip()]
+
+
+def split_control(line: str) -> tuple[str, CallControl | None]:
+    """A script line's words and the call control its end names, if any."""
+    match = _CONTROL.search(line)
+    if match is None:
+        return line, None
+    control: CallControl = Transfer(match.group(2)) if match.group(2) else HangUp("script")
+    return line[: match.start()].strip(), control
 
 
 class ScriptedAgent:
@@ -37,13 +53,16 @@ class ScriptedAgent:
         replies = self._lines[1:]
         return replies[(turn - 1) % len(replies)]
 
-    async def reply(self, turn: Turn) -> AsyncIterator[str]:
-        words = self.line_for(turn.number).split(" ")
+    async def reply(self, turn: Turn) -> AsyncIterator[str | CallControl]:
+        line, control = split_control(self.line_for(turn.number))
+        words = line.split(" ") if line else []
         step = self._words_per_piece
         for i in range(0, len(words), step):
             piece = " ".join(words[i : i + step])
             yield piece if i + step >= len(words) else piece + " "
             await asyncio.sleep(self._delay_s)
+        if control is not None:
+            yield control
 
     def heard(self, turn: int, text: str, interrupted: bool) -> None:
         self.history.append((turn, text, interrupted))

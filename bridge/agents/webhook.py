@@ -12,7 +12,8 @@ The answer is streamed, and each piece is spoken as soon as it arrives (sentence
 * ``text/plain`` (or no type): the body is the reply's text; newline-delimited chunks are the
   natural way to stream it, and a newline counts as a space.
 * ``application/x-ndjson`` / ``application/jsonl``: one JSON value per line, a string or
-  ``{"text": "..."}``.
+  ``{"text": "..."}``. A line ``{"end_call": true}`` ends the call once the reply has been heard;
+  ``{"transfer": "+15551234567"}`` hands the caller to that number (if it is on the allow-list).
 
 With a shared secret, every request carries ``X-Bridge-Timestamp: <unix seconds>`` and
 ``X-Bridge-Signature: sha256=<hex>``, the HMAC-SHA256 keyed with the secret's UTF-8 bytes over the
@@ -33,11 +34,12 @@ from typing import Any
 
 import httpx
 
-from bridge.agents.base import AgentError, Turn
+from bridge.agents.base import AgentError, CallControl, HangUp, Transfer, Turn
 from bridge.agents.http import check_response, new_client
 
 __all__ = [
-    "SIGNATURE_HEADER", "TIMESTAMP_HEADER", "WebhookAgent", "sign", "text_of_line", "turn_body", "verify_signature",
+    "SIGNATURE_HEADER", "TIMESTAMP_HEADER", "WebhookAgent", "control_of_line", "sign", "text_of_line", "turn_body",
+    "verify_signature",
 ]
 
 SIGNATURE_HEADER = "X-Bridge-Signature"
@@ -77,6 +79,21 @@ def turn_body(conversation: str, turn: Turn, *, audio: bool) -> dict[str, Any]:
     return body
 
 
+def control_of_line(line: str) -> CallControl | None:
+    """The call control an NDJSON line asks for: ``{"end_call": true}`` or ``{"transfer": "+1…"}``."""
+    try:
+        value = json.loads(line) if line.strip() else None
+    except ValueError:
+        return None
+    if not isinstance(value, Mapping):
+        return None
+    if isinstance(value.get("transfer"), str):
+        return Transfer(value["transfer"].strip())
+    if value.get("end_call") is True:
+        return HangUp("webhook")
+    return None
+
+
 def text_of_line(line: str) -> str:
     """One NDJSON line's text: a JSON string, or an object's ``text``; blank lines are nothing."""
     if not line.strip():
@@ -104,7 +121,7 @@ class WebhookAgent:
         self._client = client
         self._own_client = client is None
 
-    async def reply(self, turn: Turn) -> AsyncIterator[str]:
+    async def reply(self, turn: Turn) -> AsyncIterator[str | CallControl]:
         body = json.dumps(turn_body(self.conversation, turn, audio=self.send_audio), separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json", "Accept": "text/plain, application/x-ndjson"}
         if self.secret:
@@ -119,6 +136,9 @@ class WebhookAgent:
                 async for line in response.aiter_lines():
                     if text := text_of_line(line):
                         yield text
+                    if (control := control_of_line(line)) is not None:
+                        yield control
+                        return
             else:
                 async for text in response.aiter_text():
                     if text:

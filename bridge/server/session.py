@@ -265,7 +265,7 @@ class CallSession:
                         text = await anext(stream)
                     except StopAsyncIteration:
                         break
-                if text:
+                if isinstance(text, str) and text:
                     put(AgentText(self.clock(), number, text))
         except asyncio.CancelledError:
             raise

@@ -60,6 +60,7 @@ class Reply:
     first_delay: float = 0.0
     chunk_delay: float = 0.0
     status: int = 200
+    tool_calls: tuple[tuple[str, dict[str, Any]], ...] = ()  # (function name, arguments) after the text
 
 
 @dataclass
@@ -258,7 +259,7 @@ async def _stream(record: ChatRecord, send: Send) -> None:
 
 
 async def _events(model: str, reply: Reply) -> AsyncIterator[bytes]:
-    def chunk(delta: dict[str, str], finish: str | None = None) -> bytes:
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
         data = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
                 "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
         return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
@@ -267,7 +268,15 @@ async def _events(model: str, reply: Reply) -> AsyncIterator[bytes]:
     for n, piece in enumerate(pieces(reply.text)):
         await asyncio.sleep(reply.first_delay if n == 0 else reply.chunk_delay)
         yield chunk({"content": piece})
-    yield chunk({}, "stop")
+    for index, (name, arguments) in enumerate(reply.tool_calls):
+        # As OpenAI streams a call: id, type and name first with empty arguments, then the JSON in pieces.
+        head = {"index": index, "id": f"call_fake{index}", "type": "function",
+                "function": {"name": name, "arguments": ""}}
+        yield chunk({"tool_calls": [head]})
+        encoded = json.dumps(arguments)
+        for at in range(0, len(encoded), 7):
+            yield chunk({"tool_calls": [{"index": index, "function": {"arguments": encoded[at : at + 7]}}]})
+    yield chunk({}, "tool_calls" if reply.tool_calls else "stop")
     yield b"data: [DONE]\n\n"
 
 

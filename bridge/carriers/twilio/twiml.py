@@ -13,9 +13,13 @@ from collections.abc import Mapping
 from typing import Final
 from xml.sax.saxutils import escape
 
-__all__ = ["MEDIA_PATH", "busy_twiml", "media_stream_url", "public_base_url", "stream_twiml"]
+__all__ = [
+    "AFTER_PATH", "MEDIA_PATH", "busy_twiml", "dial_twiml", "hangup_twiml", "media_stream_url", "public_base_url",
+    "stream_twiml",
+]
 
 MEDIA_PATH: Final = "/twilio/media"
+AFTER_PATH: Final = "/twilio/after"  # the <Connect action> URL: what happens when the stream ends
 _XML_DECL: Final = '<?xml version="1.0" encoding="UTF-8"?>'
 _ATTR: Final = {'"': "&quot;", "\n": "&#10;", "\r": "&#13;", "\t": "&#9;"}
 # A host[:port] as it may appear in a Host or X-Forwarded-Host header: a name or IPv4, or [IPv6].
@@ -28,19 +32,22 @@ def _attr(value: str) -> str:
     return escape(_XML_INVALID.sub("", value), _ATTR)
 
 
-def stream_twiml(ws_url: str, parameters: Mapping[str, str] | None = None) -> str:
+def stream_twiml(ws_url: str, parameters: Mapping[str, str] | None = None, *, action: str | None = None) -> str:
     """``<Connect><Stream>``: a bidirectional media stream to ``ws_url``.
 
     Twilio drops a query string from the stream URL, so per-call data travels as
     ``<Parameter>`` children and comes back in ``start.customParameters``; a URL with a query
-    is our bug, and raises ValueError.
+    is our bug, and raises ValueError. With ``action``, Twilio requests that URL (with the
+    ``CallSid``) when the stream ends, and the call goes on with the TwiML it answers: that is how
+    the agent hangs up or transfers the caller (the media stream alone cannot).
     """
     if not ws_url.startswith(("wss://", "ws://")) or "?" in ws_url or "#" in ws_url:
         raise ValueError("the stream URL must be ws:// or wss:// with no query string")
     pairs = (parameters or {}).items()
     children = "".join(f'<Parameter name="{_attr(name)}" value="{_attr(value)}"/>' for name, value in pairs)
     stream = f'<Stream url="{_attr(ws_url)}"' + (f">{children}</Stream>" if children else "/>")
-    return f"{_XML_DECL}<Response><Connect>{stream}</Connect></Response>"
+    connect = f'<Connect action="{_attr(action)}">' if action else "<Connect>"
+    return f"{_XML_DECL}<Response>{connect}{stream}</Connect></Response>"
 
 
 def busy_twiml(message: str) -> str:
@@ -90,3 +97,13 @@ def media_stream_url(base: str) -> str:
     if base.startswith(("wss://", "ws://")):
         return base + MEDIA_PATH
     raise ValueError(f"not an http(s) or ws(s) URL: {base[:80]!r}")
+
+
+def hangup_twiml() -> str:
+    """What the ``<Connect action>`` URL answers once the agent ended the call (or nothing is pending)."""
+    return f"{_XML_DECL}<Response><Hangup/></Response>"
+
+
+def dial_twiml(number: str) -> str:
+    """Hand the caller to ``number`` (already checked against the allow-list by the caller of this)."""
+    return f"{_XML_DECL}<Response><Dial>{escape(_XML_INVALID.sub('', number))}</Dial></Response>"

@@ -1,0 +1,107 @@
+"""What the agent decides about the call itself, and calls the bridge places: the Twilio side.
+
+A media stream cannot hang up or transfer a call; the TwiML after it can. So every stream is
+answered with ``<Connect action="…/twilio/after">``: when the session closes the stream, Twilio
+requests that URL with the ``CallSid``, and `Outcomes` knows what the agent decided for that call
+— ``<Hangup/>``, or ``<Dial>`` to a number, checked once more against the allow-list here, where
+the dialling actually happens, so no agent (or prompt injection) can reach any other number.
+
+Outbound calls (``POST /calls`` with the admin token, and ``bridge dial``) go through Twilio's REST
+API with the voice webhook as their ``Url``, so an answered call runs the same agent. With machine
+detection Twilio reports ``AnsweredBy``; a machine gets the voicemail message, once, then a hang-up.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from bridge.agents.tools import TransferPolicy
+from bridge.carriers.twilio.rest import TwilioRest, TwilioRestError
+from bridge.carriers.twilio.twiml import dial_twiml, hangup_twiml
+
+__all__ = ["MACHINE", "Outcome", "Outcomes", "admin_allowed", "answered_by_machine", "outbound_call"]
+
+log = logging.getLogger("bridge.server.call_control")
+
+MACHINE = ("machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How the agent ended a call: ``hangup``, or ``transfer`` to ``to``."""
+
+    kind: str
+    to: str = ""
+
+
+class Outcomes:
+    """CallSid → what the agent decided, kept until Twilio asks (bounded, and forgotten after an hour)."""
+
+    def __init__(self, policy: TransferPolicy, *, keep: int = 10_000, ttl_s: float = 3600.0) -> None:
+        self.policy = policy
+        self._items: OrderedDict[str, tuple[float, Outcome]] = OrderedDict()
+        self._keep, self._ttl = keep, ttl_s
+
+    def record(self, call_sid: str, outcome: Outcome) -> None:
+        self._items[call_sid] = (time.monotonic(), outcome)
+        self._items.move_to_end(call_sid)
+        while len(self._items) > self._keep:
+            self._items.popitem(last=False)
+
+    def twiml(self, call_sid: str) -> str:
+        """The TwiML for a stream that ended: a dial to an allowed number, else a hang-up."""
+        at, outcome = self._items.pop(call_sid, (0.0, Outcome("hangup")))
+        if outcome.kind == "transfer" and time.monotonic() - at < self._ttl:
+            refusal = self.policy.refusal(outcome.to)
+            if refusal is None:
+                log.info("call %s: transferring to %s", call_sid, outcome.to)
+                return dial_twiml(outcome.to)
+            log.warning("call %s: refused to dial %s: not on the transfer allow-list", call_sid, outcome.to[:20])
+        return hangup_twiml()
+
+
+def admin_allowed(request: Request, token: str | None) -> bool:
+    """A Bearer token equal to ``BRIDGE_ADMIN_TOKEN``, compared in constant time; nothing without one."""
+    given = request.headers.get("authorization", "")
+    if not token or not given.startswith("Bearer "):
+        return False
+    return hmac.compare_digest(given[len("Bearer ") :].encode(), token.encode())
+
+
+def answered_by_machine(answered_by: str | None) -> bool:
+    return (answered_by or "").strip().lower() in MACHINE
+
+
+async def outbound_call(request: Request, rest: TwilioRest | None, from_number: str | None, webhook_url: str,
+                        admin_token: str | None) -> Response:
+    """``POST /calls`` ``{"to": "+1…", "machine_detection": true}``: place a call; 201 with its SID."""
+    if not admin_allowed(request, admin_token):
+        return JSONResponse({"error": "a valid admin token is required"}, status_code=401,
+                            headers={"WWW-Authenticate": "Bearer"})
+    if rest is None or not from_number:
+        return JSONResponse({"error": "outbound calls need TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and "
+                                      "TWILIO_FROM_NUMBER"}, status_code=503)
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    to = body.get("to") if isinstance(body, dict) else None
+    if not isinstance(to, str):
+        return JSONResponse({"error": "the body must be JSON with 'to' (E.164)"}, status_code=400)
+    try:
+        placed = await rest.place_call(to, from_number, webhook_url,
+                                       detect_machine=bool(body.get("machine_detection")))
+    except ValueError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    except TwilioRestError as exc:
+        log.warning("outbound call to %s failed: %s", to[:20], exc)
+        return JSONResponse({"error": str(exc)}, status_code=502)
+    log.info("placed call %s to %s", placed.sid, placed.to)
+    return JSONResponse({"sid": placed.sid, "status": placed.status, "to": placed.to}, status_code=201)
