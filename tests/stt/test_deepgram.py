@@ -172,3 +172,30 @@ def test_decode_reads_the_documented_messages_and_never_raises() -> None:
     for bad in ("not json", "[1]", '{"type":"Results","channel":{}}', '{"type":"Results","channel":7}'):
         assert type(decode(bad, 0.0)).__name__ == "Malformed"
     assert decode('{"type":"Unheard"}', 0.0) is None
+
+
+async def test_partials_arrive_while_the_caller_is_still_talking() -> None:
+    """Paced at real time, as a call delivers audio: the first words come back mid-sentence."""
+    clip = load_wav("caller_01.wav")  # 2.95 s
+    async with FakeDeepgram(api_key=KEY, script=[SAID]) as dg:
+        stt = DeepgramTranscriber(KEY, base_url=dg.base_url)
+        async with stt.stream() as s:
+            seen: list[tuple[float, Transcript]] = []
+
+            async def read() -> None:
+                async for t in s.transcripts():
+                    seen.append((asyncio.get_running_loop().time(), t))
+
+            reader = asyncio.create_task(read())
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            for n, i in enumerate(range(0, len(clip), 1600)):  # 100 ms chunks, paced
+                await s.send(clip[i : i + 1600])
+                await asyncio.sleep(max(0.0, start + (n + 1) * 0.1 - loop.time()))
+            speech_ended = loop.time()
+            await speak(s, silence(0.6))
+            await s.finish()
+            await asyncio.wait_for(reader, 5)
+    first_partial_at = next(at for at, t in seen if not t.is_final and t.text)
+    assert first_partial_at < speech_ended - 1.5, "the first words came back while the caller talked"
+    assert [t.text for _, t in seen if t.is_final] == [SAID]
