@@ -25,7 +25,8 @@ frames) and answers each new utterance with the next text of its ``script``: the
 what the caller "said", in order; once the script runs out, utterances get an empty transcript.
 A pause shorter than ``endpointing`` stays inside one utterance; a longer one ends it, so a script
 must have one entry per utterance as the fake will cut them. Everything sent and received is
-recorded per connection (`ConnectionRecord`) for the test to assert on.
+recorded per connection (`ConnectionRecord`) for the test to assert on; ``first_messages`` are
+sent as they are when a connection opens, to see how a client takes a message it cannot read.
 """
 
 from __future__ import annotations
@@ -82,8 +83,10 @@ class FakeDeepgram:
     """``async with FakeDeepgram(api_key=..., script=[...]) as dg:`` then use ``dg.base_url``."""
 
     def __init__(self, *, api_key: str = "dg-test-key", script: Sequence[str] = (),
-                 interim_every_s: float = 0.3, inactivity_timeout_s: float = 10.0, vad_mode: int = 3) -> None:
+                 interim_every_s: float = 0.3, inactivity_timeout_s: float = 10.0, vad_mode: int = 3,
+                 first_messages: Sequence[str] = ()) -> None:
         self.api_key = api_key
+        self.first_messages = list(first_messages)  # raw text frames sent on connect, e.g. a garbled one
         self.script = list(script)
         self.interim_every_s = interim_every_s
         self.inactivity_timeout_s = inactivity_timeout_s
@@ -133,6 +136,8 @@ class FakeDeepgram:
         record = ConnectionRecord(query=query, authorization=ws.request.headers.get("Authorization", "")
                                   if ws.request else "")
         self.connections.append(record)
+        for text in self.first_messages:
+            await ws.send(text)
         await _Session(self, ws, record).run()
 
 

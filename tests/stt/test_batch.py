@@ -67,3 +67,13 @@ async def test_leaving_without_finish_sends_nothing() -> None:
         events = [e async for e in s.events()]
     assert api.transcriptions == []
     assert events == [SttClosed(at=events[0].at, clean=False, reason="closed before finish")]
+
+
+async def test_an_unreachable_server_ends_the_stream_with_the_reason() -> None:
+    stt = BatchTranscriber(OpenAITranscriber("http://127.0.0.1:9/v1", None, "m"))
+    async with stt.stream() as s:
+        await s.send(load_wav("caller_04.wav"))
+        await s.finish()
+        events = [e async for e in s.events()]
+    [closed] = events
+    assert isinstance(closed, SttClosed) and not closed.clean and closed.reason == "transcription: ConnectError"

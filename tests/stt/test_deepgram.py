@@ -199,3 +199,44 @@ async def test_partials_arrive_while_the_caller_is_still_talking() -> None:
     first_partial_at = next(at for at, t in seen if not t.is_final and t.text)
     assert first_partial_at < speech_ended - 1.5, "the first words came back while the caller talked"
     assert [t.text for _, t in seen if t.is_final] == [SAID]
+
+
+async def test_a_message_it_cannot_read_is_logged_and_skipped(caplog: pytest.LogCaptureFixture) -> None:
+    garbled = ["{not json", '{"type": "Results", "channel": {"alternatives": []}}', '["a list"]',
+               '{"type": "Error", "description": "something went wrong upstream"}']
+    async with FakeDeepgram(api_key=KEY, script=["yes"], first_messages=garbled) as dg:
+        stt = DeepgramTranscriber(KEY, base_url=dg.base_url)
+        async with stt.stream() as s:
+            await speak(s, load_wav("caller_04.wav") + silence(0.5))
+            await s.finish()
+            events = await collect(s)
+    assert [t.text for t in events if isinstance(t, Transcript) and t.is_final] == ["yes"]
+    assert isinstance(events[-1], SttClosed) and events[-1].clean
+    assert "deepgram: skipped a message that is not JSON" in caplog.text
+    assert "skipped Results without channel.alternatives[0].transcript" in caplog.text
+    assert "deepgram reported an error: something went wrong upstream" in caplog.text
+
+
+async def test_the_fake_speaks_the_documented_wire_format() -> None:
+    """A raw WebSocket client, no bridge code: binary audio up, JSON text frames down."""
+    import json
+
+    from websockets.asyncio.client import connect
+
+    async with FakeDeepgram(api_key=KEY, script=["Yes."]) as dg:
+        url = f"{dg.base_url}/v1/listen?encoding=linear16&sample_rate=8000&channels=1&interim_results=true"
+        async with connect(url + "&endpointing=300&utterance_end_ms=1000&vad_events=true",
+                           additional_headers={"Authorization": f"Token {KEY}"}) as ws:
+            await ws.send('{"type": "KeepAlive"}')
+            await ws.send(load_wav("caller_04.wav") + silence(1.2))
+            await ws.send('{"type": "CloseStream"}')
+            got = [json.loads(m) async for m in ws]
+            assert ws.close_code == 1000
+    kinds = [m["type"] for m in got]
+    assert kinds[0] == "SpeechStarted" and kinds[-2:] == ["UtteranceEnd", "Metadata"]
+    final = next(m for m in got if m["type"] == "Results" and m["is_final"])
+    assert final["speech_final"] is True and final["channel"]["alternatives"][0]["transcript"] == "Yes."
+    assert {"channel_index", "duration", "start", "metadata", "from_finalize"} <= final.keys()
+    assert final["channel"]["alternatives"][0]["words"][0]["punctuated_word"] == "Yes."
+    assert got[-1]["duration"] == pytest.approx(0.44 + 1.2, abs=0.03) and got[-1]["channels"] == 1
+    assert dg.connections[0].keepalives == 1
