@@ -88,14 +88,15 @@ class DeepgramTranscriber:
                                  open_timeout=self.open_timeout_s, max_size=2**20, logger=socket_log)
         except InvalidStatus as exc:
             status = exc.response.status_code
-            detail = self._redact(_dg_error(exc.response.headers.get("dg-error", "")))
+            detail = self.redact(_dg_error(exc.response.headers.get("dg-error", "")))
             what = "refused the API key" if status in (401, 403) else "refused the connection"
             message = f"deepgram: the server {what} (HTTP {status}{f': {detail}' if detail else ''})"
         except (InvalidHandshake, OSError, TimeoutError) as exc:
             message = f"deepgram: cannot connect to {self.base_url} ({type(exc).__name__})"
         raise SttError(message)
 
-    def _redact(self, text: str) -> str:
+    def redact(self, text: str) -> str:
+        """``text`` with the key masked, short enough for one log line."""
         return text.replace(self._api_key, "***")[:160]
 
     def now(self) -> float:
@@ -219,7 +220,7 @@ class DeepgramStream:
         if isinstance(event, Malformed):
             log.error("deepgram: skipped %s", event.reason)
         elif isinstance(event, ServerError):
-            log.error("deepgram reported an error: %s", self._owner._redact(event.description))
+            log.error("deepgram reported an error: %s", self._owner.redact(event.description))
         elif isinstance(event, DeepgramMetadata):
             self.metadata = event
         elif event is not None:
@@ -228,7 +229,7 @@ class DeepgramStream:
     def _closed_by_server(self) -> None:
         assert self._ws is not None
         code = self._ws.close_code or 1006
-        detail = self._owner._redact(self._ws.close_reason or "")
+        detail = self._owner.redact(self._ws.close_reason or "")
         reason = f"closed {code}{f' {detail}' if detail else ''}"
         clean = self._finishing and code == 1000
         if self._leaving and not clean:
