@@ -1,0 +1,100 @@
+"""End-of-turn judges on the labelled clips of tests/audio/turns (see its README)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.turn_model import Candidate, candidates, load_clips
+from bridge.turn import HeuristicJudge, TurnVerdict, WaitPolicy, best_judge
+from bridge.turn.features import FRAMES, N_MELS, WINDOW_SAMPLES, log_mel, mel_filters, window
+from bridge.turn.heuristic import audio_prob, text_prob
+
+
+def all_candidates() -> list[Candidate]:
+    return [c for clip in load_clips() for c in candidates(clip)]
+
+
+def test_every_clip_gives_its_candidate_ends_with_the_silence_that_follows() -> None:
+    cands = all_candidates()
+    assert len(cands) == 24 and sum(c.complete for c in cands) == 12
+    mid_sentence = [c for c in cands if c.clip.file.startswith("pause_") and not c.complete]
+    assert len(mid_sentence) == 4 and all(0.4 <= c.silence_after_s <= 0.5 for c in mid_sentence)
+    assert all(c.silence_after_s >= 0.95 for c in cands if c not in mid_sentence)
+
+
+def test_features_are_80_mels_by_800_frames_left_padded() -> None:
+    one_second = (np.sin(2 * np.pi * 300 * np.arange(16000) / 16000) * 0.3).astype(np.float32)
+    padded = window(one_second)
+    assert padded.shape == (WINDOW_SAMPLES,) and not padded[:-16000].any() and padded[-1] == one_second[-1]
+    mel = log_mel(padded)
+    assert mel.shape == (N_MELS, FRAMES) == (80, 800) and mel.dtype == np.float32
+    assert mel[:, -50:].max() > mel[:, :600].max() + 0.5, "the tone is at the end, silence before it"
+    peak_band = int(np.argmax(mel[:, -50:].mean(axis=1)))
+    centre_hz = np.argmax(mel_filters()[peak_band]) * 8000 / 200  # 201 FFT bins over 0-8 kHz
+    assert peak_band < 10 and abs(centre_hz - 300) <= 40, "the loudest band is the one around 300 Hz"
+    assert window(np.ones(WINDOW_SAMPLES + 5, dtype=np.float32)).shape == (WINDOW_SAMPLES,)
+    with pytest.raises(ValueError):
+        log_mel(one_second)
+
+
+@pytest.mark.parametrize(("text", "complete"), [
+    ("What time do you open?", True),
+    ("I need to cancel my order.", True),
+    ("that is all thank you", True),
+    ("I would like to book an appointment for", False),
+    ("um so I was wondering if", False),
+    ("my number is five five five two", False),
+    ("and then", False),
+    ("my account number is", False),
+    ("I was going to say,", False),
+    ("uh", False),
+])
+def test_text_rules(text: str, complete: bool) -> None:
+    prob = text_prob(text)
+    assert prob is not None and (prob >= 0.5) == complete
+    assert (prob >= 0.8 or prob <= 0.2) == (not text[-1].isalpha() or not complete), "decisive when sure"
+
+
+def test_no_words_is_no_text_evidence() -> None:
+    assert text_prob("") is None and text_prob(" ... ") is None
+
+
+def test_a_falling_end_sounds_complete_and_a_rising_end_does_not() -> None:
+    def glide(f_end: float) -> bytes:
+        t = np.arange(8000) / 8000
+        f = np.where(t < 0.6, 180.0, 180.0 + (f_end - 180.0) * (t - 0.6) / 0.4)
+        loud = np.where(t < 0.6, 0.5, 0.5 * (0.15 if f_end < 180 else 1.0) ** ((t - 0.6) / 0.4))
+        x = loud * np.sign(np.sin(2 * np.pi * np.cumsum(f) / 8000))  # a buzz: harmonics like a voice
+        return (np.concatenate([x, np.zeros(2000)]) * 12000).astype("<i2").tobytes()
+
+    falling, rising = audio_prob(glide(120.0), 8000), audio_prob(glide(240.0), 8000)
+    assert falling is not None and rising is not None and falling >= 0.75 > 0.5 > rising
+    assert audio_prob(b"\x00\x00" * 4000, 8000) is None
+
+
+def test_the_heuristic_judges_the_labelled_candidates_and_never_cuts_a_number_short() -> None:
+    judge = HeuristicJudge()
+    verdicts = [(c, judge.judge(c.pcm, 8000, c.words)) for c in all_candidates()]
+    right = sum(v.complete == c.complete for c, v in verdicts)
+    false_ends = [c.words for c, v in verdicts if v.complete and not c.complete]
+    assert right >= 18 and len(false_ends) <= 2, (right, false_ends)
+    numbers = [v for c, v in verdicts if "number" in c.words and not c.complete]
+    assert numbers and all(not v.complete and v.wait_ms == 1250 for v in numbers)
+
+
+def test_a_verdict_carries_the_wait_for_its_call() -> None:
+    policy = WaitPolicy(threshold=0.6, short_ms=50, long_ms=900)
+    assert policy.verdict(0.7, "x") == TurnVerdict(0.7, 50, True, "x")
+    assert policy.verdict(0.59, "x") == TurnVerdict(0.59, 900, False, "x")
+    assert policy.verdict(1.7, "x").complete_prob == 1.0
+
+
+def test_without_the_model_the_best_judge_is_the_heuristic(monkeypatch: pytest.MonkeyPatch) -> None:
+    import bridge.turn.smart_turn as smart_turn
+
+    def missing() -> None:
+        raise smart_turn.TurnModelUnavailable("no model here")
+
+    monkeypatch.setattr(smart_turn, "find_model", missing)
+    assert isinstance(best_judge(), HeuristicJudge)
