@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,11 @@ from bridge.config import (
     load_settings,
     redacted,
 )
+from bridge.core.bargein import BargeInConfig
+from bridge.core.call import CallSettings
+from bridge.core.echo import EchoConfig
+from bridge.core.limits import CHOICES, HI, LO, PLAYBACK
+from bridge.core.vad import VadConfig
 
 SHIPPED_TOML = PROJECT_DIR / "config" / "bridge.toml"
 SECRET = "Zq9Xj7Wv3Kp2Lm8NtR4s"  # no 4-character piece of it occurs in any message by chance
@@ -365,3 +370,105 @@ def test_describe_names_what_an_operator_needs(workdir: Path) -> None:
     for expected in ("21m00Tcm4TlvDq8ikWAM", "eleven_flash_v2_5", "ulaw_8000", "scripted", "local",
                      "https://abc.ngrok.app", "API key not set", "Twilio auth token: not set"):
         assert expected in text
+
+
+# ---------------------------------------------------------------------------- one source per setting
+
+# The core's own config dataclasses, and the config section that exposes each; [playback] exposes
+# fields of CallSettings, whose ranges live in bridge.core.limits.PLAYBACK.
+CORE_SECTIONS: dict[str, type[Any]] = {"vad": VadConfig, "barge_in": BargeInConfig, "echo": EchoConfig}
+PREFIX = {"vad": "BRIDGE_VAD_", "barge_in": "BRIDGE_BARGE_IN_", "echo": "BRIDGE_ECHO_",
+          "playback": "BRIDGE_PLAYBACK_"}
+
+
+@dataclass(frozen=True)
+class CoreRule:
+    """One core setting as the core writes it: its default, and its range or choices (none for a flag)."""
+
+    section: str
+    key: str
+    default: Any
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple[Any, ...] = ()
+
+    @property
+    def env(self) -> str:
+        return PREFIX[self.section] + self.key.upper()
+
+
+def core_rules() -> list[CoreRule]:
+    rules = [CoreRule(section, f.name, f.default, f.metadata.get(LO), f.metadata.get(HI), f.metadata.get(CHOICES, ()))
+             for section, cls in CORE_SECTIONS.items() for f in fields(cls)]
+    call_defaults = {f.name: f.default for f in fields(CallSettings)}
+    rules += [CoreRule("playback", key, call_defaults[key], lo, hi) for key, (lo, hi) in PLAYBACK.items()]
+    return rules
+
+
+RULES = core_rules()
+RANGED = [r for r in RULES if r.lo is not None]
+CHOSEN = [r for r in RULES if r.choices]
+
+
+def companions(rule: CoreRule, value: Any) -> dict[str, str]:
+    """Other settings that let ``value`` stand alone: rules across settings (start_ms at least one
+    frame, low_ms at most lead_ms) are checked elsewhere, this test is about one setting's range."""
+    if rule.section == "vad" and rule.key in ("start_ms", "end_ms"):
+        return {"BRIDGE_VAD_FRAME_MS": "10"}
+    if rule.section == "playback" and rule.key == "low_ms":
+        return {"BRIDGE_PLAYBACK_LEAD_MS": str(min(max(value, 200), PLAYBACK["lead_ms"][1]))}
+    if rule.section == "playback" and rule.key == "lead_ms":
+        return {"BRIDGE_PLAYBACK_LOW_MS": str(min(value, 100))}
+    return {}
+
+
+def loaded(rule: CoreRule, value: Any) -> Any:
+    environ = {rule.env: str(value), **companions(rule, value)}
+    return value_of(load_settings(environ, dotenv=False), rule.section, rule.key)
+
+
+def test_the_config_sections_are_exactly_the_core_settings() -> None:
+    """No turn-taking or playback setting that the core lacks, none of the core's left out."""
+    for section in PREFIX:
+        assert [f.name for f in fields(getattr(Settings(), section))] == [r.key for r in RULES if r.section == section]
+
+
+def test_every_numeric_core_setting_declares_its_range() -> None:
+    """A new field of VadConfig, BargeInConfig or EchoConfig becomes a setting at once: it must say
+    what values it takes (``bridge.core.limits.within`` or ``one_of``), or it could not be checked."""
+    unruled = [f"{r.section}.{r.key}" for r in RULES if not isinstance(r.default, bool) and r.lo is None
+               and not r.choices]
+    assert not unruled
+
+
+@pytest.mark.parametrize("rule", RULES, ids=[f"{r.section}.{r.key}" for r in RULES])
+def test_each_default_is_the_cores(workdir: Path, rule: CoreRule) -> None:
+    assert value_of(load_settings({}, dotenv=False), rule.section, rule.key) == rule.default
+    assert value_of(Settings(), rule.section, rule.key) == rule.default
+
+
+@pytest.mark.parametrize("rule", RANGED, ids=[f"{r.section}.{r.key}" for r in RANGED])
+def test_each_range_is_the_cores(workdir: Path, rule: CoreRule) -> None:
+    """The loader takes both ends of the core's range and refuses just beyond each, naming the setting."""
+    assert rule.lo is not None and rule.hi is not None
+    step = 0.5 if isinstance(rule.default, float) else 1
+    assert loaded(rule, rule.lo) == rule.lo and loaded(rule, rule.hi) == rule.hi
+    for beyond in (rule.lo - step, rule.hi + step):
+        assert rule.env in error_for({rule.env: str(beyond), **companions(rule, beyond)}), beyond
+
+
+@pytest.mark.parametrize("rule", CHOSEN, ids=[f"{r.section}.{r.key}" for r in CHOSEN])
+def test_each_choice_list_is_the_cores(workdir: Path, rule: CoreRule) -> None:
+    assert [loaded(rule, choice) for choice in rule.choices] == list(rule.choices)
+    assert rule.env in error_for({rule.env: str(max(rule.choices) + 1)})
+
+
+@pytest.mark.parametrize("section", CORE_SECTIONS)
+def test_the_core_takes_every_value_the_config_lets_through(section: str) -> None:
+    """The ends of each range and every choice build the core's config (its own checks agree), so a
+    value that passes start-up can never fail a call."""
+    for rule in (r for r in RULES if r.section == section):
+        for value in (rule.lo, rule.hi, *rule.choices):
+            if value is not None:
+                extra = {"frame_ms": 10} if section == "vad" and rule.key != "frame_ms" else {}
+                CORE_SECTIONS[section](**{rule.key: value, **extra})
