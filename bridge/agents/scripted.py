@@ -3,22 +3,34 @@
 It exists so the call path can be exercised end to end with no language model, and it
 streams each line in several small pieces, as a language model would, so the text streaming
 and sentence flushing of the core are exercised too.
+
+A demo script ships inside the package (``default_script.txt``, read with `importlib.resources`),
+so an installed bridge answers calls from any working directory with no file of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from importlib import resources
 from pathlib import Path
 
 from bridge.agents.base import Turn
 
-__all__ = ["ScriptedAgent", "load_script"]
+__all__ = ["ScriptedAgent", "default_script", "load_script"]
 
 
-def load_script(path: str | Path) -> list[str]:
-    """The non-empty lines of a UTF-8 script file."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
+def default_script() -> Path:
+    """Where the demo script shipped with the package is.
+
+    A regular install (wheel, sdist, editable) unpacks package data into the file system, so the
+    resource is a real file whose path can be logged and read like any script a user names."""
+    return Path(str(resources.files("bridge.agents").joinpath("default_script.txt")))
+
+
+def load_script(path: str | Path | None = None) -> list[str]:
+    """The non-empty lines of a UTF-8 script file (``None``: the demo script shipped with bridge)."""
+    lines = Path(path or default_script()).read_text(encoding="utf-8").splitlines()
     return [line.strip() for line in lines if line.strip()]
 
 
