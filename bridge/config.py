@@ -331,10 +331,10 @@ def _section(name: str, table: Mapping[str, Any], env: _Env, path: str) -> Any:
             values[f.name] = _value(f, env[env_name][0], True, where, env[env_name][1], needed)
         elif f.name in table:
             values[f.name] = _value(f, table[f.name], False, where, path, needed)
-        elif needed and rule["fallback"]:
-            values[f.name] = _value(f, rule["fallback"](), False, where, "the default")
         elif f.default is not MISSING:  # a default_factory's value is left to the dataclass
             values[f.name] = f.default
+        if needed and rule["fallback"] and values.get(f.name) is None:  # unset, or set empty
+            values[f.name] = _value(f, rule["fallback"](), False, where, "the default")
     _check_section(name, values)
     try:
         return cls(**values)

@@ -522,6 +522,7 @@ def test_the_scripted_agent_reads_config_agent_txt_when_there_is_one(workdir: Pa
     assert ScriptedAgent(load_script(settings.agent.script)).line_for(0) == "Hello from my own script."
     (workdir / "named.txt").write_text("Named.\n", encoding="utf-8")
     assert load_settings({"BRIDGE_AGENT_SCRIPT": "named.txt"}, dotenv=False).agent.script == Path("named.txt")
+    assert load_settings({"BRIDGE_AGENT_SCRIPT": ""}, dotenv=False).agent.script == Path("config/agent.txt")
 
 
 def test_the_demo_script_ships_inside_the_package() -> None:
