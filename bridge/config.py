@@ -5,7 +5,13 @@ setting (env var and TOML key), the bad value and what is allowed, instead of fa
 Secrets (ElevenLabs key, Twilio auth token) never appear in a repr, a log line or an error. Each
 setting is a field of a frozen section dataclass whose metadata is the one table the loader and the
 tests read. Env names are ``<prefix><KEY>`` (``BRIDGE_VAD_START_MS``, ``ELEVENLABS_SPEED``) but for
-PUBLIC_URL, TWILIO_AUTH_TOKEN, BRIDGE_AGENT."""
+PUBLIC_URL, TWILIO_AUTH_TOKEN, BRIDGE_AGENT.
+
+Every default and range is written once. ``[vad]``, ``[barge_in]`` and ``[echo]`` *are* the core's
+own config dataclasses (`VadConfig`, `BargeInConfig`, `EchoConfig`), whose fields carry their range
+or choices as metadata (``bridge.core.limits``); ``[playback]`` takes its defaults from the fields
+of `CallSettings` and its ranges from ``bridge.core.limits.PLAYBACK``. This module only adds what
+a person needs on top: env names, error wording, and the sections that the core knows nothing of."""
 
 from __future__ import annotations
 
@@ -13,26 +19,34 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import Field, dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from dotenv import dotenv_values
 
 from bridge.agents.loader import DOTTED_PATH, load_factory
+from bridge.agents.scripted import default_script
 from bridge.core.audio import OUTPUT_FORMATS
+from bridge.core.bargein import BargeInConfig
+from bridge.core.call import CallSettings
+from bridge.core.echo import EchoConfig
+from bridge.core.limits import CHOICES, HI, LO, PLAYBACK
+from bridge.core.vad import VadConfig
 
 __all__ = [
-    "AGENT_KINDS", "AgentSettings", "BargeInSettings", "ConfigError", "EchoSettings", "ElevenLabsSettings",
-    "PlaybackSettings", "ServerSettings", "Settings", "VadSettings", "load_settings", "redacted",
+    "AGENT_KINDS", "AgentSettings", "ConfigError", "ElevenLabsSettings", "PlaybackSettings", "ServerSettings",
+    "Settings", "load_settings", "redacted",
 ]
 
 AGENT_KINDS = ("scripted", "openai", "webhook")  # built in; bridge.server.factories builds each, or a dotted path's
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-_DEFAULT_CONFIG, _DEFAULT_SCRIPT = Path("config/bridge.toml"), Path("config/agent.txt")
+_DEFAULT_CONFIG, _USER_SCRIPT = Path("config/bridge.toml"), Path("config/agent.txt")
 _SECRET = r"[\x21-\x7e]+"  # printable ASCII, no spaces: all a key or token can hold
 _SECRET_RULE: dict[str, Any] = {"allowed": "printable ASCII with no spaces", "regex": _SECRET, "secret": True}
+# What a field's metadata may say; the core's fields say only LO/HI or CHOICES, the rest is ours.
+_NO_RULE: dict[str, Any] = {"allowed": None, "fix": None, CHOICES: (), LO: None, HI: None, "regex": None,
+                            "env": None, "secret": False, "type": None, "when": None, "fallback": None}
 _Env = Mapping[str, tuple[str, str]]  # env name -> (value, where it came from)
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
@@ -46,22 +60,33 @@ def redacted(secret: str | None) -> str:
     return "set" if secret else "not set"
 
 
-def _opt(default: Any, allowed: str = "true or false", *, fix: Callable[[Any], Any] | None = None,
-         choices: tuple[Any, ...] = (), lo: float | None = None, hi: float = 0, regex: str | None = None,
-         env: str | None = None, secret: bool = False) -> Any:
-    """One setting: default, rule (``allowed`` words it for errors; ``fix`` normalises or raises
-    ValueError) and env name when the generic one does not fit."""
-    rule = {"allowed": allowed, "fix": fix, "choices": choices, "lo": lo, "hi": hi, "regex": regex}
-    return field(default=default, repr=not secret, metadata={**rule, "env": env, "secret": secret})
+def _opt(default: Any, allowed: str | None = None, *, secret: bool = False, **rule: Any) -> Any:
+    """One setting: its default and rule (keys of `_NO_RULE`: ``allowed`` words it for errors, ``fix``
+    normalises or raises ValueError, ``env`` names it when the generic name does not fit, ``when``
+    = (key, value) checks it only while an earlier key of its section has that value, ``fallback``
+    gives the value to check when it is unset)."""
+    assert rule.keys() <= _NO_RULE.keys(), rule.keys() - _NO_RULE.keys()
+    return field(default=default, repr=not secret, metadata={**rule, "allowed": allowed, "secret": secret})
+
+
+def _rule(f: Field[Any]) -> dict[str, Any]:
+    """A field's whole rule, from whatever its metadata says; ``allowed`` is worded from the range
+    or choices when the field does not word it (the core's fields never do)."""
+    rule = {**_NO_RULE, **f.metadata}
+    if rule["allowed"] is None and rule[LO] is not None:
+        kind = "a number" if isinstance(f.default, float) else "a whole number"
+        rule["allowed"] = f"{kind} from {rule[LO]} to {rule[HI]}"
+    elif rule["allowed"] is None:
+        rule["allowed"] = "one of " + ", ".join(map(str, rule[CHOICES])) if rule[CHOICES] else "true or false"
+    return rule
 
 
 def _range(lo: float, hi: float) -> dict[str, Any]:
-    kind = "a number" if isinstance(lo, float) else "a whole number"
-    return {"allowed": f"{kind} from {lo} to {hi}", "lo": lo, "hi": hi}
+    return {LO: lo, HI: hi}
 
 
 def _one_of(*choices: Any) -> dict[str, Any]:
-    return {"allowed": "one of " + ", ".join(map(str, choices)), "choices": choices}
+    return {CHOICES: choices}
 
 
 def _url(*schemes: str) -> dict[str, Any]:
@@ -104,6 +129,12 @@ def _script(value: Path) -> Path:
     return value if text.strip() else _ensure(False, value)
 
 
+def _default_script() -> Path:
+    """``config/agent.txt`` in the working directory when there is one, else the demo script that
+    ships inside the package (so an install outside the repository still starts)."""
+    return _USER_SCRIPT if _USER_SCRIPT.is_file() else default_script()
+
+
 @dataclass(frozen=True, slots=True)
 class ElevenLabsSettings:
     """[elevenlabs]: the multi-context TTS socket (shared/protocols.md §1)."""
@@ -129,46 +160,22 @@ class ElevenLabsSettings:
                 "use_speaker_boost": self.use_speaker_boost, "speed": self.speed}
 
 
-@dataclass(frozen=True, slots=True)
-class VadSettings:
-    """[vad]: when the caller counts as speaking (see ``bridge.core.vad``)."""
-
-    aggressiveness: int = _opt(3, **_one_of(0, 1, 2, 3))
-    frame_ms: int = _opt(20, **_one_of(10, 20, 30))
-    start_ms: int = _opt(100, **_range(10, 10_000))
-    end_ms: int = _opt(600, **_range(10, 60_000))
-    warmup_ms: int = _opt(200, **_range(0, 10_000))
-    snr_db: float = _opt(6.0, **_range(0.0, 40.0))
-    reject_tones: bool = _opt(True)
+_CALL_DEFAULTS = {f.name: f.default for f in fields(CallSettings)}
 
 
-@dataclass(frozen=True, slots=True)
-class BargeInSettings:
-    """[barge_in]: soft barge-in, pause first and give up only when the caller keeps talking (``core.bargein``)."""
-
-    confirm_ms: int = _opt(250, **_range(0, 5_000))
-    gap_ms: int = _opt(200, **_range(20, 5_000))
-    max_pause_ms: int = _opt(2_000, **_range(100, 60_000))
-
-
-@dataclass(frozen=True, slots=True)
-class EchoSettings:
-    """[echo]: the echo guard, so the agent's own voice coming back never counts as the caller (``core.echo``)."""
-
-    enabled: bool = _opt(True)
-    max_delay_ms: int = _opt(300, **_range(0, 2_000))
-    assumed_erl_db: float = _opt(10.0, **_range(0.0, 60.0))
-    margin_db: float = _opt(4.0, **_range(0.0, 30.0))
-    learn_ms: int = _opt(300, **_range(0, 10_000))
+def _playback(name: str) -> Any:
+    """A [playback] setting: the default is the one `CallSettings` gives, the range the core's."""
+    lo, hi = PLAYBACK[name]
+    return _opt(_CALL_DEFAULTS[name], **_range(lo, hi))
 
 
 @dataclass(frozen=True, slots=True)
 class PlaybackSettings:
     """[playback]: how far ahead of real time the carrier's buffer is kept, and mark spacing."""
 
-    lead_ms: int = _opt(200, **_range(20, 10_000))
-    low_ms: int = _opt(100, **_range(0, 10_000))
-    mark_every_ms: int = _opt(200, **_range(20, 60_000))
+    lead_ms: int = _playback("lead_ms")
+    low_ms: int = _playback("low_ms")
+    mark_every_ms: int = _playback("mark_every_ms")
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +184,8 @@ class AgentSettings:
 
     kind: str = _opt("scripted", "scripted, openai, webhook, or package.module:factory", fix=_agent_kind,
                      regex=f"(?i:{'|'.join(AGENT_KINDS)})|{DOTTED_PATH}", env="BRIDGE_AGENT")
-    script: Path = _opt(_DEFAULT_SCRIPT, "an existing UTF-8 text file with a non-empty line", fix=_script)  # noqa: RUF009
+    script: Path | None = _opt(None, "an existing UTF-8 text file with a non-empty line", fix=_script,  # noqa: RUF009
+                               type=Path, when=("kind", "scripted"), fallback=_default_script)
     greeting: str | None = _opt(None, "any text")
     timeout_s: float = _opt(10.0, **_range(0.5, 600.0))
     apology: str = _opt("Sorry, I'm having trouble answering right now. Could you say that again?", "any text")
@@ -213,7 +221,7 @@ class AgentSettings:
             host = (self.webhook_url or "").split("/")[2] if self.webhook_url else "not set"
             what = f"webhook to {host}, " + ("signed" if self.webhook_secret else "UNSIGNED (no webhook_secret)")
         else:
-            what = f"{self.kind} ({self.script})" if self.kind == "scripted" else self.kind
+            what = f"scripted ({self.script or default_script()})" if self.kind == "scripted" else self.kind
         stt_url, stt_key = self.stt_endpoint()
         stt = f"; transcription: {self.stt_model} at {stt_url}, key {redacted(stt_key)}" if self.transcribes() else ""
         return f"agent: {what}{stt}"
@@ -234,8 +242,8 @@ class ServerSettings:
 
 
 _SECTIONS: dict[str, tuple[type[Any], str]] = {  # TOML table -> (section, env prefix)
-    "elevenlabs": (ElevenLabsSettings, "ELEVENLABS_"), "vad": (VadSettings, "BRIDGE_VAD_"),
-    "barge_in": (BargeInSettings, "BRIDGE_BARGE_IN_"), "echo": (EchoSettings, "BRIDGE_ECHO_"),
+    "elevenlabs": (ElevenLabsSettings, "ELEVENLABS_"), "vad": (VadConfig, "BRIDGE_VAD_"),
+    "barge_in": (BargeInConfig, "BRIDGE_BARGE_IN_"), "echo": (EchoConfig, "BRIDGE_ECHO_"),
     "playback": (PlaybackSettings, "BRIDGE_PLAYBACK_"), "agent": (AgentSettings, "BRIDGE_AGENT_"),
     "server": (ServerSettings, "BRIDGE_")}
 
@@ -245,9 +253,9 @@ class Settings:
     """All settings; ``config_file`` is the TOML file they were read from, if any."""
 
     elevenlabs: ElevenLabsSettings = field(default_factory=ElevenLabsSettings)
-    vad: VadSettings = field(default_factory=VadSettings)
-    barge_in: BargeInSettings = field(default_factory=BargeInSettings)
-    echo: EchoSettings = field(default_factory=EchoSettings)
+    vad: VadConfig = field(default_factory=VadConfig)
+    barge_in: BargeInConfig = field(default_factory=BargeInConfig)
+    echo: EchoConfig = field(default_factory=EchoConfig)
     playback: PlaybackSettings = field(default_factory=PlaybackSettings)
     agent: AgentSettings = field(default_factory=AgentSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
@@ -313,31 +321,51 @@ def _section(name: str, table: Mapping[str, Any], env: _Env, path: str) -> Any:
     known = {f.name: f for f in fields(cls)}
     if unknown := sorted(table.keys() - known.keys()):
         raise ConfigError(f"{path}: unknown key [{name}] {unknown[0]}; known keys: {', '.join(known)}")
-    values = {}
+    values: dict[str, Any] = {}
     for f in known.values():
-        env_name = f.metadata["env"] or prefix + f.name.upper()
+        rule = _rule(f)
+        env_name = rule["env"] or prefix + f.name.upper()
         where = f"{env_name} / [{name}] {f.name}"
+        needed = rule["when"] is None or values.get(rule["when"][0]) == rule["when"][1]
         if env_name in env:
-            values[f.name] = _value(f, env[env_name][0], True, where, env[env_name][1])
+            values[f.name] = _value(f, env[env_name][0], True, where, env[env_name][1], needed)
         elif f.name in table:
-            values[f.name] = _value(f, table[f.name], False, where, path)
-        elif isinstance(f.default, Path):  # a default file must exist too; the checkout's copy will do
-            near = PROJECT_DIR / f.default
-            default = near if not f.default.exists() and near.exists() else f.default
-            values[f.name] = _value(f, default, False, where, "the default")
-    return cls(**values)
+            values[f.name] = _value(f, table[f.name], False, where, path, needed)
+        elif f.default is not MISSING:  # a default_factory's value is left to the dataclass
+            values[f.name] = f.default
+        if needed and rule["fallback"] and values.get(f.name) is None:  # unset, or set empty
+            values[f.name] = _value(f, rule["fallback"](), False, where, "the default")
+    _check_section(name, values)
+    try:
+        return cls(**values)
+    except ValueError as exc:  # a rule of the core's that no check here words better
+        raise ConfigError(f"[{name}]: {exc}") from None
 
 
-def _value(f: Field[Any], raw: Any, text: bool, where: str, source: str) -> Any:
-    """Convert one raw value to the setting's type and check it, or raise the one-line error."""
-    rule = f.metadata
+def _check_section(name: str, v: Mapping[str, Any]) -> None:
+    """Rules that involve two settings of one section, checked before the core's dataclass sees them
+    (its own check would stop start-up too, but without naming the env var and TOML key)."""
+    if name == "vad":
+        for key in ("start_ms", "end_ms"):
+            if v[key] < v["frame_ms"]:
+                raise ConfigError(f"BRIDGE_VAD_{key.upper()} / [vad] {key}: got {v[key]}; expected at least one "
+                                  f"frame (frame_ms = {v['frame_ms']})")
+    if name == "playback" and v["low_ms"] > v["lead_ms"]:
+        raise ConfigError(f"BRIDGE_PLAYBACK_LOW_MS / [playback] low_ms: got {v['low_ms']}; expected at most "
+                          f"lead_ms ({v['lead_ms']})")
+
+
+def _value(f: Field[Any], raw: Any, text: bool, where: str, source: str, fix: bool = True) -> Any:
+    """Convert one raw value to the setting's type and check it, or raise the one-line error;
+    ``fix=False`` skips the field's own check (a script file that the chosen agent never reads)."""
+    rule = _rule(f)
     try:
         if (value := _convert(f, raw, text)) is None:
             return None
-        if (rule["choices"] and value not in rule["choices"]) or (rule["regex"] and not re.fullmatch(
-                rule["regex"], value)) or (rule["lo"] is not None and not rule["lo"] <= value <= rule["hi"]):
+        if (rule[CHOICES] and value not in rule[CHOICES]) or (rule["regex"] and not re.fullmatch(
+                rule["regex"], value)) or (rule[LO] is not None and not rule[LO] <= value <= rule[HI]):
             raise ValueError
-        return rule["fix"](value) if rule["fix"] else value
+        return rule["fix"](value) if rule["fix"] and fix else value
     except ValueError as exc:
         shown = repr(str(raw) if isinstance(raw, Path) else raw)
         shown = "a value (hidden)" if rule["secret"] else shown if len(shown) <= 80 else shown[:77] + "..."
@@ -350,11 +378,13 @@ def _convert(f: Field[Any], raw: Any, text: bool) -> Any:
 
     An empty string unsets an optional setting, as a blank ``KEY=`` in a .env template means, and
     names from a fixed list match case-insensitively ("INFO" is "info")."""
-    kind: type[Any] = Path if isinstance(f.default, Path) else str if f.default is None else type(f.default)
+    kind: type[Any] = f.metadata.get("type") or (str if f.default is None else type(f.default))
+    if isinstance(raw, Path):
+        raw = str(raw)
     if isinstance(raw, str) and (text or kind in (str, Path)):
         raw = raw.strip()
         if kind in (str, Path):
-            return (kind(raw.lower() if f.metadata["choices"] else raw) if raw
+            return (kind(raw.lower() if f.metadata.get(CHOICES) else raw) if raw
                     else _ensure(f.default is None, None))
         if kind is bool:
             return _ensure(raw.lower() in _TRUE + _FALSE, raw.lower() in _TRUE)
@@ -375,13 +405,8 @@ def _ensure(ok: bool, value: Any) -> Any:
 
 
 def _check_together(s: Settings) -> None:
-    """Rules that involve two settings."""
-    vad, play, frame = s.vad, s.playback, f"expected at least one frame (frame_ms = {s.vad.frame_ms})"
+    """Rules that involve settings of two sections."""
     for broken, message in [
-        (vad.start_ms < vad.frame_ms, f"BRIDGE_VAD_START_MS / [vad] start_ms: got {vad.start_ms}; {frame}"),
-        (vad.end_ms < vad.frame_ms, f"BRIDGE_VAD_END_MS / [vad] end_ms: got {vad.end_ms}; {frame}"),
-        (play.low_ms > play.lead_ms, f"BRIDGE_PLAYBACK_LOW_MS / [playback] low_ms: got {play.low_ms}; "
-         f"expected at most lead_ms ({play.lead_ms})"),
         (s.server.tts == "elevenlabs" and not s.elevenlabs.api_key, "BRIDGE_TTS / [server] tts: got "
          "'elevenlabs'; expected 'auto' or 'local' unless ELEVENLABS_API_KEY / [elevenlabs] api_key is set"),
         (s.agent.kind == "webhook" and not s.agent.webhook_url, "BRIDGE_AGENT / [agent] kind: got 'webhook'; "

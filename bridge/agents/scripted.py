@@ -7,6 +7,9 @@ and sentence flushing of the core are exercised too.
 A line may end with a call control: ``Goodbye! [hangup]`` ends the call once the goodbye has been
 heard; ``Connecting you now. [transfer +15551234567]`` hands the caller to that number (which must
 also be on the transfer allow-list).
+
+A demo script ships inside the package (``default_script.txt``, read with `importlib.resources`),
+so an installed bridge answers calls from any working directory with no file of its own.
 """
 
 from __future__ import annotations
@@ -14,18 +17,27 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator, Sequence
+from importlib import resources
 from pathlib import Path
 
 from bridge.agents.base import CallControl, HangUp, Transfer, Turn
 
-__all__ = ["ScriptedAgent", "load_script", "split_control"]
+__all__ = ["ScriptedAgent", "default_script", "load_script", "split_control"]
 
 _CONTROL = re.compile(r"\s*\[(hangup|transfer\s+(\S+))\]\s*$", re.IGNORECASE)
 
 
-def load_script(path: str | Path) -> list[str]:
-    """The non-empty lines of a UTF-8 script file."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
+def default_script() -> Path:
+    """Where the demo script shipped with the package is.
+
+    A regular install (wheel, sdist, editable) unpacks package data into the file system, so the
+    resource is a real file whose path can be logged and read like any script a user names."""
+    return Path(str(resources.files("bridge.agents").joinpath("default_script.txt")))
+
+
+def load_script(path: str | Path | None = None) -> list[str]:
+    """The non-empty lines of a UTF-8 script file (``None``: the demo script shipped with bridge)."""
+    lines = Path(path or default_script()).read_text(encoding="utf-8").splitlines()
     return [line.strip() for line in lines if line.strip()]
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bridge.core.echo import EchoConfig, EchoGuard
+from bridge.core.limits import within
 from bridge.core.noise import NoiseFloor, ToneDetector, level_dbfs
 from bridge.core.vad import Change, FrameVerdict, SpeechDetector, VadConfig
 
@@ -26,10 +27,10 @@ __all__ = ["BargeInConfig", "LineGate", "Listener"]
 
 @dataclass(frozen=True, slots=True)
 class BargeInConfig:
-    confirm_ms: int = 250  # after pausing, a sound that stops within this is not an interruption; 0: hard
-    gap_ms: int = 200  # silence that ends a sound inside the confirmation window (longer than pauses between words)
-    max_pause_ms: int = 2000  # resume anyway if no caller audio settles a pause by then
-    commit_ms: int = 300  # from the onset: a voiced, articulated sound this long interrupts at once (0: off)
+    confirm_ms: int = within(250, 0, 5_000)  # after a pause, a sound that stops within this is no interruption; 0: hard
+    gap_ms: int = within(200, 20, 5_000)  # silence that ends an unconfirmed sound (longer than pauses between words)
+    max_pause_ms: int = within(2_000, 100, 60_000)  # resume anyway if no caller audio settles a pause by then
+    commit_ms: int = within(300, 0, 2_000)  # from the onset: a voiced, articulated sound this long interrupts (0: off)
 
     def __post_init__(self) -> None:
         if self.confirm_ms < 0 or self.gap_ms < 0 or self.commit_ms < 0:

@@ -47,6 +47,8 @@ from typing import Final
 
 import numpy as np
 
+from bridge.core.limits import within
+
 __all__ = ["EchoConfig", "EchoGuard"]
 
 FRAME_S: Final = 0.02
@@ -146,10 +148,10 @@ def _db(power: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True, slots=True)
 class EchoConfig:
     enabled: bool = True
-    max_delay_ms: int = 300  # longest echo path, from the play time the core predicts to the echo's arrival
-    assumed_erl_db: float = 10.0  # echo return loss assumed until one is learnt
-    margin_db: float = 4.0  # how far above the loudest possible echo a caller must be
-    learn_ms: int = 300  # agent audio heard at every delay before the learnt ERL replaces the assumed one; 0: never
+    max_delay_ms: int = within(300, 0, 2_000)  # longest echo path, from the predicted play time to the echo's arrival
+    assumed_erl_db: float = within(10.0, 0.0, 60.0)  # echo return loss assumed until one is learnt
+    margin_db: float = within(4.0, 0.0, 30.0)  # how far above the loudest possible echo a caller must be
+    learn_ms: int = within(300, 0, 10_000)  # agent audio per delay before the learnt ERL is used instead; 0: never
 
     def __post_init__(self) -> None:
         if not 0 <= self.max_delay_ms <= 2000:

@@ -34,6 +34,7 @@ from typing import Protocol
 
 import webrtcvad
 
+from bridge.core.limits import one_of, within
 from bridge.core.voicing import measure
 
 __all__ = [
@@ -55,12 +56,12 @@ _EPS = 1e-6
 
 @dataclass(frozen=True, slots=True)
 class VadConfig:
-    aggressiveness: int = 3
-    frame_ms: int = 20
-    start_ms: int = 100
-    end_ms: int = 600
-    warmup_ms: int = 200
-    snr_db: float = 6.0  # a voiced frame must be this far above the line's noise floor (0: no floor gate)
+    aggressiveness: int = one_of(3, 0, 1, 2, 3)
+    frame_ms: int = one_of(20, 10, 20, 30)
+    start_ms: int = within(100, 10, 10_000)
+    end_ms: int = within(600, 10, 60_000)
+    warmup_ms: int = within(200, 0, 10_000)
+    snr_db: float = within(6.0, 0.0, 40.0)  # a voiced frame's least lead over the line's noise floor (0: no gate)
     reject_tones: bool = True  # DTMF keypad tones are never speech
 
     def __post_init__(self) -> None:

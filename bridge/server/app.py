@@ -63,9 +63,12 @@ def create_app(
     bridge = Bridge(settings, make_tts, make_agent)
     drainer = Drainer(bridge, settings.server.drain_timeout_s)
 
+    engine, warning = factories.tts_engine(settings), factories.voice_warning(settings)
+
     async def healthz(request: Request) -> JSONResponse:
         status = "draining" if bridge.draining else "ok"
-        return JSONResponse({"status": status, "calls": len(bridge.calls)}, status_code=503 if bridge.draining else 200)
+        body = {"status": status, "calls": len(bridge.calls), "voice": engine, "warning": warning}
+        return JSONResponse(body, status_code=503 if bridge.draining else 200)
 
     async def voice(request: Request) -> Response:
         if not await guard.voice_allowed(request, settings.server.public_url, settings.server.twilio_auth_token):
@@ -112,7 +115,9 @@ def create_app(
         _configure_logging(settings.server.log_level)
         for line in settings.describe():
             log.info("%s", line)
-        log.info("voice engine: %s", factories.tts_engine(settings))
+        log.info("voice engine: %s", engine)
+        if warning:
+            log.warning("%s", warning)
         guard.warn_if_unsigned(settings.server.twilio_auth_token)
         drainer.install()  # SIGTERM drains live calls first: see bridge.server.drain
         yield

@@ -7,7 +7,6 @@ call's parts the same way the server does.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict
 from typing import Any
 
 from bridge.agents.base import Agent
@@ -17,14 +16,11 @@ from bridge.agents.openai import OpenAIAgent, OpenAITranscriber
 from bridge.agents.scripted import ScriptedAgent, load_script
 from bridge.agents.webhook import WebhookAgent
 from bridge.config import Settings
-from bridge.core.bargein import BargeInConfig
 from bridge.core.call import CallSettings
-from bridge.core.echo import EchoConfig
-from bridge.core.vad import VadConfig
 from bridge.tts.base import TtsClient
 from bridge.tts.elevenlabs import ElevenLabsCodec, ElevenLabsTts, stream_url
 
-__all__ = ["call_settings", "make_agent", "make_tts", "tts_engine"]
+__all__ = ["call_settings", "make_agent", "make_tts", "tts_engine", "voice_warning"]
 
 
 def tts_engine(settings: Settings) -> str:
@@ -35,20 +31,23 @@ def tts_engine(settings: Settings) -> str:
     return choice
 
 
+def voice_warning(settings: Settings) -> str | None:
+    """What an operator must hear when calls get the offline voice only because no ElevenLabs key
+    is set (``tts = "auto"``): a deploy that forgot the key still answers, so nothing else tells.
+    ``None`` when the voice is the one asked for (a key, or ``tts = "local"`` on purpose)."""
+    if settings.server.tts != "auto" or settings.elevenlabs.api_key:
+        return None
+    return ("no ElevenLabs API key: calls use the offline espeak-ng voice; set ELEVENLABS_API_KEY "
+            "(environment or .env) for ElevenLabs, or BRIDGE_TTS=local to choose the offline voice")
+
+
 def call_settings(settings: Settings) -> CallSettings:
-    vad, playback = settings.vad, settings.playback
+    """The core's settings for one call: [vad], [barge_in] and [echo] already are the core's own."""
+    playback = settings.playback
     return CallSettings(
-        vad=VadConfig(
-            aggressiveness=vad.aggressiveness,
-            frame_ms=vad.frame_ms,
-            start_ms=vad.start_ms,
-            end_ms=vad.end_ms,
-            warmup_ms=vad.warmup_ms,
-            snr_db=vad.snr_db,
-            reject_tones=vad.reject_tones,
-        ),
-        barge_in=BargeInConfig(**asdict(settings.barge_in)),
-        echo=EchoConfig(**asdict(settings.echo)),
+        vad=settings.vad,
+        barge_in=settings.barge_in,
+        echo=settings.echo,
         lead_ms=playback.lead_ms,
         low_ms=playback.low_ms,
         mark_every_ms=playback.mark_every_ms,
@@ -93,7 +92,7 @@ def make_agent(settings: Settings) -> Agent:
         stt_url, stt_key = a.stt_endpoint()
         transcriber = OpenAITranscriber(stt_url, stt_key, a.stt_model, language=a.stt_language)
     if a.kind == "scripted":
-        inner = ScriptedAgent(load_script(a.script))
+        inner = ScriptedAgent(load_script(a.script))  # None (settings built in code): the demo script
     elif a.kind == "openai":
         inner = OpenAIAgent(a.openai_base_url, a.openai_api_key, a.llm_model, a.system_prompt,
                             client=transcriber.client if transcriber else None)

@@ -201,7 +201,7 @@ async def test_webhook_returns_twiml_for_the_public_host(fake_tts, script):
     assert plain.status_code == 200 and plain.headers["content-type"].startswith("text/xml")
     assert f'<Stream url="wss://127.0.0.1:{bridge.port}/twilio/media"' in plain.text
     assert '<Connect><Stream url="wss://abc.ngrok.app/twilio/media"' in proxied.text
-    assert health.json() == {"status": "ok", "calls": 0}
+    assert health.json() == {"status": "ok", "calls": 0, "voice": "elevenlabs", "warning": None}
 
 
 @pytest.mark.parametrize("casing", ["camel", "snake"])

@@ -2,24 +2,34 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tomllib
-from dataclasses import fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from bridge.agents.scripted import ScriptedAgent, default_script, load_script
 from bridge.config import (
-    PROJECT_DIR,
     ConfigError,
     ElevenLabsSettings,
     Settings,
     load_settings,
     redacted,
 )
+from bridge.core.bargein import BargeInConfig
+from bridge.core.call import CallSettings
+from bridge.core.echo import EchoConfig
+from bridge.core.limits import CHOICES, HI, LO, PLAYBACK
+from bridge.core.vad import VadConfig
+from bridge.server.app import create_app
+from bridge.server.factories import make_agent
 
-SHIPPED_TOML = PROJECT_DIR / "config" / "bridge.toml"
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED_TOML = REPO / "config" / "bridge.toml"
 SECRET = "Zq9Xj7Wv3Kp2Lm8NtR4s"  # no 4-character piece of it occurs in any message by chance
 TOKEN = "Hb6Yc1Dg5Fe0Ja3Kd7Qw"
 
@@ -49,6 +59,7 @@ SETTINGS: list[tuple[str, str, str, str, Any]] = [
     ("BRIDGE_BARGE_IN_CONFIRM_MS", "barge_in", "confirm_ms", "0", 0),
     ("BRIDGE_BARGE_IN_GAP_MS", "barge_in", "gap_ms", "150", 150),
     ("BRIDGE_BARGE_IN_MAX_PAUSE_MS", "barge_in", "max_pause_ms", "5000", 5000),
+    ("BRIDGE_BARGE_IN_COMMIT_MS", "barge_in", "commit_ms", "250", 250),
     ("BRIDGE_ECHO_ENABLED", "echo", "enabled", "off", False),
     ("BRIDGE_ECHO_MAX_DELAY_MS", "echo", "max_delay_ms", "500", 500),
     ("BRIDGE_ECHO_ASSUMED_ERL_DB", "echo", "assumed_erl_db", "6", 6.0),
@@ -160,17 +171,18 @@ def value_of(settings: Settings, section: str, key: str) -> Any:
 def test_defaults_without_any_file(workdir: Path) -> None:
     settings = load_settings({}, dotenv=False)
     assert settings.config_file is None
-    # The default script is not in this directory, so the checkout's copy is used.
-    assert settings.agent.script == PROJECT_DIR / "config" / "agent.txt"
-    assert settings == Settings(agent=settings.agent)
+    # No config/agent.txt in this directory, so the scripted agent reads the demo script shipped in the package.
+    assert settings.agent.script == default_script() and default_script().is_file()
+    assert replace(settings, agent=replace(settings.agent, script=None)) == Settings()
     assert settings.elevenlabs.api_key is None and settings.server.tts == "auto"
 
 
 def test_shipped_toml_holds_exactly_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(PROJECT_DIR)
+    monkeypatch.chdir(REPO)
     settings = load_settings({}, dotenv=False)
     assert settings.config_file == Path("config/bridge.toml")
-    assert settings == Settings(config_file=settings.config_file)
+    assert settings.agent.script == default_script()  # the repository has no config/agent.txt of its own
+    assert replace(settings, agent=replace(settings.agent, script=None)) == Settings(config_file=settings.config_file)
 
 
 def test_shipped_toml_lists_every_setting_with_its_env_var_and_comments_out_secrets() -> None:
@@ -179,7 +191,7 @@ def test_shipped_toml_lists_every_setting_with_its_env_var_and_comments_out_secr
     for env, section, key, _, _ in SETTINGS:
         # secrets, or settings with no default to show, stay commented out in the shipped file
         unset = key in ("api_key", "twilio_auth_token", "public_url", "openai_api_key", "webhook_secret",
-                        "greeting", "stt_language", "webhook_url", "stt_base_url", "stt_api_key")
+                        "greeting", "stt_language", "script", "webhook_url", "stt_base_url", "stt_api_key")
         assert (key not in table[section]) if unset else (key in table[section]), key
         lines = [line for line in text.splitlines() if line.lstrip("# ").startswith(f"{key} =")]
         assert len(lines) == 1 and f"[{env}]" in lines[0], key
@@ -365,3 +377,197 @@ def test_describe_names_what_an_operator_needs(workdir: Path) -> None:
     for expected in ("21m00Tcm4TlvDq8ikWAM", "eleven_flash_v2_5", "ulaw_8000", "scripted", "local",
                      "https://abc.ngrok.app", "API key not set", "Twilio auth token: not set"):
         assert expected in text
+
+
+# ---------------------------------------------------------------------------- one source per setting
+
+# The core's own config dataclasses, and the config section that exposes each; [playback] exposes
+# fields of CallSettings, whose ranges live in bridge.core.limits.PLAYBACK.
+CORE_SECTIONS: dict[str, type[Any]] = {"vad": VadConfig, "barge_in": BargeInConfig, "echo": EchoConfig}
+PREFIX = {"vad": "BRIDGE_VAD_", "barge_in": "BRIDGE_BARGE_IN_", "echo": "BRIDGE_ECHO_",
+          "playback": "BRIDGE_PLAYBACK_"}
+
+
+@dataclass(frozen=True)
+class CoreRule:
+    """One core setting as the core writes it: its default, and its range or choices (none for a flag)."""
+
+    section: str
+    key: str
+    default: Any
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple[Any, ...] = ()
+
+    @property
+    def env(self) -> str:
+        return PREFIX[self.section] + self.key.upper()
+
+
+def core_rules() -> list[CoreRule]:
+    rules = [CoreRule(section, f.name, f.default, f.metadata.get(LO), f.metadata.get(HI), f.metadata.get(CHOICES, ()))
+             for section, cls in CORE_SECTIONS.items() for f in fields(cls)]
+    call_defaults = {f.name: f.default for f in fields(CallSettings)}
+    rules += [CoreRule("playback", key, call_defaults[key], lo, hi) for key, (lo, hi) in PLAYBACK.items()]
+    return rules
+
+
+RULES = core_rules()
+RANGED = [r for r in RULES if r.lo is not None]
+CHOSEN = [r for r in RULES if r.choices]
+
+
+def companions(rule: CoreRule, value: Any) -> dict[str, str]:
+    """Other settings that let ``value`` stand alone: rules across settings (start_ms at least one
+    frame, low_ms at most lead_ms) are checked elsewhere, this test is about one setting's range."""
+    if rule.section == "vad" and rule.key in ("start_ms", "end_ms"):
+        return {"BRIDGE_VAD_FRAME_MS": "10"}
+    if rule.section == "playback" and rule.key == "low_ms":
+        return {"BRIDGE_PLAYBACK_LEAD_MS": str(min(max(value, 200), PLAYBACK["lead_ms"][1]))}
+    if rule.section == "playback" and rule.key == "lead_ms":
+        return {"BRIDGE_PLAYBACK_LOW_MS": str(min(value, 100))}
+    return {}
+
+
+def loaded(rule: CoreRule, value: Any) -> Any:
+    environ = {rule.env: str(value), **companions(rule, value)}
+    return value_of(load_settings(environ, dotenv=False), rule.section, rule.key)
+
+
+def test_the_config_sections_are_exactly_the_core_settings() -> None:
+    """No turn-taking or playback setting that the core lacks, none of the core's left out."""
+    for section in PREFIX:
+        assert [f.name for f in fields(getattr(Settings(), section))] == [r.key for r in RULES if r.section == section]
+
+
+def test_every_numeric_core_setting_declares_its_range() -> None:
+    """A new field of VadConfig, BargeInConfig or EchoConfig becomes a setting at once: it must say
+    what values it takes (``bridge.core.limits.within`` or ``one_of``), or it could not be checked."""
+    unruled = [f"{r.section}.{r.key}" for r in RULES if not isinstance(r.default, bool) and r.lo is None
+               and not r.choices]
+    assert not unruled
+
+
+@pytest.mark.parametrize("rule", RULES, ids=[f"{r.section}.{r.key}" for r in RULES])
+def test_each_default_is_the_cores(workdir: Path, rule: CoreRule) -> None:
+    assert value_of(load_settings({}, dotenv=False), rule.section, rule.key) == rule.default
+    assert value_of(Settings(), rule.section, rule.key) == rule.default
+
+
+@pytest.mark.parametrize("rule", RANGED, ids=[f"{r.section}.{r.key}" for r in RANGED])
+def test_each_range_is_the_cores(workdir: Path, rule: CoreRule) -> None:
+    """The loader takes both ends of the core's range and refuses just beyond each, naming the setting."""
+    assert rule.lo is not None and rule.hi is not None
+    step = 0.5 if isinstance(rule.default, float) else 1
+    assert loaded(rule, rule.lo) == rule.lo and loaded(rule, rule.hi) == rule.hi
+    for beyond in (rule.lo - step, rule.hi + step):
+        assert rule.env in error_for({rule.env: str(beyond), **companions(rule, beyond)}), beyond
+
+
+@pytest.mark.parametrize("rule", CHOSEN, ids=[f"{r.section}.{r.key}" for r in CHOSEN])
+def test_each_choice_list_is_the_cores(workdir: Path, rule: CoreRule) -> None:
+    assert [loaded(rule, choice) for choice in rule.choices] == list(rule.choices)
+    assert rule.env in error_for({rule.env: str(max(rule.choices) + 1)})
+
+
+@pytest.mark.parametrize("section", CORE_SECTIONS)
+def test_the_core_takes_every_value_the_config_lets_through(section: str) -> None:
+    """The ends of each range and every choice build the core's config (its own checks agree), so a
+    value that passes start-up can never fail a call."""
+    for rule in (r for r in RULES if r.section == section):
+        for value in (rule.lo, rule.hi, *rule.choices):
+            if value is not None:
+                extra = {"frame_ms": 10} if section == "vad" and rule.key != "frame_ms" else {}
+                CORE_SECTIONS[section](**{rule.key: value, **extra})
+
+
+# ---------------------------------------------------------------------------- the first minutes: start-up anywhere
+
+KINDS: list[dict[str, str]] = [
+    {},
+    {"BRIDGE_AGENT": "openai", "OPENAI_API_KEY": SECRET},
+    {"BRIDGE_AGENT": "openai", "OPENAI_BASE_URL": "http://127.0.0.1:11434/v1"},
+    {"BRIDGE_AGENT": "webhook", "BRIDGE_AGENT_WEBHOOK_URL": "https://example.com/agent"},
+    {"BRIDGE_AGENT": "tests.units.test_agents:plugin_factory"},
+]
+
+
+@pytest.mark.parametrize("environ", KINDS, ids=["scripted", "openai", "openai-local", "webhook", "dotted-path"])
+async def test_every_agent_kind_starts_outside_the_repository(workdir: Path, environ: dict[str, str]) -> None:
+    """An installed bridge, run from any directory with nothing but its environment, starts and
+    builds its agent: no config/agent.txt is needed, and only the scripted agent reads a script."""
+    assert not (workdir / "config").exists() and REPO not in workdir.parents
+    settings = load_settings(environ, dotenv=False)
+    assert settings.config_file is None
+    agent = make_agent(settings)
+    if settings.agent.kind == "scripted":
+        assert settings.agent.script == default_script()
+        assert agent.inner.line_for(0) == default_script().read_text(encoding="utf-8").splitlines()[0]
+    else:
+        assert settings.agent.script is None
+    await agent.aclose()
+
+
+def test_only_the_scripted_agent_needs_its_script(workdir: Path) -> None:
+    webhook = {"BRIDGE_AGENT": "webhook", "BRIDGE_AGENT_WEBHOOK_URL": "https://example.com/agent"}
+    assert load_settings({**webhook, "BRIDGE_AGENT_SCRIPT": "missing.txt"}, dotenv=False).agent.kind == "webhook"
+    message = error_for({"BRIDGE_AGENT_SCRIPT": "missing.txt"})
+    assert "BRIDGE_AGENT_SCRIPT" in message and "'missing.txt'" in message and "no such file" in message
+
+
+def test_the_scripted_agent_reads_config_agent_txt_when_there_is_one(workdir: Path) -> None:
+    (workdir / "config").mkdir()
+    (workdir / "config" / "agent.txt").write_text("Hello from my own script.\nIt answers.\n", encoding="utf-8")
+    settings = load_settings({}, dotenv=False)
+    assert settings.agent.script == Path("config/agent.txt")
+    assert ScriptedAgent(load_script(settings.agent.script)).line_for(0) == "Hello from my own script."
+    (workdir / "named.txt").write_text("Named.\n", encoding="utf-8")
+    assert load_settings({"BRIDGE_AGENT_SCRIPT": "named.txt"}, dotenv=False).agent.script == Path("named.txt")
+    assert load_settings({"BRIDGE_AGENT_SCRIPT": ""}, dotenv=False).agent.script == Path("config/agent.txt")
+
+
+def test_the_demo_script_ships_inside_the_package() -> None:
+    """A wheel holds only the package data pyproject.toml names; without the script an installed
+    scripted agent would have nothing to say."""
+    package_data = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    assert default_script().name in package_data["package-data"]["bridge.agents"]
+    assert default_script().parent == REPO / "bridge" / "agents" and len(load_script(None)) >= 2
+
+
+async def health_and_warnings(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> tuple[dict[str, Any], list[str]]:
+    """/healthz of the started app (its lifespan run, as a server runs it), and the WARNING lines
+    its start-up logged (the ``bridge`` logger does not propagate once the app configured it, so
+    the capture hangs on the app's own logger)."""
+    logger, app = logging.getLogger("bridge.server.app"), create_app(settings)
+    logger.addHandler(caplog.handler)
+    try:
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://bridge") as client:
+            health = await client.get("/healthz")
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert health.status_code == 200
+    return health.json(), [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+async def test_no_elevenlabs_key_is_said_loudly_at_start_up_and_in_healthz(
+    workdir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    health, warnings = await health_and_warnings(load_settings({}, dotenv=False), caplog)
+    assert [w for w in warnings if "ELEVENLABS_API_KEY" in w and "offline" in w]
+    assert health["voice"] == "local"
+    assert "ELEVENLABS_API_KEY" in health["warning"] and "offline" in health["warning"]
+
+
+@pytest.mark.parametrize(("environ", "voice"), [
+    ({"ELEVENLABS_API_KEY": SECRET}, "elevenlabs"), ({"BRIDGE_TTS": "local"}, "local"),
+], ids=["key", "local-on-purpose"])
+async def test_the_voice_asked_for_raises_no_warning(
+    workdir: Path, caplog: pytest.LogCaptureFixture, environ: dict[str, str], voice: str
+) -> None:
+    health, warnings = await health_and_warnings(load_settings(environ, dotenv=False), caplog)
+    assert health["voice"] == voice and health["warning"] is None
+    assert not [w for w in warnings if "ELEVENLABS_API_KEY" in w]
+    assert_hidden(str(health))

@@ -1,6 +1,7 @@
 """The docs stay true: every setting has one row in docs/configuration.md, with the env var and
 the default that `config/bridge.toml` and `bridge/config.py` give it, and no row names a setting
-that does not exist. When this fails after adding a setting, add its row to the table.
+that does not exist. When this fails after adding a setting, add its row to the table. The README's
+shorter table of the main settings agrees with that one.
 
 Likewise every Prometheus metric bridge/server/metrics.py defines has a row, with its type, in
 docs/scaling.md, and the page names no metric that does not exist."""
@@ -19,6 +20,7 @@ from tests.support import code_defaults, config_toml
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_DOC = REPO / "docs" / "configuration.md"
+README = REPO / "README.md"
 SCALING_DOC = REPO / "docs" / "scaling.md"
 LONG = 60  # a default longer than this may read "long text, see `config/bridge.toml`"
 
@@ -81,6 +83,27 @@ def test_each_row_gives_the_real_default(name: tuple[str, str], default: Any) ->
         return
     assert row["default"] == shown(default)
     assert row["meaning"], "say what it means"
+
+
+def readme_rows() -> dict[tuple[str, str], dict[str, str]]:
+    """The rows of the README's table under "## Configuration": `section.key` | env | default | meaning."""
+    body = README.read_text(encoding="utf-8").split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    rows: dict[tuple[str, str], dict[str, str]] = {}
+    for line in body.splitlines():
+        if line.startswith("| `"):
+            cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+            assert len(cells) == 4, f"a README settings row needs 4 cells, one setting each: {line}"
+            section, _, key = cells[0].strip("`").partition(".")
+            rows[(section, key)] = {"env": cells[1].strip("`"), "default": cells[2]}
+    return rows
+
+
+def test_the_readme_table_agrees_with_the_full_one() -> None:
+    full, rows = doc_rows(), readme_rows()
+    assert len(rows) >= 10
+    for (section, key), row in rows.items():
+        assert (section, key) in full, f"README.md names [{section}] {key}, which does not exist"
+        assert row == {"env": full[(section, key)]["env"], "default": full[(section, key)]["default"]}, (section, key)
 
 
 def exposed_metrics() -> dict[str, str]:

@@ -119,7 +119,8 @@ async def test_sigterm_drains_live_calls_then_ends_them_cleanly_and_exits_0(scri
     print(f"\n[{entry}] SIGTERM at {term_at:.2f} s: /healthz {health.status_code} {health.json()}; the short call "
           f"ended itself; the long one was closed {closed_after:.2f} s after SIGTERM (code {long.log.close_code}); "
           f"process exit {code} {exit_s:.2f} s after the last call")
-    assert health.status_code == 503 and health.json() == {"status": "draining", "calls": 2}
+    assert health.status_code == 503
+    assert health.json() == {"status": "draining", "calls": 2, "voice": "elevenlabs", "warning": None}
     assert "lines are busy" in webhook.text and refused.value.response.status_code == 503
     assert short_report.server_closed is None, "a call that ends within the drain is never cut"
     greeting_tone = {conn.contexts[0].frequency for conn in fake.connections}

@@ -169,5 +169,5 @@ async def test_two_hundred_connections_at_once_are_served_or_refused_cleanly(scr
           f"{report.greeting_latency * 1000:.0f} ms")
     assert set(counts) <= {"served", "refused 503"}, counts
     assert counts.get("served") == bridge.settings.server.max_calls
-    assert health == {"status": "ok", "calls": 0}
+    assert health == {"status": "ok", "calls": 0, "voice": "elevenlabs", "warning": None}
     assert report.greeting_latency is not None and report.greeting_latency < 0.6
