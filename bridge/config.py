@@ -104,6 +104,12 @@ def _endpoint(*schemes: str) -> dict[str, Any]:
             "regex": rule["regex"].removesuffix("/?") + r"(?:/[^\s?#]*)?"}
 
 
+def _transfer_numbers(value: str) -> str:
+    from bridge.agents.tools import TransferPolicy  # the one rule for what may be dialled
+
+    return ",".join(sorted(TransferPolicy.parse(value).allowed))
+
+
 def _agent_kind(value: str) -> str:
     """A built-in agent's name in any case, or a dotted path that imports (else ValueError, why)."""
     if value.lower() in AGENT_KINDS:
@@ -202,6 +208,15 @@ class AgentSettings:
     webhook_url: str | None = _opt(None, **_endpoint("http", "https"), secret=True)  # its path may be a token
     webhook_secret: str | None = _opt(None, **_SECRET_RULE)
     webhook_audio: bool = _opt(False)
+    tools: bool = _opt(True)  # offer the LLM end_call and transfer_call
+    transfer_numbers: str | None = _opt(None, "comma-separated E.164 numbers", fix=_transfer_numbers,
+                                 env="BRIDGE_TRANSFER_NUMBERS")
+    idle_reprompt_s: float = _opt(0.0, **_range(0.0, 3600.0), env="BRIDGE_IDLE_REPROMPT_S")
+    idle_hangup_s: float = _opt(0.0, **_range(0.0, 3600.0), env="BRIDGE_IDLE_HANGUP_S")
+    idle_prompt: str = _opt("Are you still there?", "any text")
+    goodbye: str = _opt("It seems you've stepped away, so I'll end the call now. Goodbye!", "any text")
+    voicemail_message: str = _opt("Hello, this is an automated call. Please call us back at your convenience. "
+                                  "Goodbye.", "any text")
 
     def transcribes(self) -> bool:
         """Whether turns are transcribed: ``stt = "auto"`` means only for the openai agent."""
@@ -239,6 +254,13 @@ class ServerSettings:
     max_message_bytes: int = _opt(64 * 1024, **_range(1024, 16 * 1024 * 1024))
     start_timeout_s: float = _opt(10.0, **_range(0.1, 600.0))
     drain_timeout_s: float = _opt(30.0, **_range(0.0, 3600.0))
+    drain_goodbye: str = _opt("Sorry, we have to end the call now. Please call again. Goodbye.", "any text")
+    admin_token: str | None = _opt(None, **_SECRET_RULE, env="BRIDGE_ADMIN_TOKEN")
+    twilio_account_sid: str | None = _opt(None, "AC followed by 32 hex digits", regex=r"AC[0-9a-fA-F]{32}",
+                                          env="TWILIO_ACCOUNT_SID")
+    twilio_from_number: str | None = _opt(None, "an E.164 number", regex=r"\+[1-9][0-9]{6,14}",
+                                          env="TWILIO_FROM_NUMBER")
+    twilio_api_base_url: str = _opt("https://api.twilio.com", **_url("http", "https"), env="TWILIO_API_BASE_URL")
 
 
 _SECTIONS: dict[str, tuple[type[Any], str]] = {  # TOML table -> (section, env prefix)

@@ -86,6 +86,14 @@ SETTINGS: list[tuple[str, str, str, str, Any]] = [
     ("BRIDGE_AGENT_WEBHOOK_URL", "agent", "webhook_url", "https://example.com/agent", "https://example.com/agent"),
     ("BRIDGE_AGENT_WEBHOOK_SECRET", "agent", "webhook_secret", TOKEN, TOKEN),
     ("BRIDGE_AGENT_WEBHOOK_AUDIO", "agent", "webhook_audio", "true", True),
+    ("BRIDGE_AGENT_TOOLS", "agent", "tools", "false", False),
+    ("BRIDGE_TRANSFER_NUMBERS", "agent", "transfer_numbers", "+442079460000, +15550001111",
+     "+15550001111,+442079460000"),
+    ("BRIDGE_IDLE_REPROMPT_S", "agent", "idle_reprompt_s", "8", 8.0),
+    ("BRIDGE_IDLE_HANGUP_S", "agent", "idle_hangup_s", "20", 20.0),
+    ("BRIDGE_AGENT_IDLE_PROMPT", "agent", "idle_prompt", "Hello?", "Hello?"),
+    ("BRIDGE_AGENT_GOODBYE", "agent", "goodbye", "Bye now.", "Bye now."),
+    ("BRIDGE_AGENT_VOICEMAIL_MESSAGE", "agent", "voicemail_message", "Call us back.", "Call us back."),
     ("PUBLIC_URL", "server", "public_url", "https://abc.ngrok.app/", "https://abc.ngrok.app"),
     ("BRIDGE_MAX_CALLS", "server", "max_calls", "7", 7),
     ("BRIDGE_LOG_LEVEL", "server", "log_level", "DEBUG", "debug"),
@@ -94,6 +102,11 @@ SETTINGS: list[tuple[str, str, str, str, Any]] = [
     ("BRIDGE_MAX_MESSAGE_BYTES", "server", "max_message_bytes", "131072", 131072),
     ("BRIDGE_START_TIMEOUT_S", "server", "start_timeout_s", "2.5", 2.5),
     ("BRIDGE_DRAIN_TIMEOUT_S", "server", "drain_timeout_s", "45", 45.0),
+    ("BRIDGE_DRAIN_GOODBYE", "server", "drain_goodbye", "We are closing.", "We are closing."),
+    ("BRIDGE_ADMIN_TOKEN", "server", "admin_token", TOKEN, TOKEN),
+    ("TWILIO_ACCOUNT_SID", "server", "twilio_account_sid", "AC" + "a1" * 16, "AC" + "a1" * 16),
+    ("TWILIO_FROM_NUMBER", "server", "twilio_from_number", "+15550001111", "+15550001111"),
+    ("TWILIO_API_BASE_URL", "server", "twilio_api_base_url", "http://127.0.0.1:9/", "http://127.0.0.1:9"),
 ]
 
 INVALID: list[tuple[str, str]] = [
@@ -134,6 +147,10 @@ INVALID: list[tuple[str, str]] = [
     ("BRIDGE_MAX_MESSAGE_BYTES", "100"),
     ("BRIDGE_START_TIMEOUT_S", "0"),
     ("BRIDGE_DRAIN_TIMEOUT_S", "-1"),
+    ("BRIDGE_TRANSFER_NUMBERS", "+15550001111,1-900-PREMIUM"),
+    ("BRIDGE_IDLE_HANGUP_S", "-5"),
+    ("TWILIO_ACCOUNT_SID", "not-a-sid"),
+    ("TWILIO_FROM_NUMBER", "5550001111"),
 ]
 
 TOML_KEY = {env: f"[{section}] {key}" for env, section, key, _, _ in SETTINGS}
@@ -191,7 +208,8 @@ def test_shipped_toml_lists_every_setting_with_its_env_var_and_comments_out_secr
     for env, section, key, _, _ in SETTINGS:
         # secrets, or settings with no default to show, stay commented out in the shipped file
         unset = key in ("api_key", "twilio_auth_token", "public_url", "openai_api_key", "webhook_secret",
-                        "greeting", "stt_language", "script", "webhook_url", "stt_base_url", "stt_api_key")
+                        "greeting", "stt_language", "script", "webhook_url", "stt_base_url", "stt_api_key",
+                        "transfer_numbers", "admin_token", "twilio_account_sid", "twilio_from_number")
         assert (key not in table[section]) if unset else (key in table[section]), key
         lines = [line for line in text.splitlines() if line.lstrip("# ").startswith(f"{key} =")]
         assert len(lines) == 1 and f"[{env}]" in lines[0], key
