@@ -21,9 +21,11 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from bridge.agents.base import Agent
-from bridge.carriers.twilio.twiml import busy_twiml, media_stream_url, public_base_url, stream_twiml
+from bridge.agents.tools import TransferPolicy
+from bridge.carriers.twilio.twiml import AFTER_PATH, busy_twiml, media_stream_url, public_base_url, stream_twiml
 from bridge.config import ConfigError, Settings, load_settings
 from bridge.server import factories, guard, metrics
+from bridge.server.call_control import Outcomes, answered_by_machine, control_routes
 from bridge.server.drain import Drainer
 from bridge.server.session import CallSession
 from bridge.tts.base import TtsClient
@@ -46,6 +48,7 @@ class Bridge:
     settings: Settings
     make_tts: Callable[[Settings, Callable[[], float]], TtsClient]
     make_agent: Callable[[Settings], Agent]
+    outcomes: Outcomes  # what each call's agent decided (hang up, transfer), for Twilio's <Connect action>
     calls: set[CallSession] = field(default_factory=set)
     draining: bool = False
 
@@ -60,7 +63,8 @@ def create_app(
     make_tts: Callable[[Settings, Callable[[], float]], TtsClient] = factories.make_tts,
     make_agent: Callable[[Settings], Agent] = factories.make_agent,
 ) -> Starlette:
-    bridge = Bridge(settings, make_tts, make_agent)
+    transfers = TransferPolicy.parse(settings.agent.transfer_numbers or "")
+    bridge = Bridge(settings, make_tts, make_agent, Outcomes(transfers))
     drainer = Drainer(bridge, settings.server.drain_timeout_s)
 
     engine, warning = factories.tts_engine(settings), factories.voice_warning(settings)
@@ -82,7 +86,10 @@ def create_app(
             return Response(busy_twiml(BUSY_MESSAGE), media_type="text/xml")
         # Twilio streams only to wss://, whatever scheme reached us (ngrok and proxies end TLS).
         stream_url = "wss://" + media_stream_url(base).split("://", 1)[1]
-        return Response(stream_twiml(stream_url), media_type="text/xml")
+        form = await request.form() if request.method == "POST" else request.query_params
+        machine = answered_by_machine(str(form.get("AnsweredBy", "")))  # an outbound call's machine detection
+        parameters = {"mode": "voicemail"} if machine else None
+        return Response(stream_twiml(stream_url, parameters, action=base + AFTER_PATH), media_type="text/xml")
 
     async def media(websocket: WebSocket) -> None:
         if not guard.media_allowed(websocket, settings.server.public_url, settings.server.twilio_auth_token):
@@ -130,6 +137,7 @@ def create_app(
             Route("/metrics", metrics.metrics_endpoint, methods=["GET"]),
             Route("/twilio/voice", voice, methods=["POST", "GET"]),
             WebSocketRoute("/twilio/media", media),
+            *control_routes(settings, bridge.outcomes),
         ],
         lifespan=lifespan,
     )

@@ -21,12 +21,17 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from bridge.agents.tools import TransferPolicy
 from bridge.carriers.twilio.rest import TwilioRest, TwilioRestError
-from bridge.carriers.twilio.twiml import dial_twiml, hangup_twiml
+from bridge.carriers.twilio.twiml import AFTER_PATH, VOICE_PATH, dial_twiml, hangup_twiml, public_base_url
+from bridge.config import Settings
+from bridge.server import guard
 
-__all__ = ["MACHINE", "Outcome", "Outcomes", "admin_allowed", "answered_by_machine", "outbound_call"]
+__all__ = [
+    "MACHINE", "Outcome", "Outcomes", "admin_allowed", "answered_by_machine", "control_routes", "outbound_call",
+]
 
 log = logging.getLogger("bridge.server.call_control")
 
@@ -105,3 +110,27 @@ async def outbound_call(request: Request, rest: TwilioRest | None, from_number: 
         return JSONResponse({"error": str(exc)}, status_code=502)
     log.info("placed call %s to %s", placed.sid, placed.to)
     return JSONResponse({"sid": placed.sid, "status": placed.status, "to": placed.to}, status_code=201)
+
+
+def control_routes(settings: Settings, outcomes: Outcomes, rest: TwilioRest | None = None) -> list[Route]:
+    """``POST /twilio/after`` (the ``<Connect action>``: hang up or transfer) and ``POST /calls``."""
+    server = settings.server
+    if rest is None and server.twilio_account_sid and server.twilio_auth_token:
+        rest = TwilioRest(server.twilio_account_sid, server.twilio_auth_token, base_url=server.twilio_api_base_url)
+
+    async def after(request: Request) -> Response:
+        if not await guard.voice_allowed(request, server.public_url, server.twilio_auth_token):
+            return Response("Forbidden", status_code=403)
+        form = await request.form()
+        call_sid = str(form.get("CallSid", ""))
+        return Response(outcomes.twiml(call_sid), media_type="text/xml")
+
+    async def calls(request: Request) -> Response:
+        try:
+            base = public_base_url(server.public_url, request.headers, request.url.scheme, request.url.netloc)
+        except ValueError:
+            return JSONResponse({"error": "set PUBLIC_URL: Twilio needs a public URL for the call's webhook"},
+                                status_code=503)
+        return await outbound_call(request, rest, server.twilio_from_number, base + VOICE_PATH, server.admin_token)
+
+    return [Route(AFTER_PATH, after, methods=["POST"]), Route("/calls", calls, methods=["POST"])]

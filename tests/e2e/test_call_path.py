@@ -200,7 +200,8 @@ async def test_webhook_returns_twiml_for_the_public_host(fake_tts, script):
         health = await http.get(f"{bridge.http}/healthz")
     assert plain.status_code == 200 and plain.headers["content-type"].startswith("text/xml")
     assert f'<Stream url="wss://127.0.0.1:{bridge.port}/twilio/media"' in plain.text
-    assert '<Connect><Stream url="wss://abc.ngrok.app/twilio/media"' in proxied.text
+    assert '<Connect action="https://abc.ngrok.app/twilio/after"><Stream url="wss://abc.ngrok.app/twilio/media"' \
+        in proxied.text, "the stream, and where Twilio asks what next when it ends"
     assert health.json() == {"status": "ok", "calls": 0, "voice": "elevenlabs", "warning": None}
 
 

@@ -14,11 +14,12 @@ from typing import Final
 from xml.sax.saxutils import escape
 
 __all__ = [
-    "AFTER_PATH", "MEDIA_PATH", "busy_twiml", "dial_twiml", "hangup_twiml", "media_stream_url", "public_base_url",
-    "stream_twiml",
+    "AFTER_PATH", "MEDIA_PATH", "VOICE_PATH", "busy_twiml", "dial_twiml", "hangup_twiml", "media_stream_url",
+    "public_base_url", "stream_twiml",
 ]
 
 MEDIA_PATH: Final = "/twilio/media"
+VOICE_PATH: Final = "/twilio/voice"
 AFTER_PATH: Final = "/twilio/after"  # the <Connect action> URL: what happens when the stream ends
 _XML_DECL: Final = '<?xml version="1.0" encoding="UTF-8"?>'
 _ATTR: Final = {'"': "&quot;", "\n": "&#10;", "\r": "&#13;", "\t": "&#9;"}
