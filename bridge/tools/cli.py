@@ -2,7 +2,7 @@
 
 ``bridge serve`` runs the bridge; ``bridge call`` dials a running bridge the way Twilio does
 and reports what a caller would hear; ``bridge tunnel`` puts a local bridge on the internet
-through ngrok. Each prints what a person needs next, e.g. the webhook URL for the Twilio console.
+through ngrok; ``bridge dial`` places an outbound call through Twilio. Each prints what a person needs next, e.g. the webhook URL for the Twilio console.
 """
 
 from __future__ import annotations
@@ -36,6 +36,12 @@ def tunnel(args: argparse.Namespace) -> int:
     return run_tunnel(args)
 
 
+def dial(args: argparse.Namespace) -> int:
+    from bridge.tools.dial import run_from_args
+
+    return run_from_args(args)
+
+
 def vad(args: argparse.Namespace) -> int:
     from bridge.tools.vadtool import run_from_args
 
@@ -48,6 +54,7 @@ def _server_options(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from bridge.tools.dial import add_arguments as dial_options
     from bridge.tools.simulator.cli import add_arguments as call_options
     from bridge.tools.vadtool import add_arguments as vad_options
 
@@ -65,6 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tunnel", help="serve, reachable from the internet through an ngrok tunnel")
     _server_options(p)
     p.set_defaults(func=tunnel)
+
+    p = sub.add_parser("dial", help="place an outbound call through Twilio; the answered call runs the agent")
+    dial_options(p)
+    p.set_defaults(func=dial)
 
     p = sub.add_parser("vad", help="run the live speech detector over a recording: segments, barge-ins, a plot")
     vad_options(p)
