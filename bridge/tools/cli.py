@@ -2,7 +2,8 @@
 
 ``bridge serve`` runs the bridge; ``bridge call`` dials a running bridge the way Twilio does
 and reports what a caller would hear; ``bridge tunnel`` puts a local bridge on the internet
-through ngrok; ``bridge dial`` places an outbound call through Twilio. Each prints what a person needs next, e.g. the webhook URL for the Twilio console.
+through ngrok; ``bridge dial`` places an outbound call through Twilio. Each prints what a person
+needs next, e.g. the webhook URL for the Twilio console.
 """
 
 from __future__ import annotations
