@@ -44,7 +44,7 @@ __all__ = ["MODES", "AecConfig", "EchoCanceller", "load_engine"]
 
 MODES: Final = ("auto", "on", "off")
 _AUDIBLE: Final = 104  # int16 peak of -50 dBFS: quieter played frames echo nothing worth cancelling
-_LEAK: Final = 0.002  # s per s the near clock's anchor may drift late (the carrier's clock runs slow)
+_LEAK: Final = 0.0002  # s per s the near clock's anchor may drift late (the carrier's clock runs slow)
 _KEEP_S: Final = 0.25  # played audio kept behind the line's clock (arrivals can move that clock back)
 _EPS: Final = 1e-6
 
@@ -56,7 +56,7 @@ class AecConfig:
     mode: str = field(default="auto", metadata={"choices": MODES})  # auto: only on calls with echo; on; off
     engage_erl_db: float = field(default=25.0, metadata={"lo": 0.0, "hi": 60.0})  # auto: engage below this ERL
     tail_ms: int = field(default=400, metadata={"lo": 0, "hi": 5000})  # keep cancelling after the agent stops
-    probe_ms: int = field(default=2000, metadata={"lo": 100, "hi": 60000})  # auto: agent audio heard before judging
+    probe_ms: int = field(default=1000, metadata={"lo": 100, "hi": 60000})  # auto: agent audio heard before judging
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -233,12 +233,22 @@ class EchoCanceller:
         far = self._played.read(first, whole)
         out = np.asarray(self._engine.process(near, far), dtype="<i2")
         self.frames += max(1, round(whole / self._frame))
-        erl = self._probe.add(near, out, far) if self.echoic is None and self._probe is not None else None
-        if erl is not None:
-            self.echoic = erl < self.config.engage_erl_db
+        if self.echoic is None and self._probe is not None:
+            self._judge(self._probe.add(near, out, far))
+            return pcm  # the probe only listens: see `_judge`
+        return out.tobytes() + pcm[2 * whole :]
+
+    def _judge(self, erl_db: float | None) -> None:
+        """The probe's verdict, once it has one. While it listens the caller's audio goes on raw:
+        the echo guard downstream then learns the loss of the real echo path, which is right if
+        the call turns out to need no cancelling. Had it heard the cleaned line, it would learn
+        that there is no echo, and once the canceller stopped, the echo it had never heard would
+        pass it as the caller. The other way round (raw, then cleaned) only leaves the guard
+        stricter than it needs to be until it re-learns (two seconds)."""
+        if erl_db is not None:
+            self.echoic = erl_db < self.config.engage_erl_db
             if not self.echoic:
                 self._engine = None  # a call without echo gives its canceller's memory back
-        return out.tobytes() + pcm[2 * whole :]
 
     def _clock(self, count: int, at: float) -> float:
         """When the chunk's first sample was spoken, on the playout clock: the line's samples are
