@@ -37,8 +37,8 @@ from bridge.core.aec import AecConfig, EchoCanceller, load_engine
 from bridge.core.audio import pcm_to_ulaw, ulaw_to_pcm
 from bridge.core.bargein import Listener
 from bridge.core.vad import SpeechConfirmed, SpeechStarted, VadConfig
-from tests.turntaking import BARGERS, agent_voice
 from tests.support import load_wav
+from tests.turntaking import BARGERS, agent_voice
 
 __all__ = ["Echo", "main", "tables"]
 
@@ -48,7 +48,7 @@ FRAME_S = 0.02
 AGENT_AT = 0.5  # the agent's first frame plays here
 LEAD_S = 0.2  # frames are sent (and enter the reference) this far ahead of playing
 CONVERGED_S = 2.0  # ERLE is measured from this far into the reply
-ONSETS = (0.9, 3.9, 6.1)  # the caller cuts in this far into the reply
+ONSETS = (0.9, 3.9, 6.1)  # the caller cuts in this far into the reply (the first: before it has settled)
 BARGE_WINDOW = 2.0  # a barge-in not confirmed this long after the onset is missed
 
 
@@ -213,7 +213,8 @@ def double_talk(echo: Echo, caller: str = "caller_02.wav", at: float = 4.0) -> t
 
 def cpu_per_minute(echo: Echo | None, mode: str = "auto") -> tuple[float, int]:
     """A minute-long call, the agent talking 13 s in every 20 (39 s): the canceller's CPU seconds
-    (`played` and `process`, policy included; not the listener's), and the frames it ran on."""
+    (`played` and `process`, policy included; not the listener's; the least of three runs), and
+    the frames it ran on."""
     reply = _agent("speech")
     far = np.zeros(60 * RATE)
     for turn in range(3):
@@ -222,9 +223,11 @@ def cpu_per_minute(echo: Echo | None, mode: str = "auto") -> tuple[float, int]:
     agent = far[: len(far) - round(AGENT_AT * RATE)]
     far, line = echo_line(agent, echo, 60.0)
     raw = _ulaw(line + np.random.default_rng(9).standard_normal(len(line)) * 32768 * 10 ** (-65 / 20))
-    aec = EchoCanceller(AecConfig(mode=mode))
-    _, _, cpu = stream(far, raw, aec, Listener(VadConfig()))
-    return cpu, aec.frames
+    runs = []
+    for _ in range(3):  # the least of three: the machine's other load only ever adds
+        aec = EchoCanceller(AecConfig(mode=mode))
+        runs.append(stream(far, raw, aec, Listener(VadConfig()))[2])
+    return min(runs), aec.frames
 
 
 # --------------------------------------------------------------------- barge-in through the Listener
@@ -265,19 +268,22 @@ def _p(values: list[float], q: float) -> str:
 
 
 def barge_rows() -> list[list[object]]:
+    """Every caller, delay and onset; the first onset falls before auto mode has judged the call
+    (the probe's first half second of agent audio) or just after, the others on a settled call."""
     rows: list[list[object]] = []
     for kind in ("speech", "tone"):
         for level in (-10.0, -6.0):
-            cells: list[object] = []
-            runs = 0
-            for cleaned in (False, True):
-                outs = [listen(kind, Echo(delay_ms=d, db=level), cleaned, name, onset)
-                        for d in (40.0, 120.0, 250.0) for name in BARGERS for onset in ONSETS]
-                runs = len(outs)
-                reactions = [o.reaction for o in outs if o.reaction is not None and not o.cut]
-                cells += [sum(o.cut for o in outs), sum(o.reaction is None and not o.cut for o in outs),
-                          f"{_p(reactions, 50)} / {_p(reactions, 95)}"]
-            rows.append([f"{kind}, echo {level:.0f} dB", runs, *cells])
+            for onsets, when in ((ONSETS[:1], "first second"), (ONSETS[1:], "later")):
+                cells: list[object] = []
+                runs = 0
+                for cleaned in (False, True):
+                    outs = [listen(kind, Echo(delay_ms=d, db=level), cleaned, name, onset)
+                            for d in (40.0, 120.0, 250.0) for name in BARGERS for onset in onsets]
+                    runs = len(outs)
+                    reactions = [o.reaction for o in outs if o.reaction is not None and not o.cut]
+                    cells += [sum(o.cut for o in outs), sum(o.reaction is None and not o.cut for o in outs),
+                              f"{_p(reactions, 50)} / {_p(reactions, 95)}"]
+                rows.append([f"{kind}, echo {level:.0f} dB, onset {when}", runs, *cells])
     return rows
 
 

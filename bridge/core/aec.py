@@ -18,15 +18,21 @@ source by the echo path's delay alone (40-300 ms), which AEC3's own delay estima
 ``clear`` takes back what never played.
 
 **Pay only where there is echo.** AEC3 costs about 10 ms of CPU per audio second and 0.4 MB per
-instance. So the canceller runs only while the agent's audio plays and for ``tail_ms`` after (the
-echo of the last syllable arrives up to the longest echo delay later, then reverberates), and with
-``mode = "auto"`` only on calls whose echo calls for it: a private echo guard, fed the raw line,
-learns the call's echo return loss (ERL, how far below what we played the echo comes back) exactly
-as the level guard does, and the canceller engages while the echo is louder than
-``-engage_erl_db`` (until the loss is known it runs, so the start of the first reply is covered;
-6 dB of hysteresis keep it from flapping). A call without echo learns a large loss within the
-first second of the agent talking, and the canceller is dropped. The level guard still listens to
-the cleaned audio as a second line of defence, and learns the smaller residual echo there.
+instance, more than the rest of a call's audio path. So it runs only while the agent's audio plays
+and for ``tail_ms`` after (the echo of the last syllable arrives up to the longest echo delay later,
+then reverberates: keep ``tail_ms`` at least the echo guard's ``max_delay_ms``), and with
+``mode = "auto"`` only on calls whose echo calls for it. A *probe* runs the canceller over the
+first ``probe_ms`` of the agent's audio and compares what it took out with what we played: that is
+the call's echo return loss (ERL), within 3 dB by the half second. Echo louder than
+``-engage_erl_db`` engages the canceller for the rest of the call; otherwise it is dropped, and
+the level guard alone handles the faint echo, as without cancellation. The probe only listens (the
+caller's audio goes on raw meanwhile; `EchoCanceller._judge` says why). A call the probe found
+quiet is engaged later if the echo guard learns, on the raw line, a louder echo (a caller who
+switches to speakerphone): the core passes its ERL in with every chunk.
+
+The level guard stays behind the canceller as a second line of defence. It hears the cleaned
+audio and learns the far larger loss of the residual echo there within two seconds, so a quiet
+caller gets through it too.
 """
 
 from __future__ import annotations
@@ -35,18 +41,17 @@ import importlib
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Final, Protocol
 
 import numpy as np
 
-__all__ = ["MODES", "AecConfig", "EchoCanceller", "load_engine"]
+__all__ = ["MODES", "AecConfig", "EchoCanceller", "Engine", "load_engine"]
 
 MODES: Final = ("auto", "on", "off")
 _AUDIBLE: Final = 104  # int16 peak of -50 dBFS: quieter played frames echo nothing worth cancelling
 _LEAK: Final = 0.0002  # s per s the near clock's anchor may drift late (the carrier's clock runs slow)
 _KEEP_S: Final = 0.25  # played audio kept behind the line's clock (arrivals can move that clock back)
-_EPS: Final = 1e-6
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,17 +61,15 @@ class AecConfig:
     mode: str = field(default="auto", metadata={"choices": MODES})  # auto: only on calls with echo; on; off
     engage_erl_db: float = field(default=25.0, metadata={"lo": 0.0, "hi": 60.0})  # auto: engage below this ERL
     tail_ms: int = field(default=400, metadata={"lo": 0, "hi": 5000})  # keep cancelling after the agent stops
-    probe_ms: int = field(default=1000, metadata={"lo": 100, "hi": 60000})  # auto: agent audio heard before judging
+    probe_ms: int = field(default=500, metadata={"lo": 100, "hi": 60000})  # auto: agent audio heard before judging
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError("mode must be auto, on or off")
-        if not 0.0 <= self.engage_erl_db <= 60.0:
-            raise ValueError("engage_erl_db must be 0-60")
-        if not 0 <= self.tail_ms <= 5000:
-            raise ValueError("tail_ms must be 0-5000")
-        if not 100 <= self.probe_ms <= 60000:
-            raise ValueError("probe_ms must be 100-60000")
+        for f in fields(self):
+            value, rule = getattr(self, f.name), f.metadata
+            if "choices" in rule and value not in rule["choices"]:
+                raise ValueError(f"{f.name} must be one of {', '.join(rule['choices'])}")
+            if "lo" in rule and not rule["lo"] <= value <= rule["hi"]:
+                raise ValueError(f"{f.name} must be {rule['lo']}-{rule['hi']}")
 
 
 class Engine(Protocol):
