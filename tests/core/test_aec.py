@@ -12,6 +12,8 @@ import pytest
 
 from bridge.core.aec import AecConfig, EchoCanceller, load_engine
 from bridge.core.audio import pcm_to_ulaw, ulaw_to_pcm
+from bridge.core.bargein import Listener
+from bridge.core.vad import Change, SpeechConfirmed, SpeechStarted, VadConfig
 from tests.support import load_wav
 
 RATE = 8000
@@ -71,6 +73,28 @@ def _run(aec: EchoCanceller, far: np.ndarray, line: np.ndarray, until: float | N
     return out
 
 
+def _listen(far: np.ndarray, line: np.ndarray) -> list[Change]:
+    """The line through the canceller (auto) into the listener, wired as the core wires them: both
+    get the played frames, the canceller is told the ERL the listener's echo guard has learnt."""
+    aec, listener = EchoCanceller(AecConfig()), Listener(VadConfig())
+    changes: list[Change] = []
+    frames = len(line) // FRAME
+    sent = 0
+    for j in range(frames):
+        now = (j + 1) * FRAME_S
+        while sent < frames and sent * FRAME_S < now + LEAD_S:
+            frame = far[sent * FRAME : (sent + 1) * FRAME].astype("<i2").tobytes()
+            if any(frame):
+                aec.played(frame, sent * FRAME_S)
+                listener.played(frame, sent * FRAME_S)
+            sent += 1
+        guard = listener.gate.echo
+        pcm = aec.process(line[j * FRAME : (j + 1) * FRAME].astype("<i2").tobytes(), now,
+                          guard.erl_db if guard.learnt else None)
+        changes += listener.feed(pcm, now)
+    return changes
+
+
 def _db(x: np.ndarray) -> float:
     return 10 * math.log10(float(np.sum(np.square(x))) + 1.0)
 
@@ -113,6 +137,26 @@ def test_auto_mode_leaves_a_quiet_echo_to_the_level_guard_and_cancels_a_loud_one
     assert loud.echoic is True and loud.frames >= (len(agent) / RATE - 0.5) / FRAME_S
     assert quiet.erl_db is not None and loud.erl_db is not None
     assert abs(quiet.erl_db - 30.0) < 3.0 and abs(loud.erl_db - 20.0) < 3.0
+
+
+@pytest.mark.parametrize("name", ["caller_02.wav", "caller_03.wav", "caller_07.wav"])
+def test_a_quiet_caller_over_a_loud_echo_barges_in(name: str) -> None:
+    """10 dB under the agent, over its echo 10 dB down: caller and echo equally loud, which a level
+    test alone cannot split. With the echo cancelled, the listener hears the caller at once."""
+    onset = AGENT_AT + 6.1
+    voice = _samples(load_wav(name)) * 10 ** (-10 / 20)
+    far, _, line = _call(_agent(), echo_db=-10.0, seconds=onset + 2.5, caller=(voice, onset))
+    changes = _listen(far, line)
+    confirmed = [c for c in changes if isinstance(c, SpeechConfirmed)]
+    started = [c for c in changes if isinstance(c, SpeechStarted) and c.onset >= onset - 0.05]
+    assert confirmed and all(c.onset >= onset - 0.05 for c in confirmed)  # no barge-in before the caller spoke
+    assert started and started[0].at - onset <= 0.4
+
+
+def test_the_echo_alone_never_barges_in() -> None:
+    for echo_db in (-10.0, -20.0, -30.0):
+        far, _, line = _call(_agent(), echo_db=echo_db, seconds=10.0)
+        assert not any(isinstance(c, SpeechConfirmed) for c in _listen(far, line)), echo_db
 
 
 def test_the_canceller_runs_while_the_agent_plays_and_stops_after_the_tail() -> None:
