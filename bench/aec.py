@@ -18,7 +18,7 @@ Tables (markdown, printed; ``--out`` also writes them):
 * double talk: a caller 10 dB under the agent talking over the echo: the caller's level after the
   canceller minus before (whole utterance, and the median frame);
 * CPU per call-minute with ``mode = "auto"``: a minute-long call where the agent talks 39 s, with
-  and without echo on the line;
+  and without echo on the line (-65 dBFS of hiss unless stated);
 * barge-in through the real `bridge.core.bargein.Listener` fed the raw line and the cleaned one.
 """
 
@@ -211,7 +211,7 @@ def double_talk(echo: Echo, caller: str = "caller_02.wav", at: float = 4.0) -> t
     return whole, float(np.median((after - mine)[loud]))
 
 
-def cpu_per_minute(echo: Echo | None, mode: str = "auto") -> tuple[float, int]:
+def cpu_per_minute(echo: Echo | None, mode: str = "auto", noise_dbfs: float = -65.0) -> tuple[float, int]:
     """A minute-long call, the agent talking 13 s in every 20 (39 s): the canceller's CPU seconds
     (`played` and `process`, policy included; not the listener's; the least of three runs), and
     the frames it ran on."""
@@ -222,7 +222,7 @@ def cpu_per_minute(echo: Echo | None, mode: str = "auto") -> tuple[float, int]:
         far[start : start + len(reply)] = reply
     agent = far[: len(far) - round(AGENT_AT * RATE)]
     far, line = echo_line(agent, echo, 60.0)
-    raw = _ulaw(line + np.random.default_rng(9).standard_normal(len(line)) * 32768 * 10 ** (-65 / 20))
+    raw = _ulaw(line + np.random.default_rng(9).standard_normal(len(line)) * 32768 * 10 ** (noise_dbfs / 20))
     runs = []
     for _ in range(3):  # the least of three: the machine's other load only ever adds
         aec = EchoCanceller(AecConfig(mode=mode))
@@ -337,9 +337,12 @@ def tables() -> list[str]:
     out += _table(["echo", "caller level change, whole utterance dB", "median frame dB"], talk)
     out += ["", "### CPU per call-minute (agent talking 39 s of 60)", ""]
     cpu = []
-    for label, echo, mode in (("echo -10 dB, 120 ms", Echo(), "auto"), ("no echo", None, "auto"),
-                              ("echo -10 dB, 120 ms, mode on", Echo(), "on"), ("no echo, mode on", None, "on")):
-        seconds, frames = cpu_per_minute(echo, mode)
+    for label, echo, mode, noise in (
+        ("echo -10 dB, 120 ms", Echo(), "auto", -65.0), ("echo -30 dB, 120 ms", Echo(db=-30.0), "auto", -65.0),
+        ("no echo", None, "auto", -65.0), ("no echo, white noise -40 dBFS", None, "auto", -40.0),
+        ("echo -10 dB, 120 ms, mode on", Echo(), "on", -65.0), ("no echo, mode on", None, "on", -65.0),
+    ):
+        seconds, frames = cpu_per_minute(echo, mode, noise)
         cpu.append([label, f"{seconds:.3f}", f"{frames * FRAME_S:.1f}"])
     out += _table(["call", "CPU s / call-minute", "audio s cancelled"], cpu)
     out += ["", "### Barge-in over the echo: caller 10 dB under the agent, raw line vs cleaned", ""]
