@@ -313,6 +313,7 @@ def erle_rows() -> list[list[object]]:
         ("speech, -10 dB, 120 ms, clipping loudspeaker", replace(base, clip=True), "speech"),
         ("speech, -10 dB, 120 ms, line noise -50 dBFS", replace(base, noise_dbfs=-50.0), "speech"),
         ("speech, -10 dB, 120 ms, frames up to 20 ms late", replace(base, jitter_ms=20.0), "speech"),
+        ("speech, -10 dB, 120 ms, frames up to 40 ms late", replace(base, jitter_ms=40.0), "speech"),
     ]
     rows: list[list[object]] = [[label, f"{erle(echo, kind):.1f}"] for label, echo, kind in conditions]
     moved = replace(base, change_at=6.0, then=replace(base, delay_ms=200.0, db=-6.0))

@@ -12,8 +12,8 @@ the call runs as it does without cancellation.
 with the time each frame starts playing at the caller: the core's pacing model, as the echo guard
 gets it) and the near end (the caller's frames with their arrival time). The near stream is put on
 the same clock: sample *n* of the line is taken to have arrived ``n / rate`` after an anchor, the
-earliest the arrivals allow (network jitter only ever delays a frame), so the far end read for
-each near frame is a contiguous stretch of what played over the same 20 ms. The echo then lags its
+earliest the recent arrivals allow (network jitter only ever delays a frame), so the far end read
+for each near frame is a contiguous stretch of what played over the same 20 ms. The echo then lags its
 source by the echo path's delay alone (40-300 ms), which AEC3's own delay estimator finds. A
 ``clear`` takes back what never played.
 
@@ -50,7 +50,8 @@ __all__ = ["MODES", "AecConfig", "EchoCanceller", "Engine", "load_engine"]
 
 MODES: Final = ("auto", "on", "off")
 _AUDIBLE: Final = 104  # int16 peak of -50 dBFS: quieter played frames echo nothing worth cancelling
-_LEAK: Final = 0.0002  # s per s the near clock's anchor may drift late (the carrier's clock runs slow)
+_WINDOW_S: Final = 2.0  # the line's clock follows the earliest arrival of the last this many seconds
+_SLACK_S: Final = 0.005  # and moves later only when that is this much later (a gap, or clock drift)
 _KEEP_S: Final = 0.25  # played audio kept behind the line's clock (arrivals can move that clock back)
 
 
@@ -171,7 +172,7 @@ class EchoCanceller:
     """
 
     __slots__ = (
-        "_anchor", "_block", "_engine", "_frame", "_last_at", "_loader", "_missing", "_played", "_pos", "_probe",
+        "_anchor", "_arrivals", "_block", "_engine", "_frame", "_loader", "_missing", "_played", "_pos", "_probe",
         "_rate", "_tail", "config", "echoic", "engaged", "frames",
     )
 
@@ -186,13 +187,13 @@ class EchoCanceller:
         self._loader = loader
         self._engine: Engine | None = None
         self._missing = False  # the library failed to load once: never try again on this call
-        self._anchor = float("inf")  # when the line's first sample arrived, by the earliest arrival so far
-        self._last_at: float | None = None
+        self._anchor = float("inf")  # when the line's first sample arrived, by the earliest arrival
+        self._arrivals: deque[tuple[float, float]] = deque()  # (arrival, anchor it implies), rising anchors
         self._pos = 0  # samples of the line seen
         auto = self.config.mode == "auto"
         self._probe = _Probe(round(self.config.probe_ms / 1000 * rate)) if auto else None
         self.echoic: bool | None = None if auto else self.config.mode == "on"  # None: not judged yet
-        self.engaged = False  # whether the last chunk went through the canceller
+        self.engaged = False  # whether the canceller ran on the last chunk (its output is used once echoic)
         self.frames = 0
 
     @property
@@ -254,13 +255,21 @@ class EchoCanceller:
                 self._engine = None  # a call without echo gives its canceller's memory back
 
     def _clock(self, count: int, at: float) -> float:
-        """When the chunk's first sample was spoken, on the playout clock: the line's samples are
-        evenly spaced after the earliest anchor the arrivals allow; the anchor may creep later by
-        `_LEAK` (a carrier clock slower than ours), never jump there with one late frame."""
-        if self._last_at is not None:
-            self._anchor += _LEAK * max(0.0, at - self._last_at)
-        self._last_at = at
-        self._anchor = min(self._anchor, at - (self._pos + count) / self._rate)
+        """When the chunk's first sample was spoken, on the playout clock. The line's samples are
+        evenly spaced after an anchor: the earliest time the first sample can have arrived, by the
+        arrivals of the last `_WINDOW_S` (jitter only ever delays a frame, so the earliest is the
+        truest). The anchor moves earlier at once, and later only by more than `_SLACK_S` (frames
+        the carrier never sent, or its clock running slow), so a jittery line reads a contiguous
+        reference."""
+        offset = at - (self._pos + count) / self._rate
+        while self._arrivals and self._arrivals[-1][1] >= offset:
+            self._arrivals.pop()
+        self._arrivals.append((at, offset))
+        while self._arrivals[0][0] < at - _WINDOW_S:
+            self._arrivals.popleft()
+        earliest = self._arrivals[0][1]
+        if earliest < self._anchor or earliest - self._anchor > _SLACK_S:
+            self._anchor = earliest
         start = self._anchor + self._pos / self._rate
         self._pos += count
         return start

@@ -55,9 +55,10 @@ def _call(agent: np.ndarray, echo_db: float | None, delay_ms: float = 120.0, sec
 
 
 def _run(aec: EchoCanceller, far: np.ndarray, line: np.ndarray, until: float | None = None,
-         erl_db: float | None = None) -> np.ndarray:
+         erl_db: float | None = None, lost: tuple[float, float] | None = None) -> np.ndarray:
     """Frames of ``far`` enter the canceller ``LEAD_S`` before they play (silent ones are not sent,
-    and none from ``until`` on); the line's frames arrive at their end."""
+    and none from ``until`` on); the line's frames arrive at their end, but for those ending
+    within ``lost`` (never sent: they come out as silence)."""
     frames = len(line) // FRAME
     out = np.zeros(frames * FRAME)
     sent = 0
@@ -68,6 +69,8 @@ def _run(aec: EchoCanceller, far: np.ndarray, line: np.ndarray, until: float | N
             if np.any(frame) and (until is None or sent * FRAME_S < until):
                 aec.played(frame.astype("<i2").tobytes(), sent * FRAME_S)
             sent += 1
+        if lost is not None and lost[0] <= now < lost[1]:
+            continue
         pcm = line[j * FRAME : (j + 1) * FRAME].astype("<i2").tobytes()
         out[j * FRAME : (j + 1) * FRAME] = _samples(aec.process(pcm, now, erl_db))
     return out
@@ -105,6 +108,13 @@ def test_removes_more_than_20_db_of_a_speech_echo_10_db_down_at_120_ms() -> None
     after = slice(round((AGENT_AT + 2.0) * RATE), len(out))  # converged
     assert _db(line[after]) - _db(out[after]) >= 20.0
     assert _db(line[after]) - _db(echo[after]) < 1.0  # the line did hold the echo
+
+
+def test_after_frames_the_carrier_never_sent_the_canceller_finds_the_echo_again() -> None:
+    far, _, line = _call(_agent(), echo_db=-10.0)
+    out = _run(EchoCanceller(AecConfig(mode="on")), far, line, lost=(4.0, 4.5))
+    after = slice(round(7.0 * RATE), len(out))  # from 2.5 s after the gap
+    assert _db(line[after]) - _db(out[after]) >= 20.0
 
 
 def test_a_caller_talking_over_the_echo_keeps_their_level_within_a_few_db() -> None:
