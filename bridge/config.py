@@ -9,6 +9,7 @@ PUBLIC_URL, TWILIO_AUTH_TOKEN, BRIDGE_AGENT."""
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -24,7 +25,8 @@ from bridge.agents.loader import DOTTED_PATH, load_factory
 from bridge.core.audio import OUTPUT_FORMATS
 
 __all__ = [
-    "AGENT_KINDS", "AgentSettings", "BargeInSettings", "ConfigError", "EchoSettings", "ElevenLabsSettings",
+    "AGENT_KINDS", "AgentSettings", "BargeInSettings", "CarrierSettings", "ConfigError", "EchoSettings",
+    "ElevenLabsSettings",
     "PlaybackSettings", "ServerSettings", "Settings", "VadSettings", "load_settings", "redacted",
 ]
 
@@ -233,11 +235,46 @@ class ServerSettings:
     drain_timeout_s: float = _opt(30.0, **_range(0.0, 3600.0))
 
 
+def _networks(value: str) -> str:
+    """A comma-separated list of IP addresses or networks (ValueError names the first bad one)."""
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"{item!r} is not an address or network") from None
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class CarrierSettings:
+    """[carriers]: the carriers beside Twilio (docs/carriers.md); each secret turns its signature check on."""
+
+    default: str = _opt("twilio", **_one_of("twilio", "signalwire", "telnyx", "plivo", "vonage", "exotel"),
+                        env="BRIDGE_CARRIER")
+    signalwire_signing_key: str | None = _opt(None, **_SECRET_RULE, env="SIGNALWIRE_SIGNING_KEY")
+    telnyx_public_key: str | None = _opt(None, "the portal's base64 Ed25519 public key (44 characters)",
+                                         regex=r"[A-Za-z0-9+/]{43}=", env="TELNYX_PUBLIC_KEY")
+    plivo_auth_token: str | None = _opt(None, **_SECRET_RULE, env="PLIVO_AUTH_TOKEN")
+    vonage_signature_secret: str | None = _opt(None, **_SECRET_RULE, env="VONAGE_SIGNATURE_SECRET")
+    vonage_rate: int = _opt(16000, **_one_of(8000, 16000), env="VONAGE_RATE")
+    exotel_api_key: str | None = _opt(None, **_SECRET_RULE, env="EXOTEL_API_KEY")
+    exotel_api_token: str | None = _opt(None, **_SECRET_RULE, env="EXOTEL_API_TOKEN")
+    exotel_allowed_ips: str | None = _opt(None, "IP addresses or networks, comma-separated", fix=_networks,
+                                          env="EXOTEL_ALLOWED_IPS")
+    exotel_rate: int = _opt(8000, **_one_of(8000, 16000, 24000), env="EXOTEL_RATE")
+
+    def secret(self, carrier: str) -> str | None:
+        """The secret that turns ``carrier``'s checks on (None: unchecked); Twilio's lives in [server]."""
+        return {"signalwire": self.signalwire_signing_key, "telnyx": self.telnyx_public_key,
+                "plivo": self.plivo_auth_token, "vonage": self.vonage_signature_secret,
+                "exotel": self.exotel_api_token or self.exotel_allowed_ips}.get(carrier)
+
+
 _SECTIONS: dict[str, tuple[type[Any], str]] = {  # TOML table -> (section, env prefix)
     "elevenlabs": (ElevenLabsSettings, "ELEVENLABS_"), "vad": (VadSettings, "BRIDGE_VAD_"),
     "barge_in": (BargeInSettings, "BRIDGE_BARGE_IN_"), "echo": (EchoSettings, "BRIDGE_ECHO_"),
     "playback": (PlaybackSettings, "BRIDGE_PLAYBACK_"), "agent": (AgentSettings, "BRIDGE_AGENT_"),
-    "server": (ServerSettings, "BRIDGE_")}
+    "server": (ServerSettings, "BRIDGE_"), "carriers": (CarrierSettings, "BRIDGE_CARRIERS_")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +288,7 @@ class Settings:
     playback: PlaybackSettings = field(default_factory=PlaybackSettings)
     agent: AgentSettings = field(default_factory=AgentSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
+    carriers: CarrierSettings = field(default_factory=CarrierSettings)
     config_file: Path | None = None
 
     def describe(self) -> list[str]:
@@ -384,6 +422,8 @@ def _check_together(s: Settings) -> None:
          f"expected at most lead_ms ({play.lead_ms})"),
         (s.server.tts == "elevenlabs" and not s.elevenlabs.api_key, "BRIDGE_TTS / [server] tts: got "
          "'elevenlabs'; expected 'auto' or 'local' unless ELEVENLABS_API_KEY / [elevenlabs] api_key is set"),
+        (bool(s.carriers.exotel_api_key) != bool(s.carriers.exotel_api_token), "EXOTEL_API_KEY / [carriers] "
+         "exotel_api_key: expected it and EXOTEL_API_TOKEN / [carriers] exotel_api_token set together, or neither"),
         (s.agent.kind == "webhook" and not s.agent.webhook_url, "BRIDGE_AGENT / [agent] kind: got 'webhook'; "
          "expected BRIDGE_AGENT_WEBHOOK_URL / [agent] webhook_url to be set too"),
         (s.agent.kind == "openai" and not s.agent.openai_api_key and "api.openai.com" in s.agent.openai_base_url,

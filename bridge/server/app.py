@@ -1,4 +1,4 @@
-"""The Starlette app: three routes and the lifespan. Call logic lives elsewhere.
+"""The Starlette app: Twilio's routes, the other carriers' (`carrier_routes`), and the lifespan.
 
 ``bridge.server.app:app`` needs no arguments: settings come from the environment and
 ``config/bridge.toml``; an invalid setting stops start-up with one line naming it.
@@ -21,9 +21,11 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from bridge.agents.base import Agent
+from bridge.carriers.base import CarrierCodec
 from bridge.carriers.twilio.twiml import busy_twiml, media_stream_url, public_base_url, stream_twiml
 from bridge.config import ConfigError, Settings, load_settings
 from bridge.server import factories, guard, metrics
+from bridge.server.carrier_routes import carrier_routes
 from bridge.server.drain import Drainer
 from bridge.server.session import CallSession
 from bridge.tts.base import TtsClient
@@ -85,6 +87,10 @@ def create_app(
         if not guard.media_allowed(websocket, settings.server.public_url, settings.server.twilio_auth_token):
             await websocket.close(code=1008)  # before accept: the upgrade is refused with HTTP 403
             return
+        await serve_call(websocket, None)
+
+    async def serve_call(websocket: WebSocket, codec: CarrierCodec | None) -> None:
+        """Run one call on an allowed media upgrade, with the carrier's codec (None: Twilio's)."""
         if bridge.full:
             log.warning("refused a media stream: %s", "draining" if bridge.draining else "max_calls reached")
             metrics.CALLS_REJECTED.inc()
@@ -97,6 +103,7 @@ def create_app(
             agent=bridge.make_agent(settings),
             start_timeout_s=settings.server.start_timeout_s,
             max_message_bytes=settings.server.max_message_bytes,
+            codec=codec,
         )
         bridge.calls.add(session)  # before any await, so simultaneous upgrades cannot pass max_calls
         try:
@@ -114,6 +121,7 @@ def create_app(
             log.info("%s", line)
         log.info("voice engine: %s", factories.tts_engine(settings))
         guard.warn_if_unsigned(settings.server.twilio_auth_token)
+        guard.warn_carriers_unsigned(settings.carriers)
         drainer.install()  # SIGTERM drains live calls first: see bridge.server.drain
         yield
         drainer.uninstall()
@@ -125,6 +133,7 @@ def create_app(
             Route("/metrics", metrics.metrics_endpoint, methods=["GET"]),
             Route("/twilio/voice", voice, methods=["POST", "GET"]),
             WebSocketRoute("/twilio/media", media),
+            *carrier_routes(settings, lambda: bridge.full, serve_call),
         ],
         lifespan=lifespan,
     )
