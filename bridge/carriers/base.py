@@ -18,6 +18,7 @@ from __future__ import annotations
 import binascii
 import importlib
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, Final, Protocol
 
 import numpy as np
@@ -25,6 +26,7 @@ import orjson
 import soxr
 
 from bridge.core.actions import ClearPlayback, SendMark, SendMedia
+from bridge.core.call import CallSettings
 from bridge.core.events import Event, TelephonyMalformed
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "Upsampler",
     "b64decode",
     "bad",
+    "call_settings_for",
     "frames",
     "load_json",
     "make_codec",
@@ -68,6 +71,17 @@ class CarrierCodec(Protocol):
     def decode(self, message: str | bytes, at: float) -> list[Event]: ...
 
     def encode(self, action: PhoneMessage) -> Outbound: ...
+
+
+def call_settings_for(settings: CallSettings, codec: CarrierCodec) -> CallSettings:
+    """The call's settings, with the playout lead the codec needs (``min_lead_ms``) if it needs more.
+
+    Exotel holds audio back until it has a whole chunk; with the default 200 ms lead the line would
+    run dry while it waits. The low-water mark keeps its distance below the lead."""
+    floor = int(getattr(codec, "min_lead_ms", 0))
+    if floor <= settings.lead_ms:
+        return settings
+    return replace(settings, lead_ms=floor, low_ms=floor - (settings.lead_ms - settings.low_ms))
 
 
 def make_codec(carrier: str, **options: Any) -> CarrierCodec:

@@ -21,7 +21,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from bridge.agents.base import Agent
-from bridge.carriers.base import CarrierCodec
+from bridge.carriers.base import CarrierCodec, call_settings_for
 from bridge.carriers.twilio.twiml import busy_twiml, media_stream_url, public_base_url, stream_twiml
 from bridge.config import ConfigError, Settings, load_settings
 from bridge.server import factories, guard, metrics
@@ -98,7 +98,8 @@ def create_app(
             return
         session = CallSession(
             websocket,
-            settings=factories.call_settings(settings),
+            settings=factories.call_settings(settings) if codec is None
+            else call_settings_for(factories.call_settings(settings), codec),
             tts=bridge.make_tts(settings, _loop_clock()),
             agent=bridge.make_agent(settings),
             start_timeout_s=settings.server.start_timeout_s,

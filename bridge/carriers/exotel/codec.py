@@ -10,12 +10,15 @@ https://support.exotel.com/support/solutions/articles/3000108630). Twilio's shap
 (``dtmf.digit``), ``mark`` (``mark.name``, when the audio sent before it has played) and ``stop``.
 We send ``media`` (``stream_sid``, ``media.payload``), ``mark`` and ``clear``.
 
-Exotel's rule for outbound audio: chunks of at least 3.2 kB (100 ms at 8 kHz), at most 100 kB,
-and a multiple of 320 bytes; anything else plays with gaps. The core hands us 20 ms frames, so this
-codec holds them until it has 100 ms. A mark (or the end of a reply, which always sends one) sends
-what is held first, topped up with silence to 100 ms, so the mark still follows its audio; a clear
-drops it. The rate (``?sample-rate=`` on the applet URL: 8000, 16000 or 24000) is a parameter:
-inbound audio at another rate is resampled to the core's 8 kHz, outbound from it.
+Exotel's rule for outbound audio: chunks of at least 3.2 kB, at most 100 kB, and a multiple of
+320 bytes; anything else plays with gaps. (The page calls 3.2 kB "100 ms", which it is at 16 kHz;
+at 8 kHz 16-bit it is 200 ms, and we meet the byte count.) The core hands us 20 ms frames, so this
+codec holds them until it has a chunk, and asks (``min_lead_ms``) for the playout to keep two
+chunks queued at Exotel, so that holding one back never starves the line. A mark (or the end of a
+reply, which always sends one) sends what is held first, topped up with silence to a chunk, so the
+mark still follows its audio; a clear drops it. The rate (``?sample-rate=`` on the applet URL:
+8000, 16000 or 24000) is a parameter: inbound audio at another rate is resampled to the core's
+8 kHz, outbound from it.
 """
 
 from __future__ import annotations
@@ -29,11 +32,11 @@ from bridge.core.actions import ClearPlayback, SendMark, SendMedia
 from bridge.core.audio import Resampler, ulaw_to_pcm
 from bridge.core.events import CallEnded, CallerAudio, CallStarted, DtmfReceived, Event, MarkPlayed
 
-__all__ = ["RATES", "ExotelCodec"]
+__all__ = ["MIN_CHUNK_BYTES", "RATES", "ExotelCodec"]
 
 RATES: Final = (8000, 16000, 24000)
 _MAX_NAME: Final = 256
-_CHUNK_MS: Final = 100
+MIN_CHUNK_BYTES: Final = 3200
 
 
 class ExotelCodec:
@@ -44,7 +47,10 @@ class ExotelCodec:
             raise ValueError(f"Exotel streams at {RATES} Hz, not {rate}")
         self.rate: Final = rate
         self.stream_id: str | None = None
-        self.chunk_bytes: Final = rate * 2 * _CHUNK_MS // 1000
+        self.frame_bytes: Final = rate // 50 * 2
+        self.chunk_bytes: Final = max(MIN_CHUNK_BYTES, self.frame_bytes * 5) // self.frame_bytes * self.frame_bytes
+        self.min_lead_ms: Final = 2 * self.chunk_bytes // self.frame_bytes * 20
+        """The playout's lead this carrier needs: two chunks, one held here and one playing."""
         self._max_message = max_message_bytes
         self._max_chars = (max_media_bytes + 2) // 3 * 4
         self._inbound = Resampler(rate)
@@ -133,8 +139,8 @@ class ExotelCodec:
                 assert_never(action)
 
     def _media_frame(self) -> str:
-        """Everything held, in whole 20 ms frames, topped up with silence to 100 ms if short."""
-        frame = self.chunk_bytes // (_CHUNK_MS // 20)
+        """Everything held, in whole 20 ms frames, topped up with silence to a chunk if short."""
+        frame = self.frame_bytes
         size = max(self.chunk_bytes, len(self._held) // frame * frame)
         chunk = bytes(self._held[:size]).ljust(size, b"\x00")
         del self._held[:size]
