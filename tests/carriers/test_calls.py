@@ -75,3 +75,34 @@ async def test_greeting_barge_in_fresh_reply_and_hang_up(carrier, fake_tts, scri
     assert report.marks_received > 0 and report.marks_echoed > 0, "marks/checkpoints report what was heard"
     assert released, "the TTS socket was closed within 2 s of the hang-up"
     assert fake_tts.connections[0].messages[-1][1] == {"close_socket": True}
+
+
+@pytest.mark.parametrize("carrier", CARRIERS)
+async def test_keys_and_bad_input_on_every_carrier(carrier, fake_tts, script):
+    """Junk in the carrier's framing is ignored; the turn-end key (#) cuts the greeting as speech would."""
+    async with serve(bridge_settings(fake_tts, script)) as bridge:
+        response = await answer(bridge, carrier, CallSid="CA2", uuid="cccc-dddd")
+        url = local(stream_url_from_answer(carrier, response.text), bridge)
+        phone = PhoneCall(url, caller=Timeline([]), duration=5.0, dialect=dialect(carrier))
+        task = asyncio.create_task(phone.run())
+        await phone.started.wait()
+        await asyncio.sleep(1.0)
+        for junk in ["{not json", "[1, 2]", '{"event": "telepathy"}', '{"event": "media", "media": {"payload": 7}}',
+                     '{"event": "dtmf", "dtmf": {"digit": "too long"}}', "x" * 200_000]:
+            await phone.send_raw(junk)
+        for digit in "12#":
+            await phone.press(digit)
+        pressed_at = phone.now()
+        report = await task
+        await wait_for(lambda: bridge.live_calls == 0, timeout=2.0)
+        async with httpx.AsyncClient() as http:
+            health = (await http.get(f"{bridge.http}/healthz")).json()
+
+    assert report.server_closed is None, "the bridge kept the call up"
+    assert health == {"status": "ok", "calls": 0}
+    first, second = contexts_in_order(fake_tts)[:2]
+    assert report.greeting_latency is not None
+    assert any(pressed_at <= t <= pressed_at + 0.5 for t, text in report.events if "clear" in text), report.events
+    assert all(n == 0 for n in report.leaked_frames)
+    heard = window(phone.heard, pressed_at + 0.3, 5.0)
+    assert tone_share(heard, fake_tts.frequency_of(second)) > 0.5, "the key started the next reply"
