@@ -19,6 +19,9 @@ import binascii
 import json
 from collections.abc import Mapping
 from typing import Any, ClassVar, Final
+from urllib.error import HTTPError, URLError
+from urllib.parse import urlencode, urlsplit
+from urllib.request import Request, urlopen
 from xml.etree import ElementTree
 
 import numpy as np
@@ -37,7 +40,9 @@ __all__ = [
     "TelnyxDialect",
     "TwilioDialect",
     "VonageDialect",
+    "dialable",
     "dialect",
+    "fetch_stream_url",
     "stream_url_from_answer",
 ]
 
@@ -364,6 +369,35 @@ def stream_url_from_answer(carrier: str, body: str) -> str:
     if not isinstance(url, str) or not url.startswith(("ws://", "wss://")):
         raise ValueError(f"no ws(s):// stream URL in the {carrier} answer")
     return url
+
+
+def dialable(url: str, webhook_url: str) -> str:
+    """The stream URL as a local phone dials it: a bridge reached over plain http (development, no
+    TLS) is dialled at ws:// on the same host, as the TLS-terminating proxy of a real one would."""
+    hook, media = urlsplit(webhook_url), urlsplit(url)
+    loopback = media.hostname in ("127.0.0.1", "localhost", "::1")
+    if hook.scheme == "http" and media.scheme == "wss" and (media.netloc == hook.netloc or loopback):
+        return "ws://" + url.removeprefix("wss://")
+    return url
+
+
+def fetch_stream_url(carrier: str, webhook_url: str, timeout: float = 10.0) -> str:
+    """Ask the bridge's webhook for ``carrier`` as the carrier would, and read the stream URL; blocking.
+
+    Raises ValueError with one line for the person at the terminal."""
+    method, _ = WEBHOOKS[carrier]
+    form = {"CallSid": "CA" + "0" * 32, "CallUUID": "sim-call", "From": "+15550100", "To": "+15550199"}
+    query = "?" + urlencode({"uuid": "sim-call"}) if method == "GET" else ""
+    body = None if method == "GET" else urlencode(form).encode()
+    request = Request(webhook_url + query, data=body, method=method)
+    try:
+        with urlopen(request, timeout=timeout) as response:
+            answer = response.read(1 << 16).decode("utf-8", "replace")
+    except HTTPError as exc:
+        raise ValueError(f"the webhook {webhook_url} answered HTTP {exc.code} {exc.reason}") from None
+    except (URLError, OSError) as exc:
+        raise ValueError(f"cannot reach {webhook_url}: {getattr(exc, 'reason', exc)}") from None
+    return dialable(stream_url_from_answer(carrier, answer), webhook_url)
 
 
 def dialect(name: str) -> Dialect:
