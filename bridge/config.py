@@ -422,8 +422,6 @@ def _check_together(s: Settings) -> None:
          f"expected at most lead_ms ({play.lead_ms})"),
         (s.server.tts == "elevenlabs" and not s.elevenlabs.api_key, "BRIDGE_TTS / [server] tts: got "
          "'elevenlabs'; expected 'auto' or 'local' unless ELEVENLABS_API_KEY / [elevenlabs] api_key is set"),
-        (bool(s.carriers.exotel_api_key) != bool(s.carriers.exotel_api_token), "EXOTEL_API_KEY / [carriers] "
-         "exotel_api_key: expected it and EXOTEL_API_TOKEN / [carriers] exotel_api_token set together, or neither"),
         (s.agent.kind == "webhook" and not s.agent.webhook_url, "BRIDGE_AGENT / [agent] kind: got 'webhook'; "
          "expected BRIDGE_AGENT_WEBHOOK_URL / [agent] webhook_url to be set too"),
         (s.agent.kind == "openai" and not s.agent.openai_api_key and "api.openai.com" in s.agent.openai_base_url,

@@ -170,8 +170,8 @@ def _refused(conn: HTTPConnection, carrier: str, why: str) -> bool:
 
 def _exotel_ok(conn: HTTPConnection, c: CarrierSettings) -> str | None:
     """Why Exotel's request fails its configured checks, or None if it passes them all."""
-    if c.exotel_api_key and c.exotel_api_token and not exotel_signature.is_valid_basic(
-            conn.headers.get("authorization"), c.exotel_api_key, c.exotel_api_token):
+    if c.exotel_api_token and not exotel_signature.is_valid_basic(
+            conn.headers.get("authorization"), c.exotel_api_key or "", c.exotel_api_token):
         return "no valid Basic auth"
     networks = exotel_signature.parse_networks(c.exotel_allowed_ips or "")
     if networks and not exotel_signature.ip_allowed(conn.client.host if conn.client else None, networks):

@@ -83,6 +83,16 @@ SETTINGS: list[tuple[str, str, str, str, Any]] = [
     ("BRIDGE_MAX_MESSAGE_BYTES", "server", "max_message_bytes", "131072", 131072),
     ("BRIDGE_START_TIMEOUT_S", "server", "start_timeout_s", "2.5", 2.5),
     ("BRIDGE_DRAIN_TIMEOUT_S", "server", "drain_timeout_s", "45", 45.0),
+    ("BRIDGE_CARRIER", "carriers", "default", "Vonage", "vonage"),
+    ("SIGNALWIRE_SIGNING_KEY", "carriers", "signalwire_signing_key", TOKEN, TOKEN),
+    ("TELNYX_PUBLIC_KEY", "carriers", "telnyx_public_key", "A" * 43 + "=", "A" * 43 + "="),
+    ("PLIVO_AUTH_TOKEN", "carriers", "plivo_auth_token", TOKEN, TOKEN),
+    ("VONAGE_SIGNATURE_SECRET", "carriers", "vonage_signature_secret", TOKEN, TOKEN),
+    ("VONAGE_RATE", "carriers", "vonage_rate", "8000", 8000),
+    ("EXOTEL_API_KEY", "carriers", "exotel_api_key", "exotel-key", "exotel-key"),
+    ("EXOTEL_API_TOKEN", "carriers", "exotel_api_token", TOKEN, TOKEN),
+    ("EXOTEL_ALLOWED_IPS", "carriers", "exotel_allowed_ips", "10.0.0.0/8, 1.2.3.4", "10.0.0.0/8, 1.2.3.4"),
+    ("EXOTEL_RATE", "carriers", "exotel_rate", "16000", 16000),
 ]
 
 INVALID: list[tuple[str, str]] = [
@@ -179,7 +189,9 @@ def test_shipped_toml_lists_every_setting_with_its_env_var_and_comments_out_secr
     for env, section, key, _, _ in SETTINGS:
         # secrets, or settings with no default to show, stay commented out in the shipped file
         unset = key in ("api_key", "twilio_auth_token", "public_url", "openai_api_key", "webhook_secret",
-                        "greeting", "stt_language", "webhook_url", "stt_base_url", "stt_api_key")
+                        "greeting", "stt_language", "webhook_url", "stt_base_url", "stt_api_key",
+                        "signalwire_signing_key", "telnyx_public_key", "plivo_auth_token", "vonage_signature_secret",
+                        "exotel_api_key", "exotel_api_token", "exotel_allowed_ips")
         assert (key not in table[section]) if unset else (key in table[section]), key
         lines = [line for line in text.splitlines() if line.lstrip("# ").startswith(f"{key} =")]
         assert len(lines) == 1 and f"[{env}]" in lines[0], key
