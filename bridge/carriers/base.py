@@ -149,11 +149,11 @@ class Upsampler:
 
     def __init__(self, rate: int) -> None:
         self.rate: Final = rate
-        self._stream = soxr.ResampleStream(8000, rate, 1, dtype="int16", quality="QQ")
+        self._stream = None if rate == 8000 else soxr.ResampleStream(8000, rate, 1, dtype="int16", quality="QQ")
         self._fresh = True
 
     def process(self, pcm: bytes) -> bytes:
-        if self.rate == 8000:
+        if self._stream is None:
             return pcm
         out: np.ndarray = self._stream.resample_chunk(np.frombuffer(pcm, dtype=np.int16, count=len(pcm) // 2))
         data = out.tobytes()
@@ -165,5 +165,6 @@ class Upsampler:
 
     def reset(self) -> None:
         """Barge-in: what the filter holds belongs to audio that will never play."""
-        self._stream.clear()
+        if self._stream is not None:
+            self._stream.clear()
         self._fresh = True
