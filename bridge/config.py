@@ -15,6 +15,7 @@ a person needs on top: env names, error wording, and the sections that the core 
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -36,8 +37,8 @@ from bridge.core.limits import CHOICES, HI, LO, PLAYBACK
 from bridge.core.vad import VadConfig
 
 __all__ = [
-    "AGENT_KINDS", "AgentSettings", "ConfigError", "ElevenLabsSettings", "PlaybackSettings", "ServerSettings",
-    "Settings", "load_settings", "redacted",
+    "AGENT_KINDS", "AgentSettings", "CarrierSettings", "ConfigError", "ElevenLabsSettings", "PlaybackSettings",
+    "ServerSettings", "Settings", "load_settings", "redacted",
 ]
 
 AGENT_KINDS = ("scripted", "openai", "webhook")  # built in; bridge.server.factories builds each, or a dotted path's
@@ -263,11 +264,46 @@ class ServerSettings:
     twilio_api_base_url: str = _opt("https://api.twilio.com", **_url("http", "https"), env="TWILIO_API_BASE_URL")
 
 
+def _networks(value: str) -> str:
+    """A comma-separated list of IP addresses or networks (ValueError names the first bad one)."""
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"{item!r} is not an address or network") from None
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class CarrierSettings:
+    """[carriers]: the carriers beside Twilio (docs/carriers.md); each secret turns its signature check on."""
+
+    default: str = _opt("twilio", **_one_of("twilio", "signalwire", "telnyx", "plivo", "vonage", "exotel"),
+                        env="BRIDGE_CARRIER")
+    signalwire_signing_key: str | None = _opt(None, **_SECRET_RULE, env="SIGNALWIRE_SIGNING_KEY")
+    telnyx_public_key: str | None = _opt(None, "the portal's base64 Ed25519 public key (44 characters)",
+                                         regex=r"[A-Za-z0-9+/]{43}=", env="TELNYX_PUBLIC_KEY")
+    plivo_auth_token: str | None = _opt(None, **_SECRET_RULE, env="PLIVO_AUTH_TOKEN")
+    vonage_signature_secret: str | None = _opt(None, **_SECRET_RULE, env="VONAGE_SIGNATURE_SECRET")
+    vonage_rate: int = _opt(16000, **_one_of(8000, 16000), env="VONAGE_RATE")
+    exotel_api_key: str | None = _opt(None, **_SECRET_RULE, env="EXOTEL_API_KEY")
+    exotel_api_token: str | None = _opt(None, **_SECRET_RULE, env="EXOTEL_API_TOKEN")
+    exotel_allowed_ips: str | None = _opt(None, "IP addresses or networks, comma-separated", fix=_networks,
+                                          env="EXOTEL_ALLOWED_IPS")
+    exotel_rate: int = _opt(8000, **_one_of(8000, 16000, 24000), env="EXOTEL_RATE")
+
+    def secret(self, carrier: str) -> str | None:
+        """The secret that turns ``carrier``'s checks on (None: unchecked); Twilio's lives in [server]."""
+        return {"signalwire": self.signalwire_signing_key, "telnyx": self.telnyx_public_key,
+                "plivo": self.plivo_auth_token, "vonage": self.vonage_signature_secret,
+                "exotel": self.exotel_api_token or self.exotel_allowed_ips}.get(carrier)
+
+
 _SECTIONS: dict[str, tuple[type[Any], str]] = {  # TOML table -> (section, env prefix)
     "elevenlabs": (ElevenLabsSettings, "ELEVENLABS_"), "vad": (VadConfig, "BRIDGE_VAD_"),
     "barge_in": (BargeInConfig, "BRIDGE_BARGE_IN_"), "echo": (EchoConfig, "BRIDGE_ECHO_"),
     "playback": (PlaybackSettings, "BRIDGE_PLAYBACK_"), "agent": (AgentSettings, "BRIDGE_AGENT_"),
-    "server": (ServerSettings, "BRIDGE_")}
+    "server": (ServerSettings, "BRIDGE_"), "carriers": (CarrierSettings, "BRIDGE_CARRIERS_")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +317,7 @@ class Settings:
     playback: PlaybackSettings = field(default_factory=PlaybackSettings)
     agent: AgentSettings = field(default_factory=AgentSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
+    carriers: CarrierSettings = field(default_factory=CarrierSettings)
     config_file: Path | None = None
 
     def describe(self) -> list[str]:

@@ -1,4 +1,4 @@
-"""The Starlette app: three routes and the lifespan. Call logic lives elsewhere.
+"""The Starlette app: Twilio's routes, the other carriers' (`carrier_routes`), and the lifespan.
 
 ``bridge.server.app:app`` needs no arguments: settings come from the environment and
 ``config/bridge.toml``; an invalid setting stops start-up with one line naming it.
@@ -22,10 +22,12 @@ from starlette.websockets import WebSocket
 
 from bridge.agents.base import Agent
 from bridge.agents.tools import TransferPolicy
+from bridge.carriers.base import CarrierCodec, call_settings_for
 from bridge.carriers.twilio.twiml import AFTER_PATH, busy_twiml, media_stream_url, public_base_url, stream_twiml
 from bridge.config import ConfigError, Settings, load_settings
 from bridge.server import factories, guard, metrics
 from bridge.server.call_control import Outcomes, answered_by_machine, control_routes
+from bridge.server.carrier_routes import carrier_routes
 from bridge.server.drain import Drainer
 from bridge.server.session import CallSession
 from bridge.tts.base import TtsClient
@@ -95,6 +97,10 @@ def create_app(
         if not guard.media_allowed(websocket, settings.server.public_url, settings.server.twilio_auth_token):
             await websocket.close(code=1008)  # before accept: the upgrade is refused with HTTP 403
             return
+        await serve_call(websocket, None)
+
+    async def serve_call(websocket: WebSocket, codec: CarrierCodec | None) -> None:
+        """Run one call on an allowed media upgrade, with the carrier's codec (None: Twilio's)."""
         if bridge.full:
             log.warning("refused a media stream: %s", "draining" if bridge.draining else "max_calls reached")
             metrics.CALLS_REJECTED.inc()
@@ -102,11 +108,13 @@ def create_app(
             return
         session = CallSession(
             websocket,
-            settings=factories.call_settings(settings),
+            settings=factories.call_settings(settings) if codec is None
+            else call_settings_for(factories.call_settings(settings), codec),
             tts=bridge.make_tts(settings, _loop_clock()),
             agent=bridge.make_agent(settings),
             start_timeout_s=settings.server.start_timeout_s,
             max_message_bytes=settings.server.max_message_bytes,
+            codec=codec,
         )
         bridge.calls.add(session)  # before any await, so simultaneous upgrades cannot pass max_calls
         try:
@@ -126,6 +134,7 @@ def create_app(
         if warning:
             log.warning("%s", warning)
         guard.warn_if_unsigned(settings.server.twilio_auth_token)
+        guard.warn_carriers_unsigned(settings.carriers)
         drainer.install()  # SIGTERM drains live calls first: see bridge.server.drain
         yield
         drainer.uninstall()
@@ -138,6 +147,7 @@ def create_app(
             Route("/twilio/voice", voice, methods=["POST", "GET"]),
             WebSocketRoute("/twilio/media", media),
             *control_routes(settings, bridge.outcomes),
+            *carrier_routes(settings, lambda: bridge.full, serve_call),
         ],
         lifespan=lifespan,
     )

@@ -1,4 +1,4 @@
-"""Who may use the bridge: Twilio's ``X-Twilio-Signature`` on the voice webhook and the media upgrade.
+"""Who may use the bridge: each carrier's request signature on its webhooks and its media upgrade.
 
 Every media stream opens a paid TTS session, so with ``TWILIO_AUTH_TOKEN`` set nothing is served
 to a request Twilio did not sign. The signature covers the URL *Twilio* requested, which behind
@@ -15,7 +15,11 @@ the token. The algorithm itself is `bridge.carriers.twilio.signature` (checked a
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import secrets
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,10 +27,26 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import PlainTextResponse
 from starlette.websockets import WebSocket
 
+from bridge.carriers.exotel import signature as exotel_signature
+from bridge.carriers.plivo import signature as plivo_signature
+from bridge.carriers.signalwire import signature as signalwire_signature
+from bridge.carriers.telnyx import signature as telnyx_signature
 from bridge.carriers.twilio.signature import SIGNATURE_HEADER, is_valid_signature
 from bridge.carriers.twilio.twiml import public_base_url
+from bridge.carriers.vonage import signature as vonage_signature
+from bridge.config import CarrierSettings, Settings
 
-__all__ = ["media_allowed", "refuse_upgrade", "voice_allowed", "warn_if_unsigned"]
+__all__ = [
+    "MEDIA_TOKEN_TTL_S",
+    "carrier_media_allowed",
+    "carrier_webhook_allowed",
+    "media_allowed",
+    "media_token",
+    "refuse_upgrade",
+    "voice_allowed",
+    "warn_carriers_unsigned",
+    "warn_if_unsigned",
+]
 
 log = logging.getLogger("bridge.server.guard")
 
@@ -92,3 +112,119 @@ async def refuse_upgrade(websocket: WebSocket, status: int, text: str) -> None:
         await websocket.send_denial_response(PlainTextResponse(text, status_code=status, headers=headers))
     except RuntimeError:
         await websocket.close(code=1013 if status == 503 else 1008)
+
+
+# --------------------------------------------------------------- the other carriers
+#
+# Each carrier signs its webhooks its own way (bridge/carriers/<name>/signature.py); the check runs
+# only when that carrier's secret is set. None of them signs its media upgrade the way Twilio does,
+# so when a carrier's secret is set, the answer document names a stream URL with a short-lived
+# token in its path (`media_token`), an HMAC that only this deployment can make, and the upgrade
+# must bring it back. Exotel may also reach a static wss:// URL with Basic auth, as it documents.
+
+MEDIA_TOKEN_TTL_S = 600
+_PROCESS_KEY = secrets.token_bytes(32)
+
+
+def warn_carriers_unsigned(carriers: CarrierSettings) -> None:
+    """One line naming the carriers whose requests are not checked (their routes still answer)."""
+    unsigned = [name for name in ("signalwire", "telnyx", "plivo", "vonage", "exotel") if not carriers.secret(name)]
+    if unsigned:
+        log.info("carriers without a signature secret (their webhooks and media sockets are not checked): %s",
+                 ", ".join(unsigned))
+
+
+def _token_key(settings: Settings, carrier: str) -> bytes:
+    """Key material every worker of a deployment shares: the carrier's own shared secret, else
+    another secret of the deployment, else (single process only) a random one. Telnyx's setting
+    is a public key, so it is never used as a key."""
+    c = settings.carriers
+    for secret in (None if carrier == "telnyx" else c.secret(carrier), c.plivo_auth_token, c.vonage_signature_secret,
+                   c.signalwire_signing_key, c.exotel_api_token, settings.server.twilio_auth_token,
+                   settings.elevenlabs.api_key):
+        if secret:
+            return hashlib.sha256(b"bridge media token\0" + secret.encode()).digest()
+    return _PROCESS_KEY
+
+
+def media_token(settings: Settings, carrier: str, now: float) -> str:
+    """``<expiry>.<mac>``: lets one media upgrade in for `MEDIA_TOKEN_TTL_S` seconds."""
+    expires = int(now) + MEDIA_TOKEN_TTL_S
+    mac = hmac.new(_token_key(settings, carrier), f"{carrier}:{expires}".encode(), hashlib.sha256).hexdigest()
+    return f"{expires}.{mac[:32]}"
+
+
+def _token_ok(settings: Settings, carrier: str, token: str | None, now: float) -> bool:
+    expires, _, mac = (token or "").partition(".")
+    if not expires.isdigit() or int(expires) < now or int(expires) > now + MEDIA_TOKEN_TTL_S + 60:
+        return False
+    good = hmac.new(_token_key(settings, carrier), f"{carrier}:{expires}".encode(), hashlib.sha256).hexdigest()
+    return hmac.compare_digest(good[:32].encode(), mac.encode("utf-8", "replace"))
+
+
+def _refused(conn: HTTPConnection, carrier: str, why: str) -> bool:
+    client = conn.client.host if conn.client else "unknown client"
+    log.warning("refused %s from %s: %s (%s)", conn.url.path, client, why, carrier)
+    return False
+
+
+def _exotel_ok(conn: HTTPConnection, c: CarrierSettings) -> str | None:
+    """Why Exotel's request fails its configured checks, or None if it passes them all."""
+    if c.exotel_api_token and not exotel_signature.is_valid_basic(
+            conn.headers.get("authorization"), c.exotel_api_key or "", c.exotel_api_token):
+        return "no valid Basic auth"
+    networks = exotel_signature.parse_networks(c.exotel_allowed_ips or "")
+    if networks and not exotel_signature.ip_allowed(conn.client.host if conn.client else None, networks):
+        return "address not in exotel_allowed_ips"
+    return None
+
+
+async def carrier_webhook_allowed(carrier: str, request: Request, settings: Settings) -> bool:
+    """Whether a webhook request is the carrier's, by its own signature scheme (no secret: yes)."""
+    c = settings.carriers
+    secret = c.secret(carrier)
+    if not secret:
+        return True
+    if carrier == "exotel":
+        why = _exotel_ok(request, c)
+        return True if why is None else _refused(request, carrier, why)
+    body = await request.body()
+    url = _signed_url(request, settings.server.public_url, websocket=False)
+    headers = request.headers
+    ok = False
+    if carrier == "telnyx":
+        ok = telnyx_signature.is_valid_signature(telnyx_signature.public_key(secret), headers, body, time.time())
+    elif carrier == "vonage":
+        ok = vonage_signature.is_valid_token(secret, headers.get("authorization"), body or None)
+    elif url is not None and carrier == "plivo":
+        params = await _form(request) if request.method == "POST" else None
+        ok = plivo_signature.is_valid_signature(secret, request.method, url, params,
+                                                headers.get(plivo_signature.NONCE_HEADER),
+                                                headers.get(plivo_signature.SIGNATURE_HEADER))
+    elif url is not None and carrier == "signalwire":
+        given = headers.get(signalwire_signature.SIGNATURE_HEADER, "")
+        if headers.get("content-type", "").startswith("application/json"):
+            ok = signalwire_signature.is_valid_json_signature(secret, url, body, given)
+        else:
+            ok = signalwire_signature.is_valid_signature(secret, url, await _form(request), given)
+    return ok or _refused(request, carrier, "no valid signature" if url or carrier in ("telnyx", "vonage")
+                          else "no public URL (set PUBLIC_URL)")
+
+
+async def _form(request: Request) -> Mapping[str, Any]:
+    try:
+        return await request.form()
+    except Exception:  # a body that does not parse is not the carrier's
+        return {"": "unparsable body"}
+
+
+def carrier_media_allowed(carrier: str, websocket: WebSocket, settings: Settings) -> bool:
+    """Whether a media upgrade may open a call: the answer's token, or Exotel's own checks."""
+    c = settings.carriers
+    if not c.secret(carrier):
+        return True
+    if _token_ok(settings, carrier, websocket.path_params.get("token"), time.time()):
+        return True
+    if carrier == "exotel" and c.exotel_api_token and _exotel_ok(websocket, c) is None:
+        return True
+    return _refused(websocket, carrier, "no valid media token")

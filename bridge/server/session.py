@@ -25,6 +25,7 @@ from typing import assert_never
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from bridge.agents.base import Agent, AgentError, Turn
+from bridge.carriers.base import CarrierCodec, Outbound, frames
 from bridge.carriers.twilio.codec import TwilioCodec
 from bridge.core.actions import (
     Action,
@@ -84,10 +85,11 @@ class CallSession:
         start_timeout_s: float = 10.0,
         max_message_bytes: int = 64 * 1024,
         on_event: Callable[[Event], None] | None = None,
+        codec: CarrierCodec | None = None,
     ) -> None:
         self.websocket = websocket
         self.call = Call(settings)
-        self.codec = TwilioCodec(max_message_bytes=max_message_bytes)
+        self.codec = codec if codec is not None else TwilioCodec(max_message_bytes=max_message_bytes)
         self.tts = tts
         self.agent = agent
         self.start_timeout_s = start_timeout_s
@@ -328,11 +330,15 @@ class CallSession:
             case _:
                 assert_never(action)
 
-    async def _to_phone(self, text: str) -> None:
+    async def _to_phone(self, out: Outbound) -> None:
         if not self._phone_open:
             return
         try:
-            await self.websocket.send_text(text)
+            for frame in frames(out):  # a text frame, a binary one (Vonage), or none yet (Exotel)
+                if isinstance(frame, str):
+                    await self.websocket.send_text(frame)
+                else:
+                    await self.websocket.send_bytes(frame)
         except (WebSocketDisconnect, RuntimeError, OSError):
             self._phone_open = False
             self.put(CallEnded(self.clock(), "dropped"))

@@ -1,4 +1,4 @@
-"""`bridge tunnel`: the bridge, reachable by Twilio through an ngrok tunnel, in one command.
+"""`bridge tunnel`: the bridge, reachable by a carrier through an ngrok tunnel, in one command.
 
 ngrok's Python SDK carries its agent inside the wheel, so no separate download or process is
 needed; it is the optional extra ``bridge[tunnel]`` and is imported only here. The tunnel's
@@ -61,14 +61,34 @@ def public_url(raw: object) -> str:
     return url
 
 
-def console_steps(url: str) -> list[str]:
-    """What to click in the Twilio console so that calls to the number reach this bridge."""
-    return [
-        "In the Twilio console (console.twilio.com):",
-        "  1. Phone Numbers > Manage > Active numbers, and pick your number",
-        f"  2. Voice Configuration > \"A call comes in\": Webhook, {url}/twilio/voice, HTTP POST",
-        "  3. Save, then call the number. Ctrl-C here closes the tunnel and stops the bridge.",
+_STEPS: dict[str, tuple[str, ...]] = {
+    "twilio": ("In the Twilio console (console.twilio.com):",
+               "  1. Phone Numbers > Manage > Active numbers, and pick your number",
+               "  2. Voice Configuration > \"A call comes in\": Webhook, {url}/twilio/voice, HTTP POST"),
+    "signalwire": ("In your SignalWire space (<space>.signalwire.com):",
+                   "  1. Phone Numbers, pick your number, Edit Settings",
+                   "  2. Handle calls using: a LaML/cXML webhook, {url}/signalwire/voice, POST"),
+    "telnyx": ("In the Telnyx portal (portal.telnyx.com):",
+               "  1. Voice > Programmable Voice > TeXML Applications: create one",
+               "  2. Voice Method POST, Webhook URL {url}/telnyx/voice; assign your number to it"),
+    "plivo": ("In the Plivo console (console.plivo.com):",
+              "  1. Voice > XML Applications: add one, Answer URL {url}/plivo/voice, method POST",
+              "  2. Phone Numbers > Your Numbers: pick the number, Application Type XML, that application"),
+    "vonage": ("In the Vonage dashboard (dashboard.nexmo.com):",
+               "  1. Applications: create one with Voice: Answer URL {url}/vonage/answer (GET),",
+               "     Event URL {url}/vonage/events (POST); link your number to it"),
+    "exotel": ("In Exotel's App Bazaar (my.exotel.com):",
+               "  1. Create a flow with a Voicebot applet; its URL: {url}/exotel/voice",
+               "  2. Assign the flow to your ExoPhone"),
+}
+
+
+def console_steps(url: str, carrier: str = "twilio") -> list[str]:
+    """What to click in the carrier's console so that calls to the number reach this bridge."""
+    return [line.format(url=url) for line in _STEPS[carrier]] + [
+        "  Save, then call the number. Ctrl-C here closes the tunnel and stops the bridge.",
         "The tunnel's URL changes on every run unless your ngrok plan gives you a fixed domain.",
+        "Other carriers: docs/carriers.md (set [carriers] default, or BRIDGE_CARRIER, to see theirs here).",
     ]
 
 
@@ -114,7 +134,7 @@ def run_tunnel(args: argparse.Namespace) -> int:
         os.environ["PUBLIC_URL"] = url  # for anything else in this process that reads it
         settings = dataclasses.replace(settings, server=dataclasses.replace(settings.server, public_url=url))
         print(f"ngrok tunnel {url} -> {sock.getsockname()[0]}:{sock.getsockname()[1]}")
-        print("\n".join(banner(settings, sock) + console_steps(url)), flush=True)
+        print("\n".join(banner(settings, sock) + console_steps(url, settings.carriers.default)), flush=True)
         code = run_server(settings, sock)
         with contextlib.suppress(Exception):  # the process ends next anyway; this is only politeness
             ngrok.disconnect(listener.url())

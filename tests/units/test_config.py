@@ -107,6 +107,16 @@ SETTINGS: list[tuple[str, str, str, str, Any]] = [
     ("TWILIO_ACCOUNT_SID", "server", "twilio_account_sid", "AC" + "a1" * 16, "AC" + "a1" * 16),
     ("TWILIO_FROM_NUMBER", "server", "twilio_from_number", "+15550001111", "+15550001111"),
     ("TWILIO_API_BASE_URL", "server", "twilio_api_base_url", "http://127.0.0.1:9/", "http://127.0.0.1:9"),
+    ("BRIDGE_CARRIER", "carriers", "default", "Vonage", "vonage"),
+    ("SIGNALWIRE_SIGNING_KEY", "carriers", "signalwire_signing_key", TOKEN, TOKEN),
+    ("TELNYX_PUBLIC_KEY", "carriers", "telnyx_public_key", "A" * 43 + "=", "A" * 43 + "="),
+    ("PLIVO_AUTH_TOKEN", "carriers", "plivo_auth_token", TOKEN, TOKEN),
+    ("VONAGE_SIGNATURE_SECRET", "carriers", "vonage_signature_secret", TOKEN, TOKEN),
+    ("VONAGE_RATE", "carriers", "vonage_rate", "8000", 8000),
+    ("EXOTEL_API_KEY", "carriers", "exotel_api_key", "exotel-key", "exotel-key"),
+    ("EXOTEL_API_TOKEN", "carriers", "exotel_api_token", TOKEN, TOKEN),
+    ("EXOTEL_ALLOWED_IPS", "carriers", "exotel_allowed_ips", "10.0.0.0/8, 1.2.3.4", "10.0.0.0/8, 1.2.3.4"),
+    ("EXOTEL_RATE", "carriers", "exotel_rate", "16000", 16000),
 ]
 
 INVALID: list[tuple[str, str]] = [
@@ -209,7 +219,9 @@ def test_shipped_toml_lists_every_setting_with_its_env_var_and_comments_out_secr
         # secrets, or settings with no default to show, stay commented out in the shipped file
         unset = key in ("api_key", "twilio_auth_token", "public_url", "openai_api_key", "webhook_secret",
                         "greeting", "stt_language", "script", "webhook_url", "stt_base_url", "stt_api_key",
-                        "transfer_numbers", "admin_token", "twilio_account_sid", "twilio_from_number")
+                        "transfer_numbers", "admin_token", "twilio_account_sid", "twilio_from_number",
+                        "signalwire_signing_key", "telnyx_public_key", "plivo_auth_token", "vonage_signature_secret",
+                        "exotel_api_key", "exotel_api_token", "exotel_allowed_ips")
         assert (key not in table[section]) if unset else (key in table[section]), key
         lines = [line for line in text.splitlines() if line.lstrip("# ").startswith(f"{key} =")]
         assert len(lines) == 1 and f"[{env}]" in lines[0], key

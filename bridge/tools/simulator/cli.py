@@ -30,6 +30,7 @@ from websockets.exceptions import InvalidHandshake, InvalidStatus
 from bridge.carriers.twilio.signature import SIGNATURE_HEADER, compute_signature
 from bridge.tools.simulator import wire
 from bridge.tools.simulator.audio import SAMPLE_RATE, Segment, Timeline
+from bridge.tools.simulator.carriers import DIALECTS, WEBHOOKS, dialect, fetch_stream_url
 from bridge.tools.simulator.phone import PhoneCall
 from bridge.tools.simulator.report import CallReport
 
@@ -77,6 +78,7 @@ class _Plan:
     out: Path
     auth_token: str | None
     ids: wire.StreamIds = field(default_factory=wire.StreamIds.new)
+    carrier: str = "twilio"
 
 
 # ------------------------------------------------------------------ arguments
@@ -127,6 +129,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise", metavar="DBFS", type=_dbfs, help="white noise under the caller, e.g. -45")
     parser.add_argument("--out", type=Path, default=Path("call.wav"),
                         help="stereo WAV to write: caller left, agent as heard right (default call.wav)")
+    parser.add_argument("--carrier", choices=sorted(DIALECTS), default="twilio",
+                        help="dial as this carrier does: its webhook, its answer document, its media dialect")
     parser.add_argument("--media-url", help="ws(s):// media socket to dial directly, skipping the webhook")
     parser.add_argument("--auth-token", help="sign the requests like Twilio (default: TWILIO_AUTH_TOKEN "
                                              "from the environment or .env)")
@@ -266,7 +270,14 @@ def _auth_token(given: str | None) -> str | None:
 async def _dial(plan: _Plan) -> PhoneCall:
     """Webhook, TwiML, then the media socket: the phone, connected and talking."""
     target, ids = plan.target, plan.ids
-    if target.webhook_url is not None:
+    if target.webhook_url is not None and plan.carrier != "twilio":
+        print(f"dialing {target.webhook_url} as {plan.carrier}", flush=True)
+        try:
+            url = await asyncio.to_thread(fetch_stream_url, plan.carrier, target.webhook_url, _TIMEOUT)
+        except ValueError as exc:
+            raise DialError(str(exc)) from None
+        stream = Stream(url, url, {})
+    elif target.webhook_url is not None:
         print(f"dialing {target.webhook_url}", flush=True)
         twiml = await asyncio.to_thread(_fetch_twiml, target.webhook_url, ids, plan.auth_token)
         stream = media_url_from_twiml(twiml, target.webhook_url)
@@ -276,7 +287,8 @@ async def _dial(plan: _Plan) -> PhoneCall:
     print(f"media stream {stream.url} ({plan.duration:g} s call)", flush=True)
     phone = PhoneCall(stream.url, caller=plan.timeline, duration=plan.duration, stream_sid=ids.stream_sid,
                       call_sid=ids.call_sid, account_sid=ids.account_sid, custom_parameters=stream.parameters,
-                      auth_token=plan.auth_token, signed_url=stream.signed_url, open_timeout=_TIMEOUT)
+                      auth_token=plan.auth_token if plan.carrier == "twilio" else None,
+                      signed_url=stream.signed_url, open_timeout=_TIMEOUT, dialect=dialect(plan.carrier))
     try:
         await phone.start()
     except InvalidStatus as exc:
@@ -347,7 +359,10 @@ def run_from_args(args: argparse.Namespace) -> int:
         if not args.out.parent.is_dir():
             raise DialError(f"--out {args.out}: no such directory {args.out.parent}")
         target = resolve_target(args.url, args.media_url)
-        plan = _Plan(target, _timeline(args), args.duration, args.out, _auth_token(args.auth_token))
+        carrier = getattr(args, "carrier", "twilio")
+        if carrier != "twilio" and target.webhook_url is not None:
+            target = Target(target.webhook_url.removesuffix(WEBHOOK_PATH) + WEBHOOKS[carrier][1])
+        plan = _Plan(target, _timeline(args), args.duration, args.out, _auth_token(args.auth_token), carrier=carrier)
     except DialError as exc:
         print(f"bridge call: {exc}", file=sys.stderr)
         return 2

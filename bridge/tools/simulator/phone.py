@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import wave
@@ -28,6 +29,7 @@ from websockets.protocol import State
 from bridge.core.audio import pcm_to_ulaw, ulaw_to_pcm
 from bridge.tools.simulator import wire
 from bridge.tools.simulator.audio import FRAME_BYTES, FRAME_SECONDS, SAMPLE_RATE, Timeline
+from bridge.tools.simulator.carriers import Dialect
 from bridge.tools.simulator.playback import MarkEcho, PlaybackBuffer, render
 from bridge.tools.simulator.report import CallLog, CallReport, build_report
 
@@ -54,8 +56,10 @@ class PhoneCall:
         signed_url: str | None = None,
         jitter_delay: float = 0.0,
         open_timeout: float = 10.0,
+        dialect: Dialect | None = None,
     ) -> None:
-        if urlsplit(url).query:
+        self.dialect = dialect if dialect is not None else Dialect()  # Twilio's, unless told otherwise
+        if urlsplit(url).query and not self.dialect.query_allowed:
             raise ValueError("Twilio <Stream> URLs cannot carry a query string; use custom_parameters")
         if duration <= 0:
             raise ValueError("duration must be positive")
@@ -79,6 +83,7 @@ class PhoneCall:
         self._wake = asyncio.Event()
         self._outbox: deque[MarkEcho] = deque()
         self._tasks: list[asyncio.Task[None]] = []
+        self._acks: set[asyncio.Task[None]] = set()  # acknowledgements of a clear, on their way
         self._finished = False
         self._warned: set[str] = set()
 
@@ -95,9 +100,11 @@ class PhoneCall:
             open_timeout=self.open_timeout,
             close_timeout=5,
         )
-        await self._ws.send(wire.connected())
+        first = self.dialect.connected(self.ids)
+        if first is not None:
+            await self._ws.send(first)
         self._t0 = asyncio.get_running_loop().time()
-        await self._send_event(wire.start, self.ids, self.custom_parameters)
+        await self._send_event(self.dialect.start, self.ids, self.custom_parameters)
         self._tasks = [
             asyncio.create_task(self._line_clock(), name="phone-line"),
             asyncio.create_task(self._reader(), name="phone-reader"),
@@ -142,7 +149,7 @@ class PhoneCall:
 
     async def press(self, digit: str) -> None:
         """Send a `dtmf` event, as Twilio does when the caller presses a key."""
-        await self._send_event(wire.dtmf, self.ids, digit)
+        await self._send_event(self.dialect.dtmf, self.ids, digit)
 
     # ----------------------------------------------------------------- results
 
@@ -190,12 +197,14 @@ class PhoneCall:
             raise RuntimeError("the call has not started")
         return self._ws
 
-    async def _send_event(self, build: Callable[..., str], *args: Any) -> bool:
-        """Number and send one Twilio event; False once the socket is closed."""
+    async def _send_event(self, build: Callable[..., str | bytes | None], *args: Any) -> bool:
+        """Number and send one event (none if the dialect has nothing to send); False once closed."""
         async with self._send_lock:
             self._seq += 1
             try:
-                await self._socket().send(build(self._seq, *args))
+                message = build(self._seq, *args)
+                if message is not None:
+                    await self._socket().send(message)
             except ConnectionClosed:
                 return False
         return True
@@ -208,7 +217,7 @@ class PhoneCall:
                 await asyncio.sleep(delay)
             self.log.max_send_lag = max(self.log.max_send_lag, loop.time() - deadline)
             chunk = self._ulaw[k * FRAME_BYTES : (k + 1) * FRAME_BYTES]
-            if not await self._send_event(wire.media, self.ids, k + 1, k * 20, chunk):
+            if not await self._send_event(self.dialect.media, self.ids, k + 1, k * 20, chunk):
                 return
             self._frames_sent = k + 1
 
@@ -223,7 +232,7 @@ class PhoneCall:
         self.log.close_code, self.log.close_reason = ws.close_code, ws.close_reason or ""
 
     def _receive(self, now: float, raw: str | bytes) -> None:
-        message = wire.parse(raw, self.ids.stream_sid)
+        message = self.dialect.parse(raw, self.ids)
         playback = self.log.playback
         match message:
             case wire.AgentMedia(ulaw=ulaw, warning=warning):
@@ -237,10 +246,19 @@ class PhoneCall:
                 playback.push_mark(now, name)
                 self._wake.set()
             case wire.AgentClear():
-                self._outbox.extend(playback.clear(now))
+                echoes = playback.clear(now)
+                self._outbox.extend(e for e in echoes if self.dialect.echo_cleared_marks or not e.cleared)
                 self._wake.set()
+                if (ack := self.dialect.cleared(0, self.ids)) is not None:
+                    task = asyncio.get_running_loop().create_task(self._send_ack(ack))
+                    self._acks.add(task)
+                    task.add_done_callback(self._acks.discard)
             case wire.Malformed(reason=reason):
                 self.log.malformed.append((now, reason))
+
+    async def _send_ack(self, ack: str | bytes) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await self.send_raw(ack)
 
     async def _echo_loop(self) -> None:
         while True:
@@ -263,7 +281,7 @@ class PhoneCall:
             echo = self._outbox.popleft()
             at = self.now()
             self.log.max_send_lag = max(self.log.max_send_lag, at - echo.at)
-            if not await self._send_event(wire.mark_echo, self.ids, echo.name):
+            if not await self._send_event(self.dialect.mark_echo, self.ids, echo.name):
                 return False
             self.log.marks_sent.append((at, echo.name, echo.cleared))
         return True
@@ -279,7 +297,7 @@ class PhoneCall:
                 end = min(self.now(), self._n_frames * 20 / 1000)
                 await self._send_echoes(end)
                 self.log.stop_sent = self.now()
-                await self._send_event(wire.stop, self.ids)
+                await self._send_event(self.dialect.stop, self.ids)
             self.log.marks_unechoed = self.log.playback.close(end)
             self.log.ended_at = end
             if self._ws is not None:

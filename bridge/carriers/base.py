@@ -1,0 +1,170 @@
+"""What every carrier's media-stream codec offers the shell, the registry of carriers, and the
+little each JSON codec shares.
+
+A codec is pure (Sans-I/O, like `bridge.carriers.twilio.codec.TwilioCodec`): ``decode(raw, at)``
+turns one WebSocket message into core events and never raises for what the peer sends;
+``encode(action)`` turns one phone action into what goes on the wire. Carriers differ in what
+that is: Twilio answers every action with one JSON text frame, Vonage with binary audio frames,
+and Exotel holds short audio back until it has the 100 ms chunk its platform asks for. So
+``encode`` returns a text frame, a binary frame, or a list of frames (possibly empty); the shell
+sends them in order (`frames` flattens the three shapes).
+
+The core works on 8 kHz PCM. A carrier whose line runs at another rate converts at its codec:
+inbound with the core's filtered `Resampler`, outbound with `Upsampler` here.
+"""
+
+from __future__ import annotations
+
+import binascii
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any, Final, Protocol
+
+import numpy as np
+import orjson
+import soxr
+
+from bridge.core.actions import ClearPlayback, SendMark, SendMedia
+from bridge.core.call import CallSettings
+from bridge.core.events import Event, TelephonyMalformed
+
+__all__ = [
+    "CARRIERS",
+    "CarrierCodec",
+    "Frame",
+    "Outbound",
+    "PhoneMessage",
+    "Upsampler",
+    "b64decode",
+    "bad",
+    "call_settings_for",
+    "frames",
+    "load_json",
+    "make_codec",
+    "short",
+]
+
+Frame = str | bytes
+"""One WebSocket message: text or binary."""
+Outbound = str | bytes | list[str | bytes]
+"""What ``encode`` returns: one frame, or any number of them in order."""
+PhoneMessage = SendMedia | SendMark | ClearPlayback
+
+CARRIERS: Final = ("twilio", "signalwire", "telnyx", "plivo", "vonage", "exotel")
+"""Every carrier bridge speaks to, in the order the docs list them."""
+
+_CODECS: Final = {
+    "twilio": "bridge.carriers.twilio.codec:TwilioCodec",
+    "signalwire": "bridge.carriers.signalwire.codec:SignalWireCodec",
+    "telnyx": "bridge.carriers.telnyx.codec:TelnyxCodec",
+    "plivo": "bridge.carriers.plivo.codec:PlivoCodec",
+    "vonage": "bridge.carriers.vonage.codec:VonageCodec",
+    "exotel": "bridge.carriers.exotel.codec:ExotelCodec",
+}
+_NAME_SHOWN: Final = 32
+
+
+class CarrierCodec(Protocol):
+    """One media stream's codec; one instance per call."""
+
+    def decode(self, message: str | bytes, at: float) -> list[Event]: ...
+
+    def encode(self, action: PhoneMessage) -> Outbound: ...
+
+
+def call_settings_for(settings: CallSettings, codec: CarrierCodec) -> CallSettings:
+    """The call's settings, with the playout lead the codec needs (``min_lead_ms``) if it needs more.
+
+    Exotel holds audio back until it has a whole chunk; with the default 200 ms lead the line would
+    run dry while it waits. The low-water mark keeps its distance below the lead."""
+    floor = int(getattr(codec, "min_lead_ms", 0))
+    if floor <= settings.lead_ms:
+        return settings
+    return replace(settings, lead_ms=floor, low_ms=floor - (settings.lead_ms - settings.low_ms))
+
+
+def make_codec(carrier: str, **options: Any) -> CarrierCodec:
+    """A fresh codec for ``carrier`` (a name from `CARRIERS`); ``options`` go to its constructor.
+
+    Imported on demand, so a deployment pays only for the carriers it uses."""
+    module, _, name = _CODECS[carrier].partition(":")
+    factory: Callable[..., CarrierCodec] = getattr(importlib.import_module(module), name)
+    return factory(**options)
+
+
+def frames(out: Outbound) -> Sequence[Frame]:
+    """The frames of one ``encode`` result, in sending order."""
+    return (out,) if isinstance(out, str | bytes) else out
+
+
+def bad(at: float, reason: str) -> list[Event]:
+    return [TelephonyMalformed(at, reason)]
+
+
+def short(value: object) -> str:
+    """A peer-chosen name, cut so that a log line stays a line."""
+    text = str(value)
+    return text if len(text) <= _NAME_SHOWN else text[:_NAME_SHOWN] + "..."
+
+
+def load_json(message: str | bytes, at: float, max_chars: int) -> dict[str, Any] | list[Event]:
+    """The JSON object in a text frame, or the `TelephonyMalformed` saying why there is none."""
+    if not isinstance(message, str):
+        return bad(at, "binary frame (this carrier sends JSON text)")
+    if len(message) > max_chars:
+        return bad(at, f"message too large ({len(message)} characters), not parsed")
+    try:
+        data = orjson.loads(message)
+    except (ValueError, RecursionError):
+        return bad(at, "invalid JSON")
+    return data if isinstance(data, dict) else bad(at, "JSON that is not an object")
+
+
+def b64decode(payload: object, max_chars: int) -> bytes | str:
+    """Strict base64 to bytes, or a short reason why not (as text)."""
+    if not isinstance(payload, str):
+        return "media without a payload"
+    if len(payload) > max_chars:
+        return f"media payload too large ({len(payload)} base64 chars)"
+    try:
+        data = binascii.a2b_base64(payload, strict_mode=True)
+    except ValueError:
+        return "media payload is not valid base64"
+    return data or "empty media payload"
+
+
+class Upsampler:
+    """8 kHz PCM16 to a carrier's higher rate, streaming, with a steady 20 ms in, 20 ms out.
+
+    libsoxr's filtering presets hand their output back in 60-90 ms bursts (measured: "MQ" holds
+    up to 75 ms at 8 to 16 kHz), which would break the playout's pacing and the marks' timing.
+    The "QQ" preset interpolates (cubic) with a 4-sample delay and returns audio as it comes; an
+    8 kHz source has nothing above 4 kHz to alias, so interpolation costs only some faint images
+    above 4 kHz. The first output after a reset is topped up with leading silence to a whole
+    number of samples per 20 ms, so every frame the codec cuts afterwards is sample-exact.
+    """
+
+    __slots__ = ("_fresh", "_stream", "rate")
+
+    def __init__(self, rate: int) -> None:
+        self.rate: Final = rate
+        self._stream = None if rate == 8000 else soxr.ResampleStream(8000, rate, 1, dtype="int16", quality="QQ")
+        self._fresh = True
+
+    def process(self, pcm: bytes) -> bytes:
+        if self._stream is None:
+            return pcm
+        out: np.ndarray = self._stream.resample_chunk(np.frombuffer(pcm, dtype=np.int16, count=len(pcm) // 2))
+        data = out.tobytes()
+        if self._fresh and data:
+            self._fresh = False
+            frame = self.rate // 50 * 2
+            data = b"\x00" * (-len(data) % frame) + data
+        return data
+
+    def reset(self) -> None:
+        """Barge-in: what the filter holds belongs to audio that will never play."""
+        if self._stream is not None:
+            self._stream.clear()
+        self._fresh = True

@@ -1,0 +1,120 @@
+"""Vonage Voice API WebSocket, as data: binary linear PCM and JSON text to events, and back.
+
+Protocol: Vonage, "WebSockets in the Vonage Voice API"
+(https://developer.vonage.com/en/voice/voice-api/concepts/websockets), the NCCO reference
+(https://developer.vonage.com/en/voice/voice-api/ncco-reference) and the "Play audio into a
+WebSocket" tutorial. The first message is text, ``{"event": "websocket:connected",
+"content-type": "audio/l16;rate=16000", ...}`` with the NCCO endpoint's ``headers`` at its top
+level; every message after it is either a binary frame of 16-bit signed little-endian mono PCM,
+20 ms long (640 bytes at 16 kHz, 320 at 8 kHz), or a text event: ``websocket:dtmf`` (``digit``),
+``websocket:notify`` (our ``notify`` payload, once the audio queued before it has played) or
+``websocket:cleared``. We send binary frames of exactly 20 ms (Vonage buffers up to 3072 of them
+and plays them in order), ``{"action": "notify", "payload": {...}}`` and ``{"action": "clear"}``.
+
+The core works at 8 kHz; the line's rate (``audio/l16;rate=16000`` by default, or 8000) is this
+codec's parameter. Inbound audio goes through the core's filtered `Resampler`; outbound through
+`bridge.carriers.base.Upsampler` and is cut into exact 20 ms frames. Only the codec knows the line
+is wideband, so the day the core runs at 16 kHz this conversion simply drops out.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final, assert_never
+
+from bridge.carriers.base import Frame, PhoneMessage, Upsampler, bad, load_json, short
+from bridge.core.actions import ClearPlayback, SendMark, SendMedia
+from bridge.core.audio import Framer, Resampler, ulaw_to_pcm
+from bridge.core.events import CallerAudio, CallStarted, DtmfReceived, Event, MarkPlayed
+
+__all__ = ["CALL_HEADER", "RATES", "VonageCodec", "content_type"]
+
+RATES: Final = (8000, 16000)
+CALL_HEADER: Final = "call_uuid"
+"""The NCCO ``headers`` key that carries the call's uuid into ``websocket:connected``."""
+_MAX_NAME: Final = 256
+_CLEAR: Final = '{"action":"clear"}'
+
+
+def content_type(rate: int) -> str:
+    """The NCCO endpoint's ``content-type`` for a line at ``rate`` Hz."""
+    return f"audio/l16;rate={rate}"
+
+
+class VonageCodec:
+    """One Vonage WebSocket leg at ``rate`` Hz; one socket per leg, so no stream id on the wire."""
+
+    def __init__(self, *, rate: int = 16000, max_message_bytes: int = 64 * 1024) -> None:
+        if rate not in RATES:
+            raise ValueError(f"Vonage streams L16 at {RATES} Hz, not {rate}")
+        self.rate: Final = rate
+        self.frame_bytes: Final = rate // 50 * 2
+        self.stream_id: str | None = None
+        self._max_message = max_message_bytes
+        self._inbound = Resampler(rate)
+        self._outbound = Upsampler(rate)
+        self._framer = Framer(self.frame_bytes)
+
+    # ------------------------------------------------------------------ inbound
+
+    def decode(self, message: str | bytes, at: float) -> list[Event]:
+        if isinstance(message, bytes | bytearray):
+            return self._audio(bytes(message), at)
+        data = load_json(message, at, self._max_message)
+        if isinstance(data, list):
+            return data
+        event = data.get("event")
+        if event == "websocket:connected":
+            return self._connected(data, at)
+        if event == "websocket:notify":
+            payload = data.get("payload")
+            name = payload.get("name") if isinstance(payload, dict) else None
+            ok = isinstance(name, str) and len(name) <= _MAX_NAME
+            return [MarkPlayed(at, name)] if ok and isinstance(name, str) else bad(at, "notify without our name")
+        if event == "websocket:dtmf":
+            dtmf = data.get("dtmf")
+            digit = dtmf.get("digit") if isinstance(dtmf, dict) else data.get("digit")
+            ok = isinstance(digit, str) and len(digit) == 1
+            return [DtmfReceived(at, digit)] if ok and isinstance(digit, str) else bad(at, "dtmf without a digit")
+        if event == "websocket:cleared":
+            return []
+        return bad(at, f"unknown event {short(event)!r}" if isinstance(event, str) else "no event name")
+
+    def _connected(self, data: dict[str, Any], at: float) -> list[Event]:
+        if self.stream_id is not None:
+            return bad(at, "second websocket:connected")
+        kind = data.get("content-type", content_type(self.rate))
+        if kind != content_type(self.rate):
+            return bad(at, f"connected with {short(kind)!r}, but the NCCO asked for {content_type(self.rate)}")
+        headers = {k: v for k, v in data.items() if isinstance(v, str) and k not in ("event", "content-type")}
+        call = headers.get(CALL_HEADER, "")[:_MAX_NAME]
+        self.stream_id = call or "vonage"
+        return [CallStarted(at, self.stream_id, call, headers)]
+
+    def _audio(self, pcm: bytes, at: float) -> list[Event]:
+        if self.stream_id is None:
+            return bad(at, "audio before websocket:connected")
+        if not pcm:
+            return bad(at, "empty binary frame")
+        if len(pcm) > self._max_message:
+            return bad(at, f"binary frame too large ({len(pcm)} bytes)")
+        pcm = self._inbound.process(pcm)
+        return [CallerAudio(at, pcm)] if pcm else []
+
+    # ----------------------------------------------------------------- outbound
+
+    def encode(self, action: PhoneMessage) -> list[Frame]:
+        """Binary 20 ms frames for media (possibly none yet), text for notify and clear."""
+        if self.stream_id is None:
+            raise RuntimeError(f"{type(action).__name__} before the stream started")
+        match action:
+            case SendMedia():
+                return list(self._framer.push(self._outbound.process(ulaw_to_pcm(action.ulaw))))
+            case SendMark():
+                return ['{"action":"notify","payload":{"name":' + json.dumps(action.name) + "}}"]
+            case ClearPlayback():
+                self._framer.reset()
+                self._outbound.reset()
+                return [_CLEAR]
+            case _:
+                assert_never(action)
