@@ -99,7 +99,7 @@ async def test_keys_and_bad_input_on_every_carrier(carrier, fake_tts, script):
             health = (await http.get(f"{bridge.http}/healthz")).json()
 
     assert report.server_closed is None, "the bridge kept the call up"
-    assert health == {"status": "ok", "calls": 0}
+    assert health == {"status": "ok", "calls": 0, "voice": "elevenlabs", "warning": None}
     second = contexts_in_order(fake_tts)[1]
     assert report.greeting_latency is not None
     assert any(pressed_at <= t <= pressed_at + 0.5 for t, text in report.events if "clear" in text), report.events
