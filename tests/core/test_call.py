@@ -10,6 +10,7 @@ from bridge.core.actions import (
     CancelTurn,
     ClearPlayback,
     CloseContext,
+    ConnectTts,
     KeepAlive,
     OpenContext,
     ReplyHeard,
@@ -45,10 +46,10 @@ def greet(d: Driver, text: str = "Hello there. How can I help you today?", at: f
     return open_.context_id
 
 
-def test_call_start_asks_the_agent_for_a_greeting():
+def test_call_start_connects_the_tts_and_asks_the_agent_for_a_greeting():
     call = Call()
     actions = call.handle(CallStarted(0.0, "MZ1", "CA1"))
-    assert actions == [StartTurn(0, b"", "")]
+    assert actions == [ConnectTts(), StartTurn(0, b"", "")]
     assert call.state is CallState.THINKING
 
 
