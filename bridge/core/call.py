@@ -53,6 +53,9 @@ from bridge.core.voice import Voice
 
 __all__ = ["Call", "CallSettings", "CallSnapshot", "CallState"]
 
+_TIMERS = tuple(Timer)
+_NONE: tuple[None, ...] = (None,) * len(_TIMERS)
+
 
 class Call:
     """One phone call's logic. ``handle`` every event; honour ``next_deadline`` with a `Tick`."""
@@ -161,32 +164,31 @@ class Call:
 
     def deadlines(self) -> dict[Timer, float]:
         """Every timer now running, and when it runs out: the one place deadlines come from."""
-        if self._state is CallState.ENDED:
-            return {}
-        return {timer: at for timer in Timer if (at := self._deadline(timer)) is not None}
+        return {timer: at for timer, at in zip(_TIMERS, self._deadlines(), strict=True) if at is not None}
 
     def next_deadline(self) -> float | None:
         """The latest time the shell must send a `Tick` (None: nothing is waiting on time)."""
-        return min(self.deadlines().values(), default=None)
+        return min([at for at in self._deadlines() if at is not None], default=None)
 
-    def _deadline(self, timer: Timer) -> float | None:
+    def _deadlines(self) -> tuple[float | None, ...]:
+        """Each `Timer`'s deadline (None: not running), in `Timer` order, from the state it times."""
+        if self._state is CallState.ENDED:
+            return _NONE
         s, reply = self.settings, self._reply
-        if timer is Timer.START:
-            waiting = self._state is CallState.CONNECTING
-            return self._connected_at + s.start_timeout_s if waiting and self._connected_at is not None else None
-        if timer is Timer.DRAIN:
-            return self._voice.deadlines()[1]
-        if timer is Timer.KEEPALIVE:
-            return self._voice.deadlines()[0]
+        connected = self._connected_at
+        start = connected + s.start_timeout_s if connected is not None and self._state is CallState.CONNECTING else None
+        keepalive, drain = self._voice.deadlines()
         if reply is None:
-            return None
-        if timer is Timer.FIRST_AUDIO:
-            return reply.first_audio_deadline(s.first_audio_timeout_s)
-        if timer is Timer.AGENT:
-            return reply.agent_deadline(s.agent_timeout_s)
-        if timer is Timer.PAUSE:
-            return reply.pause_deadline(self._max_pause)
-        return None if reply.paused else self._playout.deadline(reply.track, reply.ending)  # PLAYOUT
+            return start, drain, None, None, None, keepalive, None
+        return (
+            start,
+            drain,
+            reply.first_audio_deadline(s.first_audio_timeout_s),
+            reply.agent_deadline(s.agent_timeout_s),
+            reply.pause_deadline(self._max_pause),
+            keepalive,
+            None if reply.paused else self._playout.deadline(reply.track, reply.ending),
+        )
 
     # ----------------------------------------------------------------- phone side
 
@@ -342,10 +344,8 @@ class Call:
     # ----------------------------------------------------------------- time
 
     def _on_tick(self, at: float, out: list[Action]) -> None:
-        for timer in Timer:
-            if self._state is CallState.ENDED:
-                return
-            if is_due(at, self._deadline(timer)):
+        for i, timer in enumerate(_TIMERS):  # each timer's check sees what the ones before it did
+            if is_due(at, self._deadlines()[i]):
                 self._expire(timer, at, out)
 
     def _expire(self, timer: Timer, at: float, out: list[Action]) -> None:

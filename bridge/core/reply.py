@@ -136,11 +136,13 @@ TRANSITIONS: Mapping[tuple[ReplyState, Input], ReplyState] = MappingProxyType(_b
 """(state, input) -> new state: every legal move of a reply. Anything else is a bug."""
 
 
-def _with_twins(*states: ReplyState) -> frozenset[ReplyState]:
-    return frozenset(states) | {PAUSED[state] for state in states}
+def _with_twins(*states: ReplyState) -> tuple[ReplyState, ...]:
+    # Tuples, not sets: these are asked several times per 20 ms frame, and a tuple finds an enum
+    # member by identity, where a set would hash it in Python first.
+    return (*states, *(PAUSED[state] for state in states))
 
 
-_PAUSED_STATES = frozenset(PAUSED.values())
+_PAUSED_STATES = tuple(PAUSED.values())
 _WRITING = _with_twins(ReplyState.WRITING, ReplyState.SPEAKING)
 _VOICED = _with_twins(ReplyState.SPEAKING, ReplyState.DRAINING)
 _AWAITING = _with_twins(ReplyState.AWAITING_AUDIO)

@@ -6,14 +6,11 @@ executed before the next event is handled, so the core is never entered concurre
 reaches the core as a single timer per call (``loop.call_at`` for the core's next deadline),
 never a task per frame.
 
-The core decides everything else, timeouts included (the carrier's ``start``, the agent's
-silence, when to connect the TTS): the session only honours the one deadline the core names.
-
-Failures are told apart by who caused them. A phone socket that errors on read is the caller
-dropping; a TTS socket that errors on send is the TTS connection failing (reported to the core
-as `TtsClosed`, as the TTS client would); anything else that raises (the core, a codec, an
-action the shell cannot carry out) is a bug in the bridge: logged with its traceback at ERROR,
-and the call ends with reason "error".
+The core decides the rest, timeouts included (the carrier's ``start``, the agent's silence,
+when to connect the TTS). Failures are told apart by who caused them: a failed phone read is the
+caller dropping, a failed TTS send the TTS socket failing (reported as `TtsClosed`), and anything
+else that raises (the core, a codec) a bug: logged with its traceback at ERROR, the call ended
+with reason "error".
 
 Caller audio is 50 messages a second per call for the whole call, so its path is kept short:
 when nothing is queued or in progress, the phone reader hands its event to the core itself

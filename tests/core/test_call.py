@@ -247,14 +247,19 @@ def test_call_end_closes_every_open_context_and_cancels_the_turn():
 
 
 def test_the_core_does_no_io():
-    tree = ast.parse(Path(__file__).resolve().parents[2].joinpath("bridge/core/call.py").read_text())
-    imported = {
-        name.split(".")[0]
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Import | ast.ImportFrom)
-        for name in ([node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names])
-    }
-    assert imported.isdisjoint({"asyncio", "time", "json", "starlette", "websockets", "socket"})
+    core = Path(__file__).resolve().parents[2].joinpath("bridge/core")
+    for module in sorted(core.glob("*.py")):
+        tree = ast.parse(module.read_text())
+        imported = {
+            name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import | ast.ImportFrom)
+            for name in ([node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names])
+        }
+        roots = {name.split(".")[0] for name in imported}
+        assert roots.isdisjoint({"asyncio", "time", "json", "starlette", "websockets", "socket"}), module.name
+        outside = {name for name in imported if name.startswith("bridge.") and not name.startswith("bridge.core.")}
+        assert not outside, f"{module.name} imports {outside} from outside the core"
 
 
 def test_settings_change_the_lead():
