@@ -13,11 +13,13 @@ from typing import Any
 
 from bridge.config import Settings
 from bridge.core.actions import Action
+from bridge.core.audio import PHONE
 from bridge.core.call import Call, CallSettings
 from bridge.core.events import CallerAudio, CallStarted, Event, Tick, TtsConnected
 
 SPEECH = Path(__file__).resolve().parent / "audio"
-FRAME_BYTES = 320  # 20 ms of 8 kHz PCM16
+FRAME_BYTES = PHONE.pcm_frame_bytes  # 20 ms of 8 kHz PCM16
+FRAME_S = PHONE.frame_s
 CONFIG_TOML = Path(__file__).resolve().parents[1] / "config" / "bridge.toml"
 # `key = value  # [ENV] meaning`, or the same commented out (secrets, and settings unset by default)
 _TOML_LINE = re.compile(r"^#?\s*(\w+)\s*=\s*(.*?)\s+#\s*\[([A-Z0-9_]+)\]\s*(.*)$")
@@ -47,15 +49,15 @@ def code_defaults() -> dict[tuple[str, str], Any]:
 def load_wav(name: str) -> bytes:
     """8 kHz mono PCM16 from ``tests/audio`` (the files are already in that format)."""
     with wave.open(str(SPEECH / name), "rb") as w:
-        assert w.getframerate() == 8000 and w.getnchannels() == 1 and w.getsampwidth() == 2
+        assert w.getframerate() == PHONE.rate and w.getnchannels() == 1 and w.getsampwidth() == 2
         return w.readframes(w.getnframes())
 
 
 def silence(seconds: float) -> bytes:
-    return b"\x00\x00" * int(8000 * seconds)
+    return b"\x00\x00" * int(PHONE.rate * seconds)
 
 
-def tone(freq: float, seconds: float, level: float = 0.25, rate: int = 8000) -> bytes:
+def tone(freq: float, seconds: float, level: float = 0.25, rate: int = PHONE.rate) -> bytes:
     n = int(rate * seconds)
     amp = level * 32767
     return struct.pack(f"<{n}h", *(int(amp * math.sin(2 * math.pi * freq * i / rate)) for i in range(n)))
@@ -91,10 +93,10 @@ class Driver:
         out: list[Action] = []
         while True:
             deadline = self.call.next_deadline()
-            frame_at = None if self.line_at is None else round(self.line_at + 0.02, 6)
+            frame_at = None if self.line_at is None else round(self.line_at + FRAME_S, 6)
             if frame_at is not None and frame_at <= to and (deadline is None or frame_at < deadline):
                 self.line_at = self.now = max(self.now, frame_at)
-                out += self._handle(CallerAudio(self.now, silence(0.02)))
+                out += self._handle(CallerAudio(self.now, silence(FRAME_S)))
                 continue
             if deadline is None or deadline > to:
                 break
@@ -118,7 +120,7 @@ class Driver:
         if self.line_at is not None:
             start = self.line_at
         for i, frame in enumerate(frames(pcm)):
-            at = round(start + (i + 1) * 0.02, 6)
+            at = round(start + (i + 1) * FRAME_S, 6)
             out += self.advance(at - 1e-9)
             out += self._handle(CallerAudio(at, frame))
             self.now = at

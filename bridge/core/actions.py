@@ -1,8 +1,9 @@
 """What the core asks the shell to do, as data.
 
 Actions carry no time: the shell executes them at once, in order. They split by who executes
-them: the phone side (``PhoneAction``), the TTS socket (``TtsAction``) and the agent
-(``AgentAction``), so each adapter only ever sees its own vocabulary.
+them: the phone side (``PhoneAction``), the TTS socket (``TtsAction``), the agent
+(``AgentAction``) and the shell itself (``ShellAction``: connections and their lifetimes), so
+each adapter only ever sees its own vocabulary.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ __all__ = [
     "CancelTurn",
     "ClearPlayback",
     "CloseContext",
+    "ConnectTts",
     "EndCall",
     "KeepAlive",
     "OpenContext",
@@ -23,6 +25,7 @@ __all__ = [
     "SendMark",
     "SendMedia",
     "SendText",
+    "ShellAction",
     "StartTurn",
     "TtsAction",
 ]
@@ -49,9 +52,17 @@ class ClearPlayback:
 
 @dataclass(frozen=True, slots=True)
 class EndCall:
-    """Hang up the phone side (the shell closes the media socket)."""
+    """Hang up the phone side (the shell closes the media socket); ``reason`` is for the log."""
 
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectTts:
+    """Open the call's TTS connection now (the shell's supervisor keeps it up from then on).
+
+    The core decides when: today at the call's ``start``, so a socket that never starts a call
+    costs no TTS session."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,14 +106,24 @@ class StartTurn:
 
 @dataclass(frozen=True, slots=True)
 class CancelTurn:
-    """Stop producing reply ``turn`` (barge-in or call end)."""
+    """Stop producing reply ``turn``.
+
+    ``reason`` is empty when the turn is simply over (the caller cut in, the call ended, its voice
+    failed); otherwise it says how the agent failed (it fell silent), for the shell to log."""
 
     turn: int
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class ReplyHeard:
-    """What the caller actually heard of reply ``turn``, once it is over."""
+    """What the caller actually heard of reply ``turn``, once it is over.
+
+    ``text`` comes only from audio that played: all the text when the reply played out whole,
+    else the words the played frames voiced (by the TTS's alignment, or a speaking rate).
+    ``interrupted`` is True whenever the caller heard less than the whole reply: a barge-in, the
+    turn-end key, or a voice that failed (a TTS error, no audio in time). A reply nobody heard
+    is ``ReplyHeard(turn, "", interrupted=True)``."""
 
     turn: int
     text: str
@@ -112,4 +133,5 @@ class ReplyHeard:
 PhoneAction = SendMedia | SendMark | ClearPlayback | EndCall
 TtsAction = OpenContext | SendText | KeepAlive | CloseContext
 AgentAction = StartTurn | CancelTurn | ReplyHeard
-Action = PhoneAction | TtsAction | AgentAction
+ShellAction = ConnectTts
+Action = PhoneAction | TtsAction | AgentAction | ShellAction

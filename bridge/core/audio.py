@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
@@ -30,9 +31,11 @@ __all__ = [
     "INPUT_RATES",
     "OUTPUT_FORMATS",
     "PCM_FRAME_BYTES",
+    "PHONE",
     "RESAMPLE_QUALITY",
     "SAMPLE_RATE",
     "ULAW_FRAME_BYTES",
+    "AudioFormat",
     "Framer",
     "Resampler",
     "TtsDecoder",
@@ -41,13 +44,58 @@ __all__ = [
     "ulaw_to_pcm",
 ]
 
-SAMPLE_RATE: Final = 8000
+
+@dataclass(frozen=True, slots=True)
+class AudioFormat:
+    """The phone path's audio: 16-bit mono PCM at ``rate``, paced and judged in ``frame_ms`` frames.
+
+    Every size and duration the core derives (a frame's bytes and seconds, bytes per second of
+    speech) comes from here, so a carrier at another rate changes one value, not a dozen literals.
+    """
+
+    rate: int = 8000
+    frame_ms: int = 20
+
+    def __post_init__(self) -> None:
+        if self.rate <= 0 or self.frame_ms <= 0 or self.rate * self.frame_ms % 1000:
+            raise ValueError(f"a {self.frame_ms} ms frame at {self.rate} Hz is not a whole number of samples")
+
+    @property
+    def frame_s(self) -> float:
+        return self.frame_ms / 1000
+
+    @property
+    def frame_samples(self) -> int:
+        return self.rate * self.frame_ms // 1000
+
+    @property
+    def pcm_frame_bytes(self) -> int:
+        """One frame of PCM16 (320 bytes at 8 kHz and 20 ms)."""
+        return self.frame_samples * 2
+
+    @property
+    def ulaw_frame_bytes(self) -> int:
+        """One frame of mu-law, one byte a sample (160 bytes at 8 kHz and 20 ms)."""
+        return self.frame_samples
+
+    @property
+    def pcm_bytes_per_s(self) -> int:
+        return self.rate * 2
+
+    def pcm_bytes(self, ms: int) -> int:
+        """Bytes of PCM16 in ``ms`` whole milliseconds (an int, so comparisons stay exact)."""
+        return self.pcm_bytes_per_s * ms // 1000
+
+
+PHONE: Final = AudioFormat()
+"""Twilio media streams: 8 kHz mu-law in 20 ms frames."""
+SAMPLE_RATE: Final = PHONE.rate
 """The phone path's rate: Twilio media streams are 8 kHz mu-law."""
-FRAME_MS: Final = 20
+FRAME_MS: Final = PHONE.frame_ms
 """Twilio sends one media message per 20 ms; we pace our output in the same unit."""
-PCM_FRAME_BYTES: Final = SAMPLE_RATE * FRAME_MS // 1000 * 2
+PCM_FRAME_BYTES: Final = PHONE.pcm_frame_bytes
 """320: one 20 ms frame of 8 kHz PCM16."""
-ULAW_FRAME_BYTES: Final = SAMPLE_RATE * FRAME_MS // 1000
+ULAW_FRAME_BYTES: Final = PHONE.ulaw_frame_bytes
 """160: one 20 ms frame of 8 kHz mu-law (one byte a sample)."""
 
 INPUT_RATES: Final = (8000, 16000, 22050, 24000, 44100)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-EPS = 1e-6  # deadline slack, so float rounding can't stall a timer
+from bridge.core.deadlines import EPS
 
 __all__ = ["TRANSITIONS", "ContextRecord", "ContextState", "ContextTable"]
 
@@ -51,9 +51,9 @@ class ContextTable:
         self._next = 1
         self._records: dict[str, ContextRecord] = {}
         self.peak_slots = 0
-        # `next_deadline` is asked after every event (50 a second per call) but changes only when
-        # a record does: remember it until then.
-        self._deadline: tuple[float, float, float | None] | None = None
+        # The deadlines are asked after every event (50 a second per call) but change only when
+        # a record does: remember them until then.
+        self._deadlines: tuple[float | None, float | None] | None = None
 
     def __contains__(self, context_id: str) -> bool:
         return context_id in self._records
@@ -75,7 +75,7 @@ class ContextTable:
         context_id = f"{self._prefix}-{self._next}"
         self._next += 1
         self._records[context_id] = ContextRecord(context_id, ContextState.OPEN, at, at)
-        self._deadline = None
+        self._deadlines = None
         self.peak_slots = max(self.peak_slots, self.slots_in_use)
         return context_id
 
@@ -84,7 +84,7 @@ class ContextTable:
 
     def note_sent(self, context_id: str, at: float) -> None:
         self._records[context_id].last_sent_at = at
-        self._deadline = None
+        self._deadlines = None
 
     def _move(self, context_id: str, what: str) -> bool:
         record = self._records.get(context_id)
@@ -94,7 +94,7 @@ class ContextTable:
         if new is None:
             return False
         record.state = new
-        self._deadline = None
+        self._deadlines = None
         return True
 
     def close(self, context_id: str, at: float) -> bool:
@@ -102,7 +102,7 @@ class ContextTable:
         moved = self._move(context_id, "close")
         if moved:
             self._records[context_id].closed_at = at
-            self._deadline = None
+            self._deadlines = None
         return moved
 
     def final(self, context_id: str) -> bool:
@@ -134,18 +134,18 @@ class ContextTable:
             self._move(context_id, "final")
         return expired
 
-    def next_deadline(self, keepalive: float, drain_timeout: float) -> float | None:
-        cached = self._deadline
-        if cached is not None and cached[0] == keepalive and cached[1] == drain_timeout:
-            return cached[2]
-        times = [
-            r.last_sent_at + keepalive if r.state is ContextState.OPEN else (r.closed_at or 0) + drain_timeout
-            for r in self._records.values()
-            if r.state is not ContextState.FINAL
-        ]
-        deadline = min(times, default=None)
-        self._deadline = (keepalive, drain_timeout, deadline)
-        return deadline
+    def deadlines(self, keepalive: float, drain_timeout: float) -> tuple[float | None, float | None]:
+        """When the next keep-alive is due, and when the next closed context's drain times out.
+
+        The intervals are the call's settings, the same on every call of one table."""
+        if self._deadlines is None:
+            alive = [r.last_sent_at for r in self._records.values() if r.state is ContextState.OPEN]
+            closing = [r.closed_at or 0.0 for r in self._records.values() if r.state is ContextState.CLOSING]
+            self._deadlines = (
+                min(alive) + keepalive if alive else None,
+                min(closing) + drain_timeout if closing else None,
+            )
+        return self._deadlines
 
     def forget_final(self) -> None:
         """Drop finished records so a long call's table stays small (ids are still never reused)."""

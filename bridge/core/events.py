@@ -21,6 +21,7 @@ __all__ = [
     "DtmfReceived",
     "Event",
     "MarkPlayed",
+    "PhoneConnected",
     "TelephonyMalformed",
     "Tick",
     "TtsAudio",
@@ -29,6 +30,16 @@ __all__ = [
     "TtsError",
     "TtsFinal",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneConnected:
+    """The carrier's media socket is open; nothing has come over it yet.
+
+    From here the carrier has ``CallSettings.start_timeout_s`` to start the stream, or the core
+    ends the call: a socket that never starts a call must not hold a place (or a TTS session)."""
+
+    at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +86,8 @@ class TelephonyMalformed:
 
 @dataclass(frozen=True, slots=True)
 class AgentText:
-    """A piece of the agent's reply for ``turn``, as the agent yielded it."""
+    """A piece of the agent's reply for ``turn``, as the agent yielded it (an empty piece still
+    shows the agent is alive: its timeout starts again)."""
 
     at: float
     turn: int
@@ -92,7 +104,7 @@ class AgentDone:
 
 @dataclass(frozen=True, slots=True)
 class AgentFailed:
-    """The agent raised or timed out while producing ``turn``."""
+    """The agent raised while producing ``turn`` (its silence is timed by the core itself)."""
 
     at: float
     turn: int
@@ -168,7 +180,8 @@ class CallEnded:
 
 
 Event = (
-    CallStarted
+    PhoneConnected
+    | CallStarted
     | CallerAudio
     | MarkPlayed
     | DtmfReceived

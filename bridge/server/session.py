@@ -6,6 +6,12 @@ executed before the next event is handled, so the core is never entered concurre
 reaches the core as a single timer per call (``loop.call_at`` for the core's next deadline),
 never a task per frame.
 
+The core decides the rest, timeouts included (the carrier's ``start``, the agent's silence,
+when to connect the TTS). Failures are told apart by who caused them: a failed phone read is the
+caller dropping, a failed TTS send the TTS socket failing (reported as `TtsClosed`), and anything
+else that raises (the core, a codec) a bug: logged with its traceback at ERROR, the call ended
+with reason "error".
+
 Caller audio is 50 messages a second per call for the whole call, so its path is kept short:
 when nothing is queued or in progress, the phone reader hands its event to the core itself
 instead of waking the call's loop for it. Everything else, and phone events that find the core
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections import Counter, deque
 from collections.abc import Callable
@@ -32,6 +39,7 @@ from bridge.core.actions import (
     CancelTurn,
     ClearPlayback,
     CloseContext,
+    ConnectTts,
     EndCall,
     KeepAlive,
     OpenContext,
@@ -49,6 +57,7 @@ from bridge.core.events import (
     CallEnded,
     CallStarted,
     Event,
+    PhoneConnected,
     TelephonyMalformed,
     Tick,
     TtsClosed,
@@ -82,24 +91,27 @@ class CallSession:
         settings: CallSettings,
         tts: TtsClient,
         agent: Agent,
-        start_timeout_s: float = 10.0,
+        start_timeout_s: float | None = None,
         max_message_bytes: int = 64 * 1024,
         on_event: Callable[[Event], None] | None = None,
         codec: CarrierCodec | None = None,
     ) -> None:
+        """``start_timeout_s``, when given, replaces ``settings.start_timeout_s`` (the core keeps the time)."""
         self.websocket = websocket
+        if start_timeout_s is not None:
+            settings = dataclasses.replace(settings, start_timeout_s=start_timeout_s)
         self.call = Call(settings)
         self.codec = codec if codec is not None else TwilioCodec(max_message_bytes=max_message_bytes)
         self.tts = tts
         self.agent = agent
-        self.start_timeout_s = start_timeout_s
         self.on_event = on_event
         self.call_id = "?"
+        self.end_reason = ""  # why the call ended: the phone's reason, the core's, or "error" (a bug)
         self._loop = asyncio.get_running_loop()
         self._inbox: deque[Event] = deque()
         self._wakeup: asyncio.Future[None] | None = None  # set while the loop waits for an event
         self._busy = False  # an event's actions are being executed
-        self._failure: BaseException | None = None  # raised by the core in the phone reader
+        self._failed = False  # a bug was reported: the call ends
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._agent_task: asyncio.Task[None] | None = None
@@ -130,14 +142,13 @@ class CallSession:
         self.put(CallEnded(self.clock(), reason))
 
     async def run(self) -> None:
+        self.put(PhoneConnected(self.clock()))  # first in the inbox: the core times the carrier's 'start' from it
         reader = asyncio.create_task(self._read_phone(), name="phone-reader")
         self._tts_task = asyncio.create_task(self.tts_supervisor.run(), name="tts-supervisor")
-        no_start = self._loop.call_later(self.start_timeout_s, self._check_started)
         metrics.call_started()
         try:
             await self._loop_until_ended()
         finally:
-            no_start.cancel()
             if self._timer is not None:
                 self._timer.cancel()
             try:
@@ -147,9 +158,7 @@ class CallSession:
 
     async def _loop_until_ended(self) -> None:
         inbox = self._inbox
-        while not self.call.ended:
-            if self._failure is not None:
-                raise self._failure
+        while not self.call.ended and not self._failed:
             if not inbox or self._busy:  # the phone reader may be in the core, sending
                 self._wakeup = self._loop.create_future()
                 try:
@@ -174,8 +183,18 @@ class CallSession:
                 await self._execute(action)
             if not call.ended:
                 self._arm_timer(call.next_deadline())
+        except Exception:
+            self._report_bug(f"handling {type(event).__name__}")
         finally:
             self._busy = False
+
+    def _report_bug(self, doing: str) -> None:
+        """Something of ours raised (call only from an ``except`` block): a bug, not the caller
+        hanging up nor a peer's fault, so it is logged loudly, with its traceback, and the call ends."""
+        log.exception("call %s: bug in the bridge while %s; ending the call", self.call_id, doing)
+        self.end_reason = "error"
+        self._failed = True
+        self._wake()
 
     def _arm_timer(self, deadline: float | None) -> None:
         if deadline == self._timer_at:
@@ -194,18 +213,14 @@ class CallSession:
         self._timer_at = None
         self.put(Tick(self.clock()))
 
-    def _check_started(self) -> None:
-        if self.call.started_at is None and not self.call.ended:
-            log.warning("media stream sent no 'start' within %g s; closing it", self.start_timeout_s)
-            self.put(CallEnded(self.clock(), "no start"))
-
     def _observe(self, event: Event) -> None:
         """Log what a person running the bridge wants to know, once per kind of problem."""
         match event:
             case CallStarted():
                 self.call_id = event.call_id or event.stream_id
                 log.info("call %s started", self.call_id)
-                self.tts_supervisor.start()  # only now: a socket that never says 'start' costs no TTS
+            case CallEnded():
+                self.end_reason = self.end_reason or event.reason
             case TelephonyMalformed():
                 self._note_problem("phone", event.reason)
             case TtsError(context_id=str()):
@@ -228,51 +243,48 @@ class CallSession:
         handled = 0
         try:
             while True:
-                message = await ws.receive()
+                try:
+                    message = await ws.receive()
+                except (WebSocketDisconnect, RuntimeError, OSError):
+                    put(CallEnded(self.clock(), "dropped"))  # the line is gone: only a read can say so
+                    return
                 if message["type"] == "websocket.disconnect":
                     put(CallEnded(self.clock(), "hangup"))
                     return
                 raw = message.get("text")
                 for event in codec.decode(raw if raw is not None else message.get("bytes") or b"", self.clock()):
-                    if inbox or self._busy or self.call.ended:
+                    if inbox or self._busy or self.call.ended or self._failed:
                         put(event)  # keep the order: the loop has events before this one
                     else:
                         await self._step(event)
-                        if inbox or self.call.ended:
+                        if inbox or self.call.ended or self._failed:
                             self._wake()  # events came in while this one's actions were sent
-                    if isinstance(event, CallEnded):
+                    if isinstance(event, CallEnded) or self._failed:
                         return
                 while len(inbox) >= MAX_BACKLOG:
                     await asyncio.sleep(0.005)
                 handled += 1
                 if handled % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
-        except (WebSocketDisconnect, RuntimeError, OSError):
-            put(CallEnded(self.clock(), "dropped"))
-        except Exception as exc:  # a bug in the core: end the call as the loop would have
-            self._failure = exc
-            self._wake()
+        except Exception:
+            self._report_bug("reading the phone socket")
 
     async def _run_agent(self, turn: Turn) -> None:
-        """Stream one reply into the inbox. An agent that raises, or stays silent longer than
-        ``agent_timeout_s`` before its first text or between two pieces, has failed: the core
-        then has the apology spoken. Cancelling this task (barge-in) closes the agent's stream,
-        and with it any HTTP request behind it."""
-        put, number, limit = self.put, turn.number, self.call.settings.agent_timeout_s
+        """Stream one reply into the inbox. An agent that raises has failed: the core then has the
+        apology spoken. The core also times the agent's silences (``agent_timeout_s``): every
+        piece, an empty one too, tells it the agent is alive. Cancelling this task (barge-in, or
+        the core giving up on a silent agent) closes the agent's stream, and with it any HTTP
+        request behind it."""
+        put, number = self.put, turn.number
         stream = aiter(self.agent.reply(turn))
         try:
-            while True:
-                async with asyncio.timeout(limit):
-                    try:
-                        text = await anext(stream)
-                    except StopAsyncIteration:
-                        break
-                if isinstance(text, str) and text:
+            async for text in stream:
+                if isinstance(text, str):
                     put(AgentText(self.clock(), number, text))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self._agent_failed(number, exc, limit)
+            self._agent_failed(number, exc)
             return
         finally:
             close = getattr(stream, "aclose", None)
@@ -281,11 +293,8 @@ class CallSession:
                     await close()
         put(AgentDone(self.clock(), number))
 
-    def _agent_failed(self, number: int, exc: Exception, limit: float) -> None:
-        if isinstance(exc, TimeoutError):
-            reason = f"no text for {limit:g} s"
-        else:
-            reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
+    def _agent_failed(self, number: int, exc: Exception) -> None:
+        reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
         if isinstance(exc, TimeoutError | AgentError) or type(exc).__module__.startswith("httpx"):
             log.warning("call %s: the agent failed on turn %d (%s); the caller hears the apology",
                         self.call_id, number, reason)
@@ -312,13 +321,18 @@ class CallSession:
             case SendMark() | ClearPlayback():
                 await self._to_phone(self.codec.encode(action))
             case OpenContext() | SendText() | KeepAlive() | CloseContext():
-                await self.tts.send(action)
+                await self._to_tts(action)
+            case ConnectTts():
+                self.tts_supervisor.start()
             case StartTurn():
                 self._turn_began = (self.clock(), action.turn == 0)
                 await self._cancel_agent()
                 turn = Turn(action.turn, action.utterance, action.digits)
                 self._agent_task = asyncio.create_task(self._run_agent(turn), name=f"agent-turn-{action.turn}")
             case CancelTurn():
+                if action.reason:
+                    log.warning("call %s: the agent failed on turn %d (%s); the caller hears the apology",
+                                self.call_id, action.turn, action.reason)
                 await self._cancel_agent()
             case ReplyHeard():
                 try:
@@ -326,6 +340,8 @@ class CallSession:
                 except Exception:
                     log.exception("call %s: the agent failed to take what the caller heard", self.call_id)
             case EndCall():
+                log.warning("call %s: media stream ended by the bridge: %s", self.call_id, action.reason)
+                self.end_reason = self.end_reason or action.reason
                 await self._close_phone(1000)
             case _:
                 assert_never(action)
@@ -342,6 +358,13 @@ class CallSession:
         except (WebSocketDisconnect, RuntimeError, OSError):
             self._phone_open = False
             self.put(CallEnded(self.clock(), "dropped"))
+
+    async def _to_tts(self, action: OpenContext | SendText | KeepAlive | CloseContext) -> None:
+        try:
+            await self.tts.send(action)
+        except OSError as exc:  # the network under the TTS socket failed: the TTS is lost, not the caller
+            log.warning("call %s: sending to the TTS failed (%s); treating its socket as lost", self.call_id, exc)
+            self.put(TtsClosed(self.clock(), None, f"send failed: {exc}"[:120]))
 
     async def _cancel_agent(self) -> None:
         task, self._agent_task = self._agent_task, None
@@ -377,6 +400,7 @@ class CallSession:
             else "n/a"
         )
         log.info(
-            "call %s ended: %d turns, %d barge-ins, greeting latency %s, %d late TTS chunks dropped, %d bad messages",
-            self.call_id, snap.turn + 1, snap.barge_ins, latency, snap.dropped_audio_chunks, snap.malformed_messages,
+            "call %s ended (%s): %d turns, %d barge-ins, greeting latency %s, %d late TTS chunks dropped, "
+            "%d bad messages", self.call_id, self.end_reason or "?", snap.turn + 1, snap.barge_ins, latency,
+            snap.dropped_audio_chunks, snap.malformed_messages,
         )

@@ -2,7 +2,9 @@
 
 Whatever the caller, the agent and the TTS do, and in whatever order:
 - ``handle`` never raises;
-- no audio of a retired (interrupted) context, or of an id we never opened, reaches the caller;
+- every frame played is audio the TTS sent for a context we opened, before that context was
+  retired (interrupted, or its reply over) or final: audio of a retired, finished or never-opened
+  context never reaches the caller;
 - never more than five contexts open or draining;
 - ``SendText``/``KeepAlive``/``CloseContext`` only for ids we opened, and text/keep-alive only while open;
 - by the end of the call every opened context has been closed.
@@ -10,19 +12,23 @@ Whatever the caller, the agent and the TTS do, and in whatever order:
 
 from __future__ import annotations
 
-from hypothesis import settings
+import pytest
+from hypothesis import Phase, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
-from bridge.core.actions import CloseContext, KeepAlive, OpenContext, SendMedia, SendText
+from bridge.core.actions import Action, CloseContext, KeepAlive, OpenContext, SendMedia, SendText
 from bridge.core.audio import pcm_to_ulaw
 from bridge.core.call import Call, CallSettings
 from bridge.core.events import (
     AgentDone,
+    AgentFailed,
     AgentText,
     CallEnded,
     CallerAudio,
     CallStarted,
+    DtmfReceived,
+    Event,
     MarkPlayed,
     Tick,
     TtsAudio,
@@ -31,8 +37,9 @@ from bridge.core.events import (
     TtsError,
     TtsFinal,
 )
+from bridge.core.reply import ReplyState
 from bridge.core.vad import VadConfig
-from tests.support import frames, load_wav, silence, tone
+from tests.support import frames, load_wav, silence
 
 SPEECH_FRAMES = frames(load_wav("caller_03.wav"))
 SILENCE_FRAME = silence(0.02)
@@ -47,11 +54,20 @@ def level_of(index: int) -> int:
     return 500 + 700 * (index % 20)
 
 
+STRAY = "never-opened"
+STRAY_LEVEL = 20000
+"""Audio of the `STRAY` id, which no context ever had: any frame of it played is a bug. Audio a
+context sends after it was retired or finished carries the negative of its level: the same."""
+
+
 class CallMachine(RuleBasedStateMachine):
+    make_call = Call
+
     def __init__(self) -> None:
         super().__init__()
         # Short VAD windows, so a few steps make a whole turn: speech, barge-in, silence, reply.
-        self.call = Call(CallSettings(vad=VadConfig(start_ms=40, end_ms=100, warmup_ms=40)))
+        vad = VadConfig(start_ms=40, end_ms=100, warmup_ms=40)
+        self.call = self.make_call(CallSettings(vad=vad, turn_end_digit="#", apology="Sorry. "))
         self.now = 0.0
         self.opened: list[str] = []
         self.closed: set[str] = set()
@@ -62,7 +78,8 @@ class CallMachine(RuleBasedStateMachine):
         self.ended = False
         self.speech_pos = 0
         self.turn = -1
-        self.owner: dict[int, str] = {}
+        self.owner: dict[int, tuple[str, bool]] = {}  # first mu-law byte -> (context, may it play)
+        self.owner[pcm_to_ulaw(constant(STRAY_LEVEL, 1)[:2])[0]] = (STRAY, False)
         self.feed(CallStarted(0.0, "MZ", "CA"))
         self.feed(TtsConnected(0.0))
 
@@ -86,12 +103,16 @@ class CallMachine(RuleBasedStateMachine):
             case SendMedia(ulaw=payload):
                 assert len(payload) == 160
                 owner = self.owner.get(payload[0])
-                assert owner is None or owner not in self.retired, f"audio of interrupted {owner} sent"
+                assert owner is not None, "a frame played that no context sent"
+                cid, allowed = owner
+                assert allowed, f"audio that {cid} sent after it was retired or finished (or never opened) played"
+                assert cid not in self.retired, f"audio of retired {cid} played"
             case _:
                 name = getattr(action, "name", None)
                 if isinstance(name, str):
                     self.marks.append(name)
         snap = self.call.snapshot
+        assert snap.reply is not ReplyState.CLOSED, "a closed reply is no longer the call's"
         live, final = self.live, self.final
         if snap.live_context != live and live is not None and live in self.opened and live not in final:
             self.retired.add(live)
@@ -142,17 +163,26 @@ class CallMachine(RuleBasedStateMachine):
     def agent_done(self) -> None:
         self.feed(AgentDone(self.now, self.call.snapshot.turn))
 
+    @precondition(lambda self: not self.ended)
+    @rule()
+    def agent_failed(self) -> None:
+        self.feed(AgentFailed(self.now, self.call.snapshot.turn, "boom"))
+
+    @precondition(lambda self: not self.ended)
+    @rule(digit=st.sampled_from("1#"))
+    def key(self, digit: str) -> None:
+        self.feed(DtmfReceived(self.now, digit))
+
     @precondition(lambda self: not self.ended and self.opened)
     @rule(pick=st.integers(0, 100), ms=st.integers(10, 400))
     def tts_audio(self, pick: int, ms: int) -> None:
         cid = self.opened[pick % len(self.opened)]
-        if cid in self.final:
-            return
         index = self.opened.index(cid)
         if index >= 20:
             return  # levels would repeat; twenty contexts are plenty for one example
-        pcm = constant(level_of(index), ms)
-        self.owner[pcm_to_ulaw(pcm[:2])[0]] = cid
+        allowed = cid not in self.final and cid not in self.retired
+        pcm = constant(level_of(index) if allowed else -level_of(index), ms)
+        self.owner[pcm_to_ulaw(pcm[:2])[0]] = (cid, allowed)
         self.feed(TtsAudio(self.now, cid, pcm))
 
     @precondition(lambda self: not self.ended and self.opened)
@@ -166,8 +196,17 @@ class CallMachine(RuleBasedStateMachine):
     @precondition(lambda self: not self.ended)
     @rule(unknown=st.booleans())
     def tts_stray(self, unknown: bool) -> None:
-        self.feed(TtsAudio(self.now, "never-opened", tone(999, 0.1)))
-        self.feed(TtsError(self.now, "invalid_input_message", "x", "never-opened" if unknown else None))
+        self.feed(TtsAudio(self.now, STRAY, constant(STRAY_LEVEL, 100)))
+        self.feed(TtsError(self.now, "invalid_input_message", "x", STRAY if unknown else None))
+
+    @precondition(lambda self: not self.ended and self.opened)
+    @rule(pick=st.integers(0, 100))
+    def tts_context_error(self, pick: int) -> None:
+        """The server fails one context: it sends nothing more for it, and takes nothing more."""
+        cid = self.opened[pick % len(self.opened)]
+        self.final.add(cid)
+        self.closed.add(cid)
+        self.feed(TtsError(self.now, "invalid_input_message", "x", cid))
 
     @precondition(lambda self: not self.ended)
     @rule()
@@ -215,3 +254,31 @@ class CallMachine(RuleBasedStateMachine):
 
 CallMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=60, deadline=None)
 TestCallInvariants = CallMachine.TestCase
+
+
+class _StrayAudioPlayed(Call):
+    """A broken core: it takes audio of an id it never opened for the live context's."""
+
+    def handle(self, event: Event) -> list[Action]:
+        live = self.snapshot.live_context
+        if isinstance(event, TtsAudio) and event.context_id == STRAY and live is not None:
+            event = TtsAudio(event.at, live, event.pcm)
+        return super().handle(event)
+
+
+class _RetiredAudioPlayed(Call):
+    """A broken core: it takes audio of any context but the live one for the live one's."""
+
+    def handle(self, event: Event) -> list[Action]:
+        live = self.snapshot.live_context
+        if isinstance(event, TtsAudio) and event.context_id not in (live, STRAY) and live is not None:
+            event = TtsAudio(event.at, live, event.pcm)
+        return super().handle(event)
+
+
+@pytest.mark.parametrize("broken", [_StrayAudioPlayed, _RetiredAudioPlayed])
+def test_the_invariants_catch_a_core_that_plays_audio_it_must_drop(broken: type[Call]) -> None:
+    machine = type("BrokenCallMachine", (CallMachine,), {"make_call": broken})
+    quick = settings(max_examples=200, stateful_step_count=60, deadline=None, database=None, phases=[Phase.generate])
+    with pytest.raises(AssertionError, match="played"):
+        run_state_machine_as_test(machine, settings=quick)

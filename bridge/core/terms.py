@@ -1,0 +1,67 @@
+"""The call's public terms: what it is told (`CallSettings`) and what it shows (`CallState`, `CallSnapshot`).
+
+The server builds the settings from ``bridge.config`` (``bridge.server.factories.call_settings``);
+tests and tools use the defaults, or change a field. ``bridge.core.call`` re-exports all three.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from bridge.core.audio import AudioFormat
+from bridge.core.bargein import BargeInConfig
+from bridge.core.echo import EchoConfig
+from bridge.core.reply import ReplyState
+from bridge.core.vad import VadConfig
+
+__all__ = ["CallSettings", "CallSnapshot", "CallState"]
+
+
+@dataclass(frozen=True, slots=True)
+class CallSettings:
+    vad: VadConfig = field(default_factory=VadConfig)
+    barge_in: BargeInConfig = field(default_factory=BargeInConfig)
+    echo: EchoConfig = field(default_factory=EchoConfig)
+    audio: AudioFormat = field(default_factory=AudioFormat)  # the carrier's rate and frame size
+    lead_ms: int = 200
+    low_ms: int = 100
+    mark_every_ms: int = 200
+    max_contexts: int = 5
+    keepalive_s: float = 10.0
+    drain_timeout_s: float = 20.0
+    first_audio_timeout_s: float = 10.0
+    preroll_ms: int = 300
+    max_utterance_s: float = 60.0
+    apology: str = ""  # spoken when the agent fails or times out, so the caller never waits in silence
+    turn_end_digit: str = ""  # a DTMF key that ends the caller's turn at once ("" = none)
+    agent_timeout_s: float = 10.0  # the agent's limit for its first text, and between two pieces
+    start_timeout_s: float = 10.0  # the carrier's limit for ``start`` after the socket opened
+
+
+class CallState(enum.Enum):
+    CONNECTING = "connecting"  # socket up, no ``start`` yet
+    LISTENING = "listening"  # no reply in progress
+    THINKING = "thinking"  # a reply is wanted, none of its audio has gone out yet
+    SPEAKING = "speaking"  # reply audio is out (or still playing at the carrier)
+    ENDED = "ended"
+
+
+@dataclass(frozen=True, slots=True)
+class CallSnapshot:
+    state: CallState
+    turn: int
+    live_context: str | None
+    contexts_in_use: int
+    peak_contexts: int
+    contexts_opened: int
+    frames_sent: int
+    dropped_audio_chunks: int
+    dropped_audio_bytes: int
+    barge_ins: int
+    malformed_messages: int
+    first_audio_at: float | None
+    started_at: float | None
+    reaction_times: tuple[float, ...]
+    ended: bool
+    reply: ReplyState | None = None  # the live reply's state, if there is one
