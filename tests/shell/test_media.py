@@ -39,7 +39,7 @@ def test_the_greeting_is_played_in_frames_with_marks_and_the_agent_learns_it_was
     played_s, spoken_s = len(media) * 0.02, tts.spoken_s[cid]
     assert spoken_s >= len(GREETING) * MS_PER_CHAR / 1000
     assert 0 <= played_s - spoken_s < 0.02, (played_s, spoken_s)  # all of it (the last frame padded), no more
-    assert {round(pitch(b"".join(phone.media_pcm()))) // 10} == {round(tts.pitches[cid]) // 10}
+    assert abs(pitch(b"".join(phone.media_pcm())) - tts.pitches[cid]) < 10, "the greeting's own voice"
 
     marks = [m.name for _, m in phone.of(AgentMark)]
     assert len(marks) >= int(spoken_s / 0.2) - 1, "marks every 200 ms of audio report what was heard"
