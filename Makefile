@@ -15,8 +15,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[voice]'
 	touch $@
 
+# The test suite needs every extra it tests: the scale extra (gunicorn) runs the scale-out tests.
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[voice,dev]'
+	$(BIN)/pip install --quiet -e '.[voice,dev,scale]'
 	touch $@ $(VENV)/.installed
 
 serve: $(VENV)/.installed
