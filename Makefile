@@ -18,6 +18,8 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 # The test suite needs every extra it tests: the scale extra (gunicorn) runs the scale-out tests.
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[voice,dev,scale]'
+	# the end-of-turn model file ships inside this wheel; none of its own dependencies are needed
+	$(BIN)/pip install --quiet --no-deps pipecat-ai
 	touch $@ $(VENV)/.installed
 
 serve: $(VENV)/.installed
