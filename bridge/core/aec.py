@@ -37,12 +37,11 @@ caller gets through it too.
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
 import numpy as np
 
@@ -83,10 +82,10 @@ def load_engine(rate: int) -> Engine | None:
     """A fresh AEC3 instance, or None when ``pywebrtc-audio`` is not installed (the ``aec`` extra).
     Imported here, not at module load, so the core runs without it."""
     try:
-        module: Any = importlib.import_module("pywebrtc_audio")
+        import pywebrtc_audio
     except ImportError:
         return None
-    engine: Engine = module.AudioProcessor(sample_rate=rate, echo_cancellation=True)
+    engine: Engine = pywebrtc_audio.AudioProcessor(sample_rate=rate, echo_cancellation=True)
     return engine
 
 
