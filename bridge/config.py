@@ -231,6 +231,14 @@ class ServerSettings:
     max_message_bytes: int = _opt(64 * 1024, **_range(1024, 16 * 1024 * 1024))
     start_timeout_s: float = _opt(10.0, **_range(0.1, 600.0))
     drain_timeout_s: float = _opt(30.0, **_range(0.0, 3600.0))
+    # Call records (bridge.server.records): where they are kept, for how long, and who may read them.
+    database_url: str = _opt("sqlite:///bridge.db", "sqlite:///path or postgresql://user:password@host/db",
+                             regex=r"(?:sqlite(?:\+aiosqlite)?:///.*|postgres(?:ql)?(?:\+asyncpg)?://\S+)", secret=True)
+    record_calls: bool = _opt(True)
+    record_audio: bool = _opt(False)
+    record_retention_days: int = _opt(30, **_range(1, 36_500))
+    recordings_dir: str = _opt("recordings", "a directory path", regex=r".+")
+    admin_token: str | None = _opt(None, **_SECRET_RULE)
 
 
 _SECTIONS: dict[str, tuple[type[Any], str]] = {  # TOML table -> (section, env prefix)

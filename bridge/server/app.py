@@ -25,6 +25,7 @@ from bridge.carriers.twilio.twiml import busy_twiml, media_stream_url, public_ba
 from bridge.config import ConfigError, Settings, load_settings
 from bridge.server import factories, guard, metrics
 from bridge.server.drain import Drainer
+from bridge.server.records import Records
 from bridge.server.session import CallSession
 from bridge.tts.base import TtsClient
 
@@ -62,6 +63,7 @@ def create_app(
 ) -> Starlette:
     bridge = Bridge(settings, make_tts, make_agent)
     drainer = Drainer(bridge, settings.server.drain_timeout_s)
+    records = Records(settings)
 
     async def healthz(request: Request) -> JSONResponse:
         status = "draining" if bridge.draining else "ok"
@@ -79,7 +81,8 @@ def create_app(
             return Response(busy_twiml(BUSY_MESSAGE), media_type="text/xml")
         # Twilio streams only to wss://, whatever scheme reached us (ngrok and proxies end TLS).
         stream_url = "wss://" + media_stream_url(base).split("://", 1)[1]
-        return Response(stream_twiml(stream_url), media_type="text/xml")
+        caller = await records.caller(request)  # From/To come back in the stream's `start` for the record
+        return Response(stream_twiml(stream_url, caller), media_type="text/xml")
 
     async def media(websocket: WebSocket) -> None:
         if not guard.media_allowed(websocket, settings.server.public_url, settings.server.twilio_auth_token):
@@ -98,6 +101,7 @@ def create_app(
             start_timeout_s=settings.server.start_timeout_s,
             max_message_bytes=settings.server.max_message_bytes,
         )
+        records.attach(session)
         bridge.calls.add(session)  # before any await, so simultaneous upgrades cannot pass max_calls
         try:
             await websocket.accept()
@@ -115,9 +119,11 @@ def create_app(
         log.info("voice engine: %s", factories.tts_engine(settings))
         guard.warn_if_unsigned(settings.server.twilio_auth_token)
         drainer.install()  # SIGTERM drains live calls first: see bridge.server.drain
+        await records.start()
         yield
         drainer.uninstall()
         bridge.draining = True
+        await records.stop()
 
     app = Starlette(
         routes=[
@@ -125,11 +131,13 @@ def create_app(
             Route("/metrics", metrics.metrics_endpoint, methods=["GET"]),
             Route("/twilio/voice", voice, methods=["POST", "GET"]),
             WebSocketRoute("/twilio/media", media),
+            *records.routes(),
         ],
         lifespan=lifespan,
     )
     app.state.bridge = bridge
     app.state.drainer = drainer
+    app.state.records = records
     return app
 
 

@@ -83,6 +83,13 @@ SETTINGS: list[tuple[str, str, str, str, Any]] = [
     ("BRIDGE_MAX_MESSAGE_BYTES", "server", "max_message_bytes", "131072", 131072),
     ("BRIDGE_START_TIMEOUT_S", "server", "start_timeout_s", "2.5", 2.5),
     ("BRIDGE_DRAIN_TIMEOUT_S", "server", "drain_timeout_s", "45", 45.0),
+    ("BRIDGE_DATABASE_URL", "server", "database_url", "postgresql://b:pw@127.0.0.1:5432/calls",
+     "postgresql://b:pw@127.0.0.1:5432/calls"),
+    ("BRIDGE_RECORD_CALLS", "server", "record_calls", "false", False),
+    ("BRIDGE_RECORD_AUDIO", "server", "record_audio", "true", True),
+    ("BRIDGE_RECORD_RETENTION_DAYS", "server", "record_retention_days", "7", 7),
+    ("BRIDGE_RECORDINGS_DIR", "server", "recordings_dir", "/var/lib/bridge/wav", "/var/lib/bridge/wav"),
+    ("BRIDGE_ADMIN_TOKEN", "server", "admin_token", TOKEN, TOKEN),
 ]
 
 INVALID: list[tuple[str, str]] = [
@@ -123,6 +130,7 @@ INVALID: list[tuple[str, str]] = [
     ("BRIDGE_MAX_MESSAGE_BYTES", "100"),
     ("BRIDGE_START_TIMEOUT_S", "0"),
     ("BRIDGE_DRAIN_TIMEOUT_S", "-1"),
+    ("BRIDGE_RECORD_RETENTION_DAYS", "0"),
 ]
 
 TOML_KEY = {env: f"[{section}] {key}" for env, section, key, _, _ in SETTINGS}
@@ -179,7 +187,8 @@ def test_shipped_toml_lists_every_setting_with_its_env_var_and_comments_out_secr
     for env, section, key, _, _ in SETTINGS:
         # secrets, or settings with no default to show, stay commented out in the shipped file
         unset = key in ("api_key", "twilio_auth_token", "public_url", "openai_api_key", "webhook_secret",
-                        "greeting", "stt_language", "webhook_url", "stt_base_url", "stt_api_key")
+                        "greeting", "stt_language", "webhook_url", "stt_base_url", "stt_api_key",
+                        "admin_token")
         assert (key not in table[section]) if unset else (key in table[section]), key
         lines = [line for line in text.splitlines() if line.lstrip("# ").startswith(f"{key} =")]
         assert len(lines) == 1 and f"[{env}]" in lines[0], key
