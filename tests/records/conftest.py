@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import fake_tts, script  # noqa: F401  (the e2e fixtures, used here too)
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -173,3 +175,41 @@ async def wait_until(predicate: object, timeout: float = 10.0) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("condition not met in time")
+
+
+CALLER_FROM, CALLER_TO = "+15551234567", "+15557654321"
+
+
+async def place_call(media_url: str, duration: float = 8.0, speech_at: float | None = 2.0) -> str:
+    """A Twilio-protocol call from the phone simulator, with the caller speaking over the greeting
+    at ``speech_at``; returns the carrier's call id (CallSid)."""
+    from bridge.tools.simulator import PhoneCall, Timeline
+    from tests.support import SPEECH
+
+    caller = Timeline.from_files([(speech_at, SPEECH / "caller_02.wav")]) if speech_at is not None else Timeline([])
+    phone = PhoneCall(media_url, caller=caller, duration=duration,
+                      custom_parameters={"from": CALLER_FROM, "to": CALLER_TO})
+    await phone.run()
+    return phone.ids.call_sid
+
+
+async def api_get(http: str, path: str, token: str = TOKEN) -> object:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=http, timeout=10) as client:
+        response = await client.get(path, headers={"Authorization": f"Bearer {token}"})
+        response.raise_for_status()
+        return response.json()
+
+
+async def finished_record(http: str, call_id: str, timeout: float = 10.0) -> dict:
+    """The call's record once its final version is in the database."""
+    import httpx
+
+    async with httpx.AsyncClient(base_url=http, timeout=10) as client:
+        for _ in range(int(timeout / 0.1)):
+            response = await client.get(f"/api/calls/{call_id}", headers={"Authorization": f"Bearer {TOKEN}"})
+            if response.status_code == 200 and response.json()["ended_how"]:
+                return dict(response.json())
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"no finished record of {call_id}")

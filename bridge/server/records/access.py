@@ -10,13 +10,15 @@ process makes one at random (`admin_token`), which only the person who started i
 from __future__ import annotations
 
 import hmac
+import logging
+import re
 import secrets
 from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
-__all__ = ["COOKIE", "admin_token", "api_denied", "page_denied"]
+__all__ = ["COOKIE", "RedactToken", "admin_token", "api_denied", "page_denied", "redact_access_logs"]
 
 COOKIE = "bridge_admin"
 _generated: str | None = None
@@ -57,3 +59,24 @@ def page_denied(request: Request, token: str) -> Response | None:
         return response
     return PlainTextResponse("401 Unauthorized: open the link with ?token= that `bridge serve` printed, "
                              "or the one made from BRIDGE_ADMIN_TOKEN", status_code=401)
+
+
+class RedactToken(logging.Filter):
+    """Keeps ``?token=`` out of access logs (uvicorn logs each request's path and query at info)."""
+
+    _TOKEN = re.compile(r"([?&]token=)[^&\s\"]*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._TOKEN.sub(r"\1[redacted]", a) if isinstance(a, str) else a
+                                for a in record.args)
+        if isinstance(record.msg, str) and "token=" in record.msg:
+            record.msg = self._TOKEN.sub(r"\1[redacted]", record.msg)
+        return True
+
+
+def redact_access_logs() -> None:
+    """Install `RedactToken` on the access logger once per process."""
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactToken) for f in access.filters):
+        access.addFilter(RedactToken())

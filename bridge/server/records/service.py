@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bridge.server.records import api, pages
-from bridge.server.records.access import admin_token
+from bridge.server.records.access import admin_token, redact_access_logs
 from bridge.server.records.recorder import CallRecorder
 from bridge.server.records.store import Store
 from bridge.server.records.writer import RecordWriter
@@ -66,6 +66,7 @@ class Records:
         return {key.lower(): str(form.get(key) or "")[:64] for key in ("From", "To") if form.get(key)}
 
     async def start(self) -> None:
+        redact_access_logs()
         if not self.token_configured:
             log.warning("call records: no BRIDGE_ADMIN_TOKEN set; /calls and /api/calls take the token "
                         "made at start-up (`bridge serve` prints the link)")

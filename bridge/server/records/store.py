@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -68,7 +69,8 @@ class Store:
         if self.dialect == "sqlite":
             database = make_url(self.url).database
             if database and database != ":memory:":
-                Path(database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+                with contextlib.suppress(OSError):  # if it cannot be made, connecting fails: logged, retried
+                    Path(database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
             self.engine: AsyncEngine = create_async_engine(self.url, connect_args={"timeout": 5})
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         else:

@@ -1,0 +1,88 @@
+"""Calls through the running bridge are recorded, listed, and still there after a restart, on
+SQLite and on a real PostgreSQL server; with recording on, the WAV holds both sides."""
+
+from __future__ import annotations
+
+import wave
+from pathlib import Path
+
+import numpy as np
+
+from bridge.testing.fake_elevenlabs import FakeElevenLabs
+from tests.e2e.conftest import bridge_settings, serve, tone_share
+from tests.records.conftest import CALLER_FROM, CALLER_TO, TOKEN, api_get, finished_record, place_call
+
+
+def settings_for(fake: FakeElevenLabs, script: Path, database_url: str, **env: str):  # type: ignore[no-untyped-def]
+    return bridge_settings(fake, script, BRIDGE_DATABASE_URL=database_url, BRIDGE_ADMIN_TOKEN=TOKEN, **env)
+
+
+async def test_a_call_is_listed_and_its_record_survives_a_restart(
+        fake_tts: FakeElevenLabs, script: Path, database_url: str) -> None:
+    settings = settings_for(fake_tts, script, database_url)
+    async with serve(settings) as bridge:
+        call_id = await place_call(bridge.media_url)
+        record = await finished_record(bridge.http, call_id)
+        listed = await api_get(bridge.http, "/api/calls")
+    assert isinstance(listed, dict)
+    [summary] = listed["calls"]
+    assert summary["call_id"] == call_id and summary["ended_how"] == "caller hung up"
+    assert summary["from"] != CALLER_FROM and summary["from"].endswith(CALLER_FROM[-4:]), "masked in lists"
+    assert record["from"] == CALLER_FROM and record["to"] == CALLER_TO
+    assert summary["turns"] == len(record["turns"]) == 2 and summary["barge_ins"] == len(record["barge_ins"]) == 1
+    greeting, reply = record["turns"]
+    assert greeting["interrupted"] is True and len(greeting["heard_text"]) < len(greeting["agent_text"])
+    assert reply["heard_text"] and reply["first_audio_sent_ms"] > 0 and reply["tts_first_audio_ms"] > 0
+    assert 7.5 < record["duration_s"] < 9.5
+    [barge] = record["barge_ins"]
+    assert 0 < barge["reaction_ms"] < 500 and barge["clear_s"] >= barge["onset_s"]
+    assert {s["kind"] for s in record["timeline"]} == {"caller", "agent", "clear"}
+
+    async with serve(settings) as bridge:  # a new server process on the same database
+        again = await api_get(bridge.http, f"/api/calls/{call_id}")
+        listed_again = await api_get(bridge.http, "/api/calls")
+    assert again == record
+    assert isinstance(listed_again, dict) and [c["call_id"] for c in listed_again["calls"]] == [call_id]
+
+
+async def test_cursor_paging_over_the_api(fake_tts: FakeElevenLabs, script: Path, tmp_path: Path) -> None:
+    settings = settings_for(fake_tts, script, f"sqlite:///{tmp_path / 'r.db'}")
+    async with serve(settings) as bridge:
+        ids = [await place_call(bridge.media_url, duration=1.0, speech_at=None) for _ in range(3)]
+        for call_id in ids:
+            await finished_record(bridge.http, call_id)
+        first = await api_get(bridge.http, "/api/calls?limit=2")
+        assert isinstance(first, dict) and first["next_cursor"]
+        second = await api_get(bridge.http, f"/api/calls?limit=2&cursor={first['next_cursor']}")
+    assert isinstance(second, dict) and second["next_cursor"] is None
+    assert [c["call_id"] for c in first["calls"] + second["calls"]] == ids[::-1], "newest first"
+
+
+async def test_recording_is_stereo_caller_left_agent_right(fake_tts: FakeElevenLabs, script: Path,
+                                                           tmp_path: Path) -> None:
+    settings = settings_for(fake_tts, script, f"sqlite:///{tmp_path / 'r.db'}", BRIDGE_RECORD_AUDIO="true",
+                            BRIDGE_RECORDINGS_DIR=str(tmp_path / "wav"))
+    async with serve(settings) as bridge:
+        call_id = await place_call(bridge.media_url, duration=6.0, speech_at=3.5)
+        record = await finished_record(bridge.http, call_id)
+    assert record["recording"] is True and record["recording_url"] == f"/calls/{call_id}/audio.wav"
+    [path] = list((tmp_path / "wav").rglob("*.wav"))
+    with wave.open(str(path)) as w:
+        assert (w.getnchannels(), w.getframerate(), w.getsampwidth()) == (2, 8000, 2)
+        stereo = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").reshape(-1, 2)
+    left, right = stereo[:, 0], stereo[:, 1]
+    assert 5.5 < len(stereo) / 8000 < 7.0
+    greeting = right[int(0.5 * 8000): int(3.0 * 8000)].tobytes()
+    [cid] = [t["context_ids"] for t in record["turns"] if t["turn"] == 0]
+    assert tone_share(greeting, fake_tts.frequency_of(cid)) > 0.8, "the agent's voice is on the right"
+    assert np.abs(left[: int(3.4 * 8000)]).max() < 200 < np.abs(left[int(3.6 * 8000): int(5 * 8000)]).max()
+    [clear] = [s["start_s"] for s in record["timeline"] if s["kind"] == "clear"]
+    assert np.abs(right[int((clear + 0.05) * 8000): int((clear + 0.5) * 8000)]).max() == 0, "nothing after the clear"
+
+
+async def test_records_off_writes_nothing(fake_tts: FakeElevenLabs, script: Path, tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    settings = settings_for(fake_tts, script, f"sqlite:///{db}", BRIDGE_RECORD_CALLS="false")
+    async with serve(settings) as bridge:
+        await place_call(bridge.media_url, duration=1.0, speech_at=None)
+    assert not db.exists()
