@@ -75,7 +75,7 @@ async def test_recording_is_stereo_caller_left_agent_right(fake_tts: FakeElevenL
     greeting = right[int(0.5 * 8000): int(3.0 * 8000)].tobytes()
     [cid] = [t["context_ids"] for t in record["turns"] if t["turn"] == 0]
     assert tone_share(greeting, fake_tts.frequency_of(cid)) > 0.8, "the agent's voice is on the right"
-    assert np.abs(left[: int(3.4 * 8000)]).max() < 200 < np.abs(left[int(3.6 * 8000): int(5 * 8000)]).max()
+    assert np.abs(left[: int(3.4 * 8000)]).max() < 200 < np.abs(left[int(3.6 * 8000): 5 * 8000]).max()
     [clear] = [s["start_s"] for s in record["timeline"] if s["kind"] == "clear"]
     assert np.abs(right[int((clear + 0.05) * 8000): int((clear + 0.5) * 8000)]).max() == 0, "nothing after the clear"
 
