@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -67,6 +68,9 @@ class Store:
         self.url = async_url(url)
         self.dialect = make_url(self.url).get_backend_name()
         if self.dialect == "sqlite":
+            quiet = logging.getLogger("aiosqlite")  # at DEBUG it logs every statement from its own thread
+            if quiet.level == logging.NOTSET:
+                quiet.setLevel(logging.INFO)
             database = make_url(self.url).database
             if database and database != ":memory:":
                 with contextlib.suppress(OSError):  # if it cannot be made, connecting fails: logged, retried
