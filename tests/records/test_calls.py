@@ -86,3 +86,16 @@ async def test_records_off_writes_nothing(fake_tts: FakeElevenLabs, script: Path
     async with serve(settings) as bridge:
         await place_call(bridge.media_url, duration=1.0, speech_at=None)
     assert not db.exists()
+
+
+async def test_the_webhook_passes_who_called_to_the_media_stream(script: Path, tmp_path: Path) -> None:
+    import httpx
+
+    settings = bridge_settings(None, script, BRIDGE_DATABASE_URL=f"sqlite:///{tmp_path / 'r.db'}")
+    async with serve(settings) as bridge, httpx.AsyncClient(base_url=bridge.http) as client:
+        form = {"CallSid": "CA" + "1" * 32, "From": CALLER_FROM, "To": CALLER_TO}
+        twiml = (await client.post("/twilio/voice", data=form)).text
+        bad = await client.post("/twilio/voice", content=b"\xff\xfe", headers={"Content-Type": "multipart/form-data"})
+    assert f'<Parameter name="from" value="{CALLER_FROM}"/>' in twiml
+    assert f'<Parameter name="to" value="{CALLER_TO}"/>' in twiml
+    assert bad.status_code == 200 and "<Stream" in bad.text, "a body that does not parse still gets the call through"

@@ -62,8 +62,11 @@ class Records:
         """The webhook's From and To, passed as stream parameters so the record knows who called."""
         if not self.enabled:
             return {}
-        form = await request.form() if request.method == "POST" else request.query_params
-        return {key.lower(): str(form.get(key) or "")[:64] for key in ("From", "To") if form.get(key)}
+        try:
+            form = await request.form() if request.method == "POST" else request.query_params
+            return {key.lower(): str(form.get(key) or "")[:64] for key in ("From", "To") if form.get(key)}
+        except Exception:  # a body that does not parse: the call goes on, its record without numbers
+            return {}
 
     async def start(self) -> None:
         redact_access_logs()
