@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-__all__ = ["BargeIn", "CallRecord", "Reconnect", "Segment", "StereoAudio", "Turn", "mask_number", "median"]
+__all__ = ["ENDINGS", "BargeIn", "CallRecord", "Reconnect", "Segment", "StereoAudio", "Turn", "mask_number", "median"]
 
 ENDINGS = ("caller hung up", "agent ended", "transfer", "drain", "error")
 """How a call can end, as the records name it."""
