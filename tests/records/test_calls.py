@@ -99,3 +99,46 @@ async def test_the_webhook_passes_who_called_to_the_media_stream(script: Path, t
     assert f'<Parameter name="from" value="{CALLER_FROM}"/>' in twiml
     assert f'<Parameter name="to" value="{CALLER_TO}"/>' in twiml
     assert bad.status_code == 200 and "<Stream" in bad.text, "a body that does not parse still gets the call through"
+
+
+async def test_a_tts_reconnect_is_in_the_record_and_the_writer_in_metrics(
+        fake_tts: FakeElevenLabs, script: Path, tmp_path: Path) -> None:
+    import asyncio
+
+    import httpx
+
+    from bridge.tools.simulator import PhoneCall, Timeline
+
+    settings = settings_for(fake_tts, script, f"sqlite:///{tmp_path / 'r.db'}")
+    async with serve(settings) as bridge:
+        phone = PhoneCall(bridge.media_url, caller=Timeline([]), duration=4.0)
+        task = asyncio.create_task(phone.run())
+        await asyncio.sleep(1.0)
+        await fake_tts.drop_all(1011)
+        await task
+        record = await finished_record(bridge.http, phone.ids.call_sid)
+        async with httpx.AsyncClient(base_url=bridge.http) as client:
+            metrics = (await client.get("/metrics")).text
+    [reconnect] = record["tts_reconnects"]
+    assert 0.8 < reconnect["lost_s"] < reconnect["connected_s"] < 2.0 and reconnect["downtime_ms"] > 0
+    assert "1011" in reconnect["reason"]
+    written = [line for line in metrics.splitlines() if line.startswith("bridge_records_written_total ")]
+    assert written and float(written[0].split()[1]) >= 2
+    assert "bridge_records_lost_total" in metrics and "bridge_records_pending" in metrics
+
+
+async def test_a_call_ended_by_a_drain_says_so(fake_tts: FakeElevenLabs, script: Path, tmp_path: Path) -> None:
+    import asyncio
+
+    from bridge.tools.simulator import PhoneCall, Timeline
+
+    settings = settings_for(fake_tts, script, f"sqlite:///{tmp_path / 'r.db'}", BRIDGE_DRAIN_TIMEOUT_S="0")
+    async with serve(settings) as bridge:
+        phone = PhoneCall(bridge.media_url, caller=Timeline([]), duration=10.0)
+        task = asyncio.create_task(phone.run())
+        await asyncio.sleep(1.5)
+        await bridge.app.state.drainer.drain()
+        await task
+        record = await finished_record(bridge.http, phone.ids.call_sid)
+    assert record["ended_how"] == "drain" and record["end_detail"] == "shutdown"
+    assert record["duration_s"] < 5

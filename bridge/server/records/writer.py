@@ -70,7 +70,7 @@ class RecordWriter:
 
     # ----------------------------------------------------------------- life
 
-    async def start(self, wait_s: float = 10.0) -> None:
+    async def start(self, wait_s: float = 5.0) -> None:
         """Migrate (waiting up to ``wait_s``, so a healthy database is ready before the first
         request), then write in the background; a database that is not there yet is retried."""
         self._task = asyncio.create_task(self._run(), name="records-writer")
