@@ -142,3 +142,21 @@ async def test_a_call_ended_by_a_drain_says_so(fake_tts: FakeElevenLabs, script:
         record = await finished_record(bridge.http, phone.ids.call_sid)
     assert record["ended_how"] == "drain" and record["end_detail"] == "shutdown"
     assert record["duration_s"] < 5
+
+
+async def test_a_database_that_is_down_costs_the_call_nothing(fake_tts: FakeElevenLabs, script: Path) -> None:
+    import httpx
+
+    from bridge.tools.simulator import PhoneCall, Timeline
+    from tests.records.conftest import free_port
+
+    down = f"postgresql://bridge@127.0.0.1:{free_port()}/calls"  # nothing listens there
+    async with serve(settings_for(fake_tts, script, down)) as bridge:
+        report = await PhoneCall(bridge.media_url, caller=Timeline([]), duration=3.0).run()
+        writer = bridge.app.state.records.writer
+        async with httpx.AsyncClient(base_url=bridge.http) as client:
+            listed = await client.get("/api/calls", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert writer.pending == 1 and writer.lost == 0, "the record waits in memory"
+    assert report.greeting_latency is not None and report.greeting_latency < 0.6
+    assert listed.status_code == 503
+    assert writer.lost == 1, "given up only when the server stopped, and counted"
