@@ -1,8 +1,8 @@
 """The call's timeline as SVG shapes, computed here so the template only places them.
 
 Rows from the top: the caller's speech, then one row per TTS context (the agent's audio as the
-caller heard it, a context per reply), with barge-ins (speech onset to clear) and clears drawn
-across every row. Plain SVG in the page: no script, no CDN, and it prints.
+caller heard it, a context per reply), with barge-ins (speech onset to clear), clears and TTS
+reconnects (socket lost to back) drawn across every row. Plain SVG in the page: no script, no CDN, and it prints.
 """
 
 from __future__ import annotations
@@ -89,6 +89,11 @@ def timeline(call: dict[str, Any]) -> Timeline:
         marks.append(Mark(x(b["onset_s"]), max(2.0, (stop - b["onset_s"]) * scale), "barge-in",
                           f"barge-in on turn {b['turn']}: speech at {b['onset_s']:.2f} s, "
                           f"cleared {b['reaction_ms']:.0f} ms later"))
+    for r in call.get("tts_reconnects", []):
+        lost = r["lost_s"] if r["lost_s"] is not None else r["connected_s"]
+        marks.append(Mark(x(lost), max(2.0, (r["connected_s"] - lost) * scale), "reconnect",
+                          f"TTS reconnect: lost at {lost:.2f} s, back at {r['connected_s']:.2f} s"
+                          + (f" ({r['reason']})" if r["reason"] else "")))
     step = next(s for s in (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600) if end / s <= 12)
     ticks = tuple((x(t), f"{t:g} s") for t in range(0, int(end) + 1, step))
     height = TOP + ROW_H * len(rows) + 8
