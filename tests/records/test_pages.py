@@ -19,10 +19,11 @@ async def test_the_call_page_draws_every_part_of_the_record(script: Path, tmp_pa
     await store.migrate()
     await store.save([record(1, started=datetime.now(UTC))], {})  # within the retention the server enforces
     await store.aclose()
-    async with serve(bridge_settings(None, script, BRIDGE_DATABASE_URL=url, BRIDGE_ADMIN_TOKEN=TOKEN)) as bridge:
-        async with httpx.AsyncClient(base_url=bridge.http, headers={"Cookie": f"bridge_admin={TOKEN}"}) as client:
-            page = (await client.get(f"/calls/{record(1).call_id}")).text
-            listing = (await client.get("/calls")).text
+    settings = bridge_settings(None, script, BRIDGE_DATABASE_URL=url, BRIDGE_ADMIN_TOKEN=TOKEN)
+    cookie = {"Cookie": f"bridge_admin={TOKEN}"}
+    async with serve(settings) as bridge, httpx.AsyncClient(base_url=bridge.http, headers=cookie) as client:
+        page = (await client.get(f"/calls/{record(1).call_id}")).text
+        listing = (await client.get("/calls")).text
     assert page.count('class="seg agent"') == 2 and 'data-context="ctx-1"' in page and 'data-context="ctx-2"' in page
     assert page.count('class="seg caller"') == 1 and page.count('class="clear"') == 1
     assert page.count('<rect class="barge-in"') == 1 and page.count('<rect class="reconnect"') == 1
