@@ -17,6 +17,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from alembic import command  # imported here, not on first use: a database that only answers mid-call
+from alembic.config import Config  # must not stall the event loop for the import (about a second)
 from sqlalchemy import Connection, and_, delete, event, insert, or_, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -87,9 +89,6 @@ class Store:
             await conn.run_sync(self._upgrade)
 
     def _upgrade(self, conn: Connection) -> None:
-        from alembic import command
-        from alembic.config import Config
-
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
         config = Config()
