@@ -128,16 +128,23 @@ def test_how_a_call_ended() -> None:
     assert ending(None, "dropped") == ending(None, None) == ending(None, "no start") == "error"
 
 
-def test_a_recorder_fault_never_reaches_the_call() -> None:
-    def broken(record: CallRecord) -> None:
-        raise RuntimeError("boom")
+def test_a_recorder_fault_never_reaches_the_call_and_the_end_is_still_recorded() -> None:
+    submitted: list[CallRecord] = []
+
+    def flaky(record: CallRecord) -> None:
+        submitted.append(record)
+        if len(submitted) == 1:
+            raise RuntimeError("boom")
 
     call = Call()
-    recorder = CallRecorder(broken, lambda: call.snapshot)
+    recorder = CallRecorder(flaky, lambda: call.snapshot)
     recorder.event(CallStarted(0.0, "MZ1", "CA1"))  # submit raises inside: swallowed, logged
     recorder.action(ClearPlayback())
     recorder.action(EndCall("bye"))
+    recorder.event(CallEnded(3.0, "stop"))
     recorder.end(call.snapshot)
+    assert submitted[-1].ended_how == "agent ended" and submitted[-1].duration_s == 3.0
+    assert "incomplete" in submitted[-1].end_detail
 
 
 def test_lists_mask_numbers() -> None:

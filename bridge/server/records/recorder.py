@@ -12,6 +12,7 @@ after every finished reply, and at the end. The writer keeps only the latest per
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -99,9 +100,11 @@ class CallRecorder:
     # ----------------------------------------------------------------- hooks
 
     def event(self, event: Event) -> None:
-        if self._broken:
-            return
         self._now = event.at - self._t0  # the time of every action this event causes
+        if self._broken:  # only how the call ends is still noted
+            if type(event) is CallEnded:
+                self._end_reason = self._end_reason or event.reason
+            return
         if type(event) is CallerAudio:  # 50 a second: nothing but the recording's append
             if self._audio is not None and self._base is not None:
                 self._audio.caller.append(event.pcm)
@@ -112,7 +115,11 @@ class CallRecorder:
             self._fail()
 
     def action(self, action: Action) -> None:
-        if self._broken or self._base is None:
+        if self._base is None:
+            return
+        if self._broken:
+            if type(action) is EndCall:
+                self._agent_ended = action.reason or "ended by the agent"
             return
         try:
             if type(action) is SendMedia:  # 50 a second while the agent speaks
@@ -124,7 +131,13 @@ class CallRecorder:
 
     def end(self, snapshot: CallSnapshot) -> None:
         """The call is over: close the last spans and submit the final record."""
-        if self._broken or self._base is None:
+        if self._base is None:
+            return
+        if self._broken:  # at least say how the call ended
+            with contextlib.suppress(Exception):
+                self._submit(replace(self._base, ended_at=self._base.started_at + timedelta(seconds=self._now),
+                                     ended_how=ending(self._agent_ended, self._end_reason),
+                                     end_detail="the record is incomplete: recording this call failed"))
             return
         try:
             self._close_agent_span(self._now)
