@@ -7,7 +7,8 @@ records of many calls share a transaction (its cost hardly depends on how many i
 When the database is down, slow or locked, the batch stays where it is and is tried again with
 growing pauses (up to ``max_retry_s``), for as long as it takes: no call is lost while the
 server runs and memory holds. Only beyond ``max_pending`` calls waiting, or at shutdown after a
-last try, is a record given up: logged and counted in ``bridge_records_lost``. The same task deletes records past their retention, now and then.
+last try, is a record given up: logged and counted in ``bridge_records_lost``. The same task
+deletes records past their retention, now and then.
 """
 
 from __future__ import annotations
