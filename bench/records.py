@@ -278,7 +278,7 @@ def _best(repeat: int, work: Any) -> float:
 
 
 def _update_docs(result: dict[str, Any], args: argparse.Namespace) -> None:
-    cost, rows = result["recorder_cost"], result["rows"]
+    cost, write, rows = result["recorder_cost"], result["write_cost"], result["rows"]
     m = result["machine"]
     where = f"{m['cpu']}, {m['cores']} cores, Python {m['python']}, load average {m['load_average_at_start'][0]}"
     lines = [SECTION, "", f"`{result['command']}` (`bench/records.py`), {result['when']}, {where}.", "",
