@@ -303,8 +303,8 @@ def _update_docs(result: dict[str, Any], args: argparse.Namespace) -> None:
              f"| 50 calls | {write['batch_50_ms']} | {write['batch_50_ms_per_call']} |", "",
              "**Under load, and with the database stopped.** Each run is `bench.load`'s (fresh processes on "
              f"127.0.0.1, one uvicorn worker, {rows[0]['calls'] - 1} concurrent calls with barge-ins plus a "
-             "warm-up call): records off, on SQLite, on PostgreSQL, interleaved (each first in turn); then PostgreSQL stopped "
-             "(`pg_ctl stop -m fast`) in the middle of a load and started again while calls go on. "
+             "warm-up call): records off, on SQLite, on PostgreSQL, interleaved (each first in turn); then "
+             "PostgreSQL stopped (`pg_ctl stop -m fast`) in the middle of a load and started again while calls go on. "
              "`recorded` counts calls with a finished record in the database after the server stopped; "
              "`load before` is the machine's 1-minute load average as the run began (2 cores).", "",
              "| run | calls | recorded | underruns | lateness p99 (ms) | failures | server CPU (s) | load before |",
