@@ -262,6 +262,13 @@ class ServerSettings:
     twilio_from_number: str | None = _opt(None, "an E.164 number", regex=r"\+[1-9][0-9]{6,14}",
                                           env="TWILIO_FROM_NUMBER")
     twilio_api_base_url: str = _opt("https://api.twilio.com", **_url("http", "https"), env="TWILIO_API_BASE_URL")
+    # Call records (bridge.server.records): where they are kept, for how long, and who may read them.
+    database_url: str = _opt("sqlite:///bridge.db", "sqlite:///path or postgresql://user:password@host/db",
+                             regex=r"(?:sqlite(?:\+aiosqlite)?:///.*|postgres(?:ql)?(?:\+asyncpg)?://\S+)", secret=True)
+    record_calls: bool = _opt(True)
+    record_audio: bool = _opt(False)
+    record_retention_days: int = _opt(30, **_range(1, 36_500))
+    recordings_dir: str = _opt("recordings", "a directory path", regex=r".+")
 
 
 def _networks(value: str) -> str:

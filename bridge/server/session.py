@@ -49,7 +49,7 @@ from bridge.core.actions import (
     SendText,
     StartTurn,
 )
-from bridge.core.call import Call, CallSettings
+from bridge.core.call import Call, CallSettings, CallSnapshot
 from bridge.core.events import (
     AgentDone,
     AgentFailed,
@@ -122,6 +122,10 @@ class CallSession:
         self._problems: Counter[str] = Counter()
         self._phone_open = True
         self._turn_began: tuple[float, bool] | None = None  # (when, is the greeting) until its first audio
+        # Observer hooks (call records): each action the core returns, and the call's end. Like on_event,
+        # they run inline and must not raise or block.
+        self.on_action: Callable[[Action], None] | None = None
+        self.on_end: Callable[[CallSnapshot], None] | None = None
 
     def clock(self) -> float:
         return self._loop.time()
@@ -155,6 +159,8 @@ class CallSession:
                 await self._teardown(reader)
             finally:
                 metrics.call_ended(self.call.snapshot, self.tts_supervisor.connects)
+                if self.on_end is not None:
+                    self.on_end(self.call.snapshot)
 
     async def _loop_until_ended(self) -> None:
         inbox = self._inbox
@@ -179,6 +185,9 @@ class CallSession:
             self._observe(event)
             call = self.call
             actions = call.handle(event)
+            if self.on_action is not None:
+                for action in actions:
+                    self.on_action(action)
             for action in actions:
                 await self._execute(action)
             if not call.ended:

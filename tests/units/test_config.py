@@ -117,6 +117,12 @@ SETTINGS: list[tuple[str, str, str, str, Any]] = [
     ("EXOTEL_API_TOKEN", "carriers", "exotel_api_token", TOKEN, TOKEN),
     ("EXOTEL_ALLOWED_IPS", "carriers", "exotel_allowed_ips", "10.0.0.0/8, 1.2.3.4", "10.0.0.0/8, 1.2.3.4"),
     ("EXOTEL_RATE", "carriers", "exotel_rate", "16000", 16000),
+    ("BRIDGE_DATABASE_URL", "server", "database_url", "postgresql://b:pw@127.0.0.1:5432/calls",
+     "postgresql://b:pw@127.0.0.1:5432/calls"),
+    ("BRIDGE_RECORD_CALLS", "server", "record_calls", "false", False),
+    ("BRIDGE_RECORD_AUDIO", "server", "record_audio", "true", True),
+    ("BRIDGE_RECORD_RETENTION_DAYS", "server", "record_retention_days", "7", 7),
+    ("BRIDGE_RECORDINGS_DIR", "server", "recordings_dir", "/var/lib/bridge/wav", "/var/lib/bridge/wav"),
 ]
 
 INVALID: list[tuple[str, str]] = [
@@ -161,6 +167,7 @@ INVALID: list[tuple[str, str]] = [
     ("BRIDGE_IDLE_HANGUP_S", "-5"),
     ("TWILIO_ACCOUNT_SID", "not-a-sid"),
     ("TWILIO_FROM_NUMBER", "5550001111"),
+    ("BRIDGE_RECORD_RETENTION_DAYS", "0"),
 ]
 
 TOML_KEY = {env: f"[{section}] {key}" for env, section, key, _, _ in SETTINGS}
