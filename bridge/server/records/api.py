@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bridge.server.records.access import api_denied
 from bridge.server.records.model import mask_number
-from bridge.server.records.store import decode_cursor, encode_cursor
+from bridge.server.records.store import Store, decode_cursor, encode_cursor
 
-if TYPE_CHECKING:
-    from bridge.server.records.service import Records
 
-__all__ = ["call_json", "call_summary", "get_call", "list_calls", "page_size"]
+class Records(Protocol):
+    """What the API and the pages read of the records service: its store and the token in force."""
+
+    store: Store
+    token: str
+
+__all__ = ["Records", "call_json", "call_summary", "get_call", "list_calls", "page_size"]
 
 log = logging.getLogger("bridge.server.records")
 MAX_PAGE = 200

@@ -5,20 +5,17 @@ stylesheet is inlined, so a page is one self-contained response that works offli
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.templating import Jinja2Templates
 
 from bridge.server.records.access import page_denied
-from bridge.server.records.api import call_summary, page_size
+from bridge.server.records.api import Records, call_summary, page_size
 from bridge.server.records.model import mask_number
 from bridge.server.records.store import decode_cursor, encode_cursor
 from bridge.server.records.timeline import latency_bars, timeline
-
-if TYPE_CHECKING:
-    from bridge.server.records.service import Records
 
 __all__ = ["audio_file", "call_page", "calls_page"]
 
