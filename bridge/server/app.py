@@ -91,8 +91,7 @@ def create_app(
         # Twilio streams only to wss://, whatever scheme reached us (ngrok and proxies end TLS).
         stream_url = "wss://" + media_stream_url(base).split("://", 1)[1]
         caller = await records.caller(request)  # From/To come back in the stream's `start` for the record
-        form = await request.form() if request.method == "POST" else request.query_params
-        machine = answered_by_machine(str(form.get("AnsweredBy", "")))  # an outbound call's machine detection
+        machine = await answered_by_machine(request)  # an outbound call's answering-machine detection
         parameters = {**(caller or {}), **({"mode": "voicemail"} if machine else {})}
         return Response(stream_twiml(stream_url, parameters, action=base + AFTER_PATH), media_type="text/xml")
 

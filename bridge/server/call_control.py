@@ -72,8 +72,13 @@ class Outcomes:
         return hangup_twiml()
 
 
-def answered_by_machine(answered_by: str | None) -> bool:
-    return (answered_by or "").strip().lower() in MACHINE
+async def answered_by_machine(request: Request) -> bool:
+    """Whether the webhook says a machine answered (``AnsweredBy``); a body that does not parse says no."""
+    try:
+        form = await request.form() if request.method == "POST" else request.query_params
+    except Exception:
+        return False
+    return str(form.get("AnsweredBy", "")).strip().lower() in MACHINE
 
 
 async def outbound_call(request: Request, rest: TwilioRest | None, from_number: str | None, webhook_url: str,
