@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import socket
 import struct
 import wave
 from collections.abc import Iterable
@@ -44,6 +45,14 @@ def code_defaults() -> dict[tuple[str, str], Any]:
     return {(section.name, f.name): getattr(getattr(defaults, section.name), f.name)
             for section in fields(Settings) if section.name != "config_file"
             for f in fields(getattr(defaults, section.name))}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now, for a server a test or benchmark starts."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 def load_wav(name: str) -> bytes:

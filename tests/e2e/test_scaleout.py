@@ -34,17 +34,11 @@ from bridge.server.app import WS_MAX_SIZE
 from bridge.testing.fake_elevenlabs import FakeElevenLabs
 from bridge.tools.simulator import CallReport, PhoneCall, Timeline
 from tests.e2e.conftest import API_KEY, write_script
+from tests.support import free_port
 from tests.units.test_metrics import samples
 
 REPO = Path(__file__).resolve().parents[2]
 CALL_S = 2.5
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def server_env(fake: FakeElevenLabs, script: Path, **extra: str) -> dict[str, str]:

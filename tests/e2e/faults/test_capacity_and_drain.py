@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from bridge.testing.fake_elevenlabs import FakeElevenLabs
 from bridge.tools.simulator import PhoneCall, Timeline
 from tests.e2e.conftest import API_KEY, REPO, bridge_settings, serve, tone_share, window
 from tests.e2e.faults.conftest import no_leaks, wait_for
+from tests.support import free_port
 
 DRAIN_S = 2.5
 
@@ -52,13 +52,6 @@ async def test_calls_beyond_max_calls_hear_the_busy_message_and_their_stream_is_
     assert refused.value.response.status_code == 503
     assert "<Connect><Stream" in free.text, "once the call ended, the next one is taken"
     assert len(fake.connections) == 1
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @contextlib.asynccontextmanager
@@ -85,7 +78,7 @@ async def server_process(command: list[str], port: int, env: dict[str, str], cwd
 
 @pytest.mark.parametrize("entry", ["uvicorn bridge.app:app", "bridge serve"])
 async def test_sigterm_drains_live_calls_then_ends_them_cleanly_and_exits_0(script, tmp_path, entry):
-    port = _free_port()
+    port = free_port()
     if entry == "bridge serve":
         command = [sys.executable, "-m", "bridge.tools.cli", "serve", "--port", str(port)]
     else:
