@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Self
 
-from tests.support import free_port
+from tests.support import free_port, stop_process
 
 __all__ = [
     "Prober",
@@ -80,11 +80,7 @@ class Proc:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (uvicorn drains gracefully), then SIGKILL if it lingers."""
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            if self.wait(timeout) is None:
-                self.popen.kill()
-                self.popen.wait()
+        stop_process(self.popen, timeout)
         self._log.close()
 
     def log_tail(self, lines: int = 20) -> str:

@@ -6,6 +6,7 @@ import math
 import re
 import socket
 import struct
+import subprocess
 import wave
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
@@ -53,6 +54,17 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM (a server drains), then SIGKILL if it lingers past ``timeout``; returns once it has exited."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def load_wav(name: str) -> bytes:
