@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -50,7 +51,7 @@ async def test_calls_beyond_max_calls_hear_the_busy_message_and_their_stream_is_
                 free = await http.post(f"{bridge.http}/twilio/voice", data={"CallSid": "CA3"})
     assert busy.status_code == 200 and "<Say>Sorry, all our lines are busy" in busy.text and "<Hangup/>" in busy.text
     assert refused.value.response.status_code == 503
-    assert "<Connect><Stream" in free.text, "once the call ended, the next one is taken"
+    assert re.search(r"<Connect[^>]*><Stream ", free.text), "once the call ended, the next one is taken"
     assert len(fake.connections) == 1
 
 
