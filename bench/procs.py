@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Self
 
+from tests.support import free_port, stop_process
+
 __all__ = [
     "Prober",
     "Proc",
@@ -31,13 +33,6 @@ __all__ = [
 ]
 
 _TICK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Proc:
@@ -85,11 +80,7 @@ class Proc:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (uvicorn drains gracefully), then SIGKILL if it lingers."""
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            if self.wait(timeout) is None:
-                self.popen.kill()
-                self.popen.wait()
+        stop_process(self.popen, timeout)
         self._log.close()
 
     def log_tail(self, lines: int = 20) -> str:

@@ -42,11 +42,11 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from functools import cache
 from typing import Final
 
 import numpy as np
 
+from bridge.core.bands import BANDS, band_shares, sample_shares
 from bridge.core.limits import within
 
 __all__ = ["EchoConfig", "EchoGuard"]
@@ -69,59 +69,6 @@ _BAND_PERCENTILE: Final = 0.75  # within a band the loss still varies; 0.5 never
 # in the paths tried but held back callers over strongly reverberant echo, 0.9 let band edges through
 _BAND_EVERY: Final = 5  # estimates between two per-band ones (each reads the whole history at 31 delays)
 _BAND_STEP_S: Final = 0.01  # the per-band loss is learnt at candidate delays this far apart (cost)
-BAND_HZ: Final = 500  # width of the frequency bands the echo loss is learnt in
-BANDS: Final = 4000 // BAND_HZ
-_RATE: Final = 8000
-
-
-@cache
-def _band_starts(samples: int) -> np.ndarray:
-    """The first FFT bin of each band, for a frame of ``samples``."""
-    return np.array([round(b * BAND_HZ * samples / _RATE) for b in range(BANDS)])
-
-
-@cache
-def _window(samples: int) -> np.ndarray:
-    """Hann: a voice's strong low harmonics would otherwise leak into every band above them,
-    and a band-limited echo path, which removes them, would look 10 dB quieter than it is."""
-    hann: np.ndarray = np.hanning(samples)
-    scaled: np.ndarray = hann * np.sqrt(samples / float(np.sum(hann**2)))
-    return scaled
-
-
-@cache
-def _analysis(samples: int) -> tuple[np.ndarray, np.ndarray]:
-    """The windowed DFT of a frame as one real matrix (cosine rows, then sine rows), and the 0/1
-    matrix that sums its squares into bands: two small matrix products are several times
-    cheaper per frame than an FFT call and its bookkeeping."""
-    bins = np.arange(samples // 2 + 1)
-    angle = 2 * np.pi * np.outer(bins, np.arange(samples)) / samples
-    window = _window(samples)
-    dft = np.vstack((np.cos(angle) * window, np.sin(angle) * window)).astype(np.float32)
-    band = np.searchsorted(_band_starts(samples), bins, side="right") - 1
-    summing = np.zeros((BANDS, 2 * len(bins)), dtype=np.float32)
-    summing[band, bins] = 1.0
-    summing[band, len(bins) + bins] = 1.0
-    return dft, summing
-
-
-def band_shares(pcm: bytes | memoryview) -> np.ndarray:
-    """How a PCM16 frame's power splits over the bands (sums to 1; flat for silence)."""
-    return _shares(np.frombuffer(pcm, dtype="<i2", count=len(pcm) // 2).astype(np.float32))
-
-
-def _shares(x: np.ndarray) -> np.ndarray:
-    dft, summing = _analysis(len(x))
-    spectrum = dft @ x
-    spectrum *= spectrum
-    sums: np.ndarray = (summing @ spectrum).astype(np.float64)
-    total = float(sums.sum())
-    if total <= 0.0:
-        return np.full(BANDS, 1.0 / BANDS)
-    sums /= total
-    return sums
-
-
 _ONES: Final = np.ones((1, BANDS))
 
 
@@ -181,7 +128,7 @@ class _Reference:
         cells = max(1, len(pcm) // per)  # a ragged tail shorter than a cell is left out (frames are 20 ms)
         x = np.frombuffer(pcm, dtype="<i2", count=cells * per // 2).astype(np.float32)
         cell_powers = np.square(x, dtype=np.float64).reshape(cells, -1).sum(axis=1) * (2 / per / 32768.0**2)
-        powers = np.outer(_shares(x), cell_powers)
+        powers = np.outer(sample_shares(x), cell_powers)
         first = round(start / CELL_S)
         self._span(first, cells)[:] += powers
         self._recent.append((start, first, powers))
