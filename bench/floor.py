@@ -1,6 +1,11 @@
 """The I/O floor: what uvicorn and Starlette alone cost under the benchmark's load.
 
     python -m bench.load --quick --steps 50 --app bench.floor:app --no-docs
+    python -m bench.transport --calls 100 --app bench.floor:echo_app   # both directions
+
+``echo_app`` also answers each inbound frame with one outbound 20 ms ``media`` message (a frame of
+µ-law silence, built once), as the bridge does while the agent talks: the transport's cost in both
+directions, with no call logic at all.
 
 An app that accepts each media WebSocket and reads every message until the caller hangs up, doing
 nothing with them. The generators' calls then "fail" (no greeting, no reply), but they stream
@@ -11,13 +16,18 @@ sockets, the WebSocket frames and the ASGI hand-off of 50 messages a second per 
 
 from __future__ import annotations
 
+from base64 import b64encode
+
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-__all__ = ["app"]
+__all__ = ["app", "echo_app"]
+
+_SILENCE = '{"event":"media","streamSid":"MZfloor","media":{"payload":"' + b64encode(b"\xff" * 160).decode() + '"}}'
+"""A 20 ms frame of µ-law silence (160 bytes of 0xFF) as the bridge sends it, built once."""
 
 
 async def _healthz(request: Request) -> PlainTextResponse:
@@ -32,4 +42,15 @@ async def _media(websocket: WebSocket) -> None:
             return
 
 
+async def _echo(websocket: WebSocket) -> None:
+    await websocket.accept()
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        if '"media"' in (message.get("text") or "")[:20]:
+            await websocket.send_text(_SILENCE)
+
+
 app = Starlette(routes=[Route("/healthz", _healthz), WebSocketRoute("/twilio/media", _media)])
+echo_app = Starlette(routes=[Route("/healthz", _healthz), WebSocketRoute("/twilio/media", _echo)])

@@ -2,6 +2,7 @@
 
     python -m bench.transport --calls 100 --load long --rounds 1
     python -m bench.transport --calls 100 --load short --variants sansio,granian
+    python -m bench.transport --calls 100 --app bench.floor:app   # the transport alone, receive side
 
 Each variant is one way of serving the same app: uvicorn with each of its WebSocket
 implementations (``websockets-sansio``, the legacy ``websockets``, ``wsproto``), uvicorn with the
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calls", type=int, default=100)
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--load", choices=("long", "short"), default="long")
+    p.add_argument("--app", default="bridge.app:app",
+                   help="bench.floor:app: the receive-only floor, whose work is the same however the calls fare")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
     a = p.parse_args(argv)
     chosen = a.variants.split(",")
@@ -46,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     load_avg = [round(x, 2) for x in os.getloadavg()]
     for r in range(a.rounds):
         for variant in chosen:
-            args = _arguments(["--load", a.load, "--no-docs", "--out", os.devnull, *VARIANTS[variant]])
+            args = _arguments(["--load", a.load, "--no-docs", "--out", os.devnull, "--app", a.app, *VARIANTS[variant]])
             fig = run_once(a.calls, args)
             runs[variant].append(fig)
             print(f"round {r + 1} {variant}: " + ", ".join(f"{k} {fig[k]}" for k in KEYS), file=sys.stderr,
@@ -56,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     for variant, figures in summary.items():
         print(f"{variant:>12}: " + ", ".join(f"{k} {figures[k]}" for k in KEYS))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"transport-{a.load}.json"
-    out.write_text(json.dumps({"calls": a.calls, "load": a.load, "rounds": a.rounds,
+    out = RESULTS / f"transport-{a.load}{'-floor' if a.app.startswith('bench.floor') else ''}.json"
+    out.write_text(json.dumps({"calls": a.calls, "load": a.load, "app": a.app, "rounds": a.rounds,
                                "load_average_at_start": load_avg, "summary": summary, "runs": runs}, indent=1) + "\n")
     print(f"results: {out}")
     return 0
