@@ -91,9 +91,10 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--app", default="bridge.app:app", help="the ASGI app to serve (bench.floor:app: the I/O floor)")
     p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop", help="the server's event loop")
     p.add_argument("--server", choices=("uvicorn", "granian"), default="uvicorn", help="the ASGI server")
-    p.add_argument("--ws", default="auto", choices=("auto", "websockets-sansio", "websockets", "wsproto"),
-                   help="uvicorn's WebSocket implementation (auto: websockets-sansio when websockets is installed)")
-    p.add_argument("--http", default="auto", choices=("auto", "httptools", "h11"), help="uvicorn's HTTP parser")
+    p.add_argument("--ws", default="websockets-sansio", choices=("auto", "websockets-sansio", "websockets", "wsproto"),
+                   help="uvicorn's WebSocket implementation (default: the Procfile's)")
+    p.add_argument("--http", default="httptools", choices=("auto", "httptools", "h11"),
+                   help="uvicorn's HTTP parser (default: httptools, which uvicorn[standard] installs)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
                    help="an environment setting for the server, e.g. BRIDGE_PLAYBACK_LEAD_MS=200 (repeatable)")
     args = p.parse_args(argv)
