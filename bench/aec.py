@@ -251,7 +251,7 @@ def listen(kind: str, echo: Echo, cleaned: bool, caller: str | None = None, onse
         start = round(at * RATE)
         line[start : start + len(voice)] += voice[: len(line) - start]
     raw = _ulaw(line + _noise(echo, len(line)))
-    aec = EchoCanceller(AecConfig()) if cleaned else None
+    aec = EchoCanceller(AecConfig(mode="auto")) if cleaned else None
     _, changes, _ = stream(far, raw, aec, Listener(VadConfig()), echo.jitter_ms)
     confirmed = [c.onset for c in changes if isinstance(c, SpeechConfirmed)]
     starts = [c for c in changes if isinstance(c, SpeechStarted)]

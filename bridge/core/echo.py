@@ -75,9 +75,10 @@ _RATE: Final = 8000
 
 
 @cache
-def _band_starts(samples: int) -> np.ndarray:
-    """The first FFT bin of each band, for a frame of ``samples``."""
-    return np.array([round(b * BAND_HZ * samples / _RATE) for b in range(BANDS)])
+def _band_starts(samples: int, rate: int) -> np.ndarray:
+    """The first FFT bin of each band, for a frame of ``samples`` at ``rate``. The top band runs to
+    half the rate: at 16 kHz it also holds 4-8 kHz, where speech has little power."""
+    return np.array([round(b * BAND_HZ * samples / rate) for b in range(BANDS)])
 
 
 @cache
@@ -90,7 +91,7 @@ def _window(samples: int) -> np.ndarray:
 
 
 @cache
-def _analysis(samples: int) -> tuple[np.ndarray, np.ndarray]:
+def _analysis(samples: int, rate: int) -> tuple[np.ndarray, np.ndarray]:
     """The windowed DFT of a frame as one real matrix (cosine rows, then sine rows), and the 0/1
     matrix that sums its squares into bands: two small matrix products are several times
     cheaper per frame than an FFT call and its bookkeeping."""
@@ -98,20 +99,20 @@ def _analysis(samples: int) -> tuple[np.ndarray, np.ndarray]:
     angle = 2 * np.pi * np.outer(bins, np.arange(samples)) / samples
     window = _window(samples)
     dft = np.vstack((np.cos(angle) * window, np.sin(angle) * window)).astype(np.float32)
-    band = np.searchsorted(_band_starts(samples), bins, side="right") - 1
+    band = np.searchsorted(_band_starts(samples, rate), bins, side="right") - 1
     summing = np.zeros((BANDS, 2 * len(bins)), dtype=np.float32)
     summing[band, bins] = 1.0
     summing[band, len(bins) + bins] = 1.0
     return dft, summing
 
 
-def band_shares(pcm: bytes | memoryview) -> np.ndarray:
+def band_shares(pcm: bytes | memoryview, rate: int = _RATE) -> np.ndarray:
     """How a PCM16 frame's power splits over the bands (sums to 1; flat for silence)."""
-    return _shares(np.frombuffer(pcm, dtype="<i2", count=len(pcm) // 2).astype(np.float32))
+    return _shares(np.frombuffer(pcm, dtype="<i2", count=len(pcm) // 2).astype(np.float32), rate)
 
 
-def _shares(x: np.ndarray) -> np.ndarray:
-    dft, summing = _analysis(len(x))
+def _shares(x: np.ndarray, rate: int) -> np.ndarray:
+    dft, summing = _analysis(len(x), rate)
     spectrum = dft @ x
     spectrum *= spectrum
     sums: np.ndarray = (summing @ spectrum).astype(np.float64)
@@ -167,9 +168,10 @@ class _Reference:
     A frame's band shares come from its whole 20 ms (finer cells would blur the spectrum) and
     are spread over its cells by their power."""
 
-    __slots__ = ("_base", "_cells", "_delays", "_recent", "until")
+    __slots__ = ("_base", "_cells", "_delays", "_rate", "_recent", "until")
 
-    def __init__(self, delays: int) -> None:
+    def __init__(self, delays: int, rate: int) -> None:
+        self._rate = rate
         self._cells = np.zeros((BANDS, 2 * _RING))
         self._base = -_RING // 2  # the cell number of ``_cells[0]``
         self._delays = delays
@@ -177,11 +179,11 @@ class _Reference:
         self.until = float("-inf")  # when the last frame added stops playing
 
     def add(self, pcm: bytes, start: float) -> None:
-        per = round(8000 * CELL_S) * 2  # bytes per cell
+        per = round(self._rate * CELL_S) * 2  # bytes per cell
         cells = max(1, len(pcm) // per)  # a ragged tail shorter than a cell is left out (frames are 20 ms)
         x = np.frombuffer(pcm, dtype="<i2", count=cells * per // 2).astype(np.float32)
         cell_powers = np.square(x, dtype=np.float64).reshape(cells, -1).sum(axis=1) * (2 / per / 32768.0**2)
-        powers = np.outer(_shares(x), cell_powers)
+        powers = np.outer(_shares(x, self._rate), cell_powers)
         first = round(start / CELL_S)
         self._span(first, cells)[:] += powers
         self._recent.append((start, first, powers))
@@ -284,13 +286,14 @@ class EchoGuard:
     """The played reference of one call, and the level a caller frame must beat to be speech."""
 
     __slots__ = (
-        "_band_delays", "_count", "_erl", "_evidence", "_reference", "_weights", "_window", "config"
+        "_band_delays", "_count", "_erl", "_evidence", "_rate", "_reference", "_weights", "_window", "config"
     )
 
-    def __init__(self, config: EchoConfig) -> None:
+    def __init__(self, config: EchoConfig, rate: int = _RATE) -> None:
         self.config = config
         delays = round(config.max_delay_ms / 1000 / CELL_S) + 1
-        self._reference = _Reference(delays)
+        self._rate = rate
+        self._reference = _Reference(delays, rate)
         self._evidence = _Evidence(delays)
         self._count = 0
         self._erl: float | None = None
@@ -361,7 +364,7 @@ class EchoGuard:
         ``heard`` PCM and its ``end``, the loss is learnt per band as well."""
         if reference is None or not self.config.learn_ms:
             return
-        bands = None if heard is None else level_db + _db(band_shares(heard))
+        bands = None if heard is None else level_db + _db(band_shares(heard, self._rate))
         self._evidence.add(reference, level_db, bands, end)
         self._count += 1
         if self._count % _EVERY == 0:
