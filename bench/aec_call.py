@@ -17,27 +17,27 @@ Tables:
   p50 / worst, split into onsets in the first second of the call's first reply (before auto
   mode has judged the call) and later ones;
 * the agent's echo alone (14 s): false barge-ins and pauses;
-* what the speech-to-text gets for an interruption: the level of the utterance's pre-roll (the
-  agent's echo alone, before the caller's onset) with the canceller against without.
+* what the speech-to-text gets for an interruption: the level of what the recorder is given
+  (utterances are cut from it) over the agent's echo alone before the caller's onset, and over
+  the caller's words, with the canceller against without.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 from bridge.config import Settings
-from bridge.core.actions import StartTurn
 from bridge.core.aec import AecConfig, load_engine
 from bridge.core.call import CallSettings
 from bridge.server.factories import call_settings
-from tests.support import tone
-from tests.turntaking import BARGERS, ECHO_DELAYS, ONSETS, Result, Scenario, echo_only, run, talk_over
+from tests.core.test_aec_call import level_db, recorded
+from tests.support import load_wav, tone
+from tests.turntaking import BARGERS, ECHO_DELAYS, ONSETS, RATE, Result, Scenario, echo_only, run, talk_over
 
 __all__ = ["main", "tables"]
 
@@ -112,28 +112,25 @@ def echo_rows() -> list[list[object]]:
     return rows
 
 
-def _preroll_db(scenario: Scenario, s: CallSettings) -> float | None:
-    """The level of the first 200 ms of the caller's utterance: before the onset, the echo alone."""
-    turns = [a for _, a in run(scenario, s).actions if isinstance(a, StartTurn) and a.turn > 0]
-    if not turns:
-        return None
-    head = np.frombuffer(turns[0].utterance, "<i2")[:1600].astype(np.float64)
-    return 10 * math.log10(float(np.mean(np.square(head))) + 1e-3)
-
-
 def stt_rows() -> list[list[object]]:
+    """The recorder's input (what utterances are cut from), canceller off against auto: the echo
+    alone before the caller's onset (from 1.2 s, the probe done), and the caller's words."""
     rows: list[list[object]] = []
     off, auto = sides().values()
     for level in (-10.0, -6.0):
         for delay in (40.0, 120.0, 250.0):
-            drops = []
+            echo, words = [], []
             for name in BARGERS:
+                end = len(load_wav(name)) / 2 / RATE
                 for onset in LATER:
-                    before, after = (_preroll_db(talk_over(name, onset, level, delay, -10.0), s) for s in (off, auto))
-                    if before is not None and after is not None:
-                        drops.append(before - after)
-            cell = f"{min(drops):.1f} / {float(np.median(drops)):.1f}" if drops else "-"
-            rows.append([f"echo {level:.0f} dB, {delay:.0f} ms", len(drops), cell])
+                    scenario = talk_over(name, onset, level, delay, -10.0)
+                    raw, cleaned = recorded(scenario, off), recorded(scenario, auto)
+                    since = max(1.2, onset - 2.0)
+                    echo.append(level_db(raw, since, onset) - level_db(cleaned, since, onset))
+                    words.append(level_db(raw, onset, onset + end) - level_db(cleaned, onset, onset + end))
+            rows.append([f"echo {level:.0f} dB, {delay:.0f} ms", len(echo),
+                         f"{min(echo):.1f} / {float(np.median(echo)):.1f}",
+                         f"{float(np.median(words)):.1f} / {max(words):.1f}"])
     return rows
 
 
@@ -150,10 +147,12 @@ def tables() -> list[str]:
     out += ["", "### The agent's echo alone (14 s)", ""]
     out += _table(["agent's signal, echo", "runs", "false barge-ins off", "pauses off", "false barge-ins auto",
                    "pauses auto"], echo_rows())
-    out += ["", "### What the speech-to-text gets: the echo in the utterance's pre-roll", "",
-            "A caller 10 dB under the agent interrupts later in the reply; the utterance's first 200 ms (before the "
-            "onset: the agent's echo alone) with the canceller off minus auto, dB: least / median.", ""]
-    out += _table(["echo", "utterances", "echo removed dB, least / median"], stt_rows())
+    out += ["", "### What the speech-to-text gets", "",
+            "A caller 10 dB under the agent interrupts later in the reply. The audio the recorder is given (the "
+            "utterance, pre-roll included, is cut from it), canceller off minus auto, in dB: over the echo alone "
+            "before the onset (up to 2 s of it), and over the caller's words.", ""]
+    out += _table(["echo", "runs", "echo removed dB, least / median", "caller's words lost dB, median / most"],
+                  stt_rows())
     return out
 
 

@@ -54,7 +54,7 @@ from typing import Any, Final, Protocol
 
 import numpy as np
 
-__all__ = ["MODES", "AecConfig", "EchoCanceller", "Engine", "Fanout", "load_engine"]
+__all__ = ["MODES", "AecConfig", "EchoCanceller", "Engine", "Fanout", "Guard", "load_engine"]
 
 MODES: Final = ("auto", "on", "off")
 _AUDIBLE: Final = 104  # int16 peak of -50 dBFS: quieter played frames echo nothing worth cancelling
@@ -64,6 +64,7 @@ _KEEP_S: Final = 0.25  # played audio kept behind the line's clock (arrivals can
 _COHERENT: Final = 0.3  # the probe's removed signal correlates at least this much with ours when it is echo
 _MARGIN_DB: Final = 10.0  # after a probe found no echo, the guard's cruder ERL (a lower bound: noise and a caller
 # talking over us drag it down) engages the canceller only this far under ``engage_erl_db``
+_RESIDUAL_MARGIN_DB: Final = 3.0  # the residual echo is assumed this much louder than the probe measured
 _MAX_DELAY_S: Final = 0.35  # the longest echo delay the probe looks for (the echo guard's max_delay_ms and more)
 
 
@@ -107,6 +108,18 @@ class Fanout:
     def cleared(self, at: float) -> None:
         for ref in self._to:
             ref.cleared(at)
+
+
+class Guard(Protocol):
+    """The level guard behind the canceller (``bridge.core.echo.EchoGuard``), as `EchoCanceller.clean` uses it."""
+
+    @property
+    def erl_db(self) -> float: ...
+
+    @property
+    def learnt(self) -> bool: ...
+
+    def assume(self, erl_db: float) -> None: ...
 
 
 class Engine(Protocol):
@@ -182,7 +195,9 @@ class _Probe:
     So the removed signal is cross-correlated with the far end over every delay up to
     ``max_delay``, and a call whose removed signal does not follow ours is judged echo-free."""
 
-    __slots__ = ("_far", "_farx", "_lags", "_left", "_near", "_out", "_rate", "_removed", "coherence", "erl_db")
+    __slots__ = (
+        "_far", "_farx", "_lags", "_left", "_near", "_out", "_rate", "_removed", "coherence", "erl_db", "erle_db",
+    )
 
     def __init__(self, samples: int, rate: int, max_delay_s: float) -> None:
         self._left = samples  # audible playback still to hear before judging
@@ -192,6 +207,7 @@ class _Probe:
         self._farx: list[np.ndarray] = []  # every block the probe ran on: what we played, what AEC3 removed
         self._removed: list[np.ndarray] = []
         self.erl_db: float | None = None
+        self.erle_db = 0.0  # what the canceller removed over the probe (near over its output)
         self.coherence: float | None = None  # the removed signal's peak normalised correlation with ours
 
     def add(self, near: np.ndarray, out: np.ndarray, far: np.ndarray) -> float | None:
@@ -212,6 +228,7 @@ class _Probe:
             return None
         removed = max(self._near - self._out, self._far * 1e-9)
         self.coherence = self._coherence()
+        self.erle_db = 10 * math.log10(max(self._near, 1.0) / max(self._out, 1.0))
         if self.coherence < _COHERENT:
             self.erl_db = math.inf  # what it took out was not ours: no echo to speak of
         else:  # the share of the removed power that follows ours (all of it for echo alone)
@@ -237,7 +254,7 @@ class EchoCanceller:
 
     __slots__ = (
         "_anchor", "_arrivals", "_block", "_engine", "_frame", "_loader", "_missing", "_played", "_pos", "_probe",
-        "_rate", "_tail", "config", "echoic", "engaged", "frames",
+        "_rate", "_residual", "_tail", "config", "echoic", "engaged", "frames",
     )
 
     def __init__(self, config: AecConfig | None = None, rate: int = 8000, frame_samples: int = 160,
@@ -257,6 +274,7 @@ class EchoCanceller:
         auto = self.config.mode == "auto"
         self._probe = self._new_probe() if auto else None
         self.echoic: bool | None = None if auto else self.config.mode == "on"  # None: not judged yet
+        self._residual: float | None = None
         self.engaged = False  # whether the canceller ran on the last chunk (its output is used once echoic)
         self.frames = 0
 
@@ -306,6 +324,14 @@ class EchoCanceller:
             return pcm  # the probe only listens: see `_judge`
         return out.tobytes() + pcm[2 * whole :]
 
+    def clean(self, pcm: bytes, at: float, guard: Guard) -> bytes:
+        """`process` as the call wires it: the guard's learnt ERL in, and when the probe engages
+        the canceller, the residual echo's loss out to the guard (`take_residual`)."""
+        out = self.process(pcm, at, guard.erl_db if guard.learnt else None)
+        if (residual := self.take_residual()) is not None:
+            guard.assume(residual)
+        return out
+
     def _new_probe(self) -> _Probe:
         return _Probe(round(self.config.probe_ms / 1000 * self._rate), self._rate, _MAX_DELAY_S)
 
@@ -320,6 +346,16 @@ class EchoCanceller:
             self.echoic = erl_db < self.config.engage_erl_db
             if not self.echoic:
                 self._engine = None  # a call without echo gives its canceller's memory back
+            elif self._probe is not None:
+                self._residual = erl_db + self._probe.erle_db - _RESIDUAL_MARGIN_DB
+
+    def take_residual(self) -> float | None:
+        """Once, when the probe engages the canceller: how far below what we play the echo left
+        on the cleaned line is (the probe's ERL plus what the canceller removed over it, less a
+        margin; the caller's voice or noise in the probe only makes it smaller). The echo guard
+        takes it at once instead of holding the raw line's loss until it has re-learnt."""
+        residual, self._residual = self._residual, None
+        return residual
 
     def _clock(self, count: int, at: float) -> float:
         """When the chunk's first sample was spoken, on the playout clock. The line's samples are

@@ -208,8 +208,7 @@ class Call:
         if self._state is CallState.CONNECTING:
             self._malformed += 1  # media before start; the codec normally catches it
             return
-        guard = self._listener.gate.echo  # the canceller is told the echo loss the guard learnt (if it has)
-        pcm = self._aec.process(event.pcm, event.at, guard.erl_db if guard.learnt else None)
+        pcm = self._aec.clean(event.pcm, event.at, self._listener.gate.echo)  # our echo out, before anyone listens
         self._recorder.remember(pcm)  # the cleaned line: the agent's speech-to-text hears the caller, not us
         for change in self._listener.feed(pcm, event.at):
             reply = self._reply

@@ -357,6 +357,14 @@ class EchoGuard:
         self._evidence.clear()
         self._count = 0
 
+    def assume(self, erl_db: float) -> None:
+        """The line now comes through an echo canceller, which told how far down it leaves our
+        echo: use that loss at once (broadband: the residual's spectrum is not the path's), and
+        learn the residual's own from fresh evidence instead of two seconds of the raw line's."""
+        self._erl = erl_db
+        self._weights = _ONES
+        self.doubt()
+
     def learn(
         self, level_db: float, reference: np.ndarray | None, heard: bytes | None = None, end: float = 0.0
     ) -> None:
