@@ -13,7 +13,7 @@ import pytest
 import soxr
 
 from bridge.core.actions import Action, ClearPlayback, ReplyHeard, SendMedia, StartTurn
-from bridge.core.audio import AudioFormat, ulaw_to_pcm
+from bridge.core.audio import AudioFormat, TtsDecoder, ulaw_to_pcm
 from bridge.core.call import Call, CallSettings
 from bridge.core.events import AgentDone, AgentText, CallerAudio, CallStarted, Tick, TtsAudio, TtsConnected
 from tests.support import load_wav
@@ -109,3 +109,13 @@ def test_at_16_khz_the_speech_to_text_gets_the_callers_words_at_16_khz() -> None
     assert len(r.utterances) == 1
     seconds = len(r.utterances[0]) / 2 / 16000
     assert spoken <= seconds <= spoken + 1.5  # the words, the pre-roll and the end-of-turn silence
+
+
+def test_a_16_khz_call_gets_the_tts_audio_at_16_khz_with_no_detour_through_8() -> None:
+    second = _pcm(_at(agent_voice()[: 16000], 16000))  # one second at 16 kHz
+    assert TtsDecoder("pcm_16000", rate=16000).decode(second) == second  # nothing to convert
+    wide = TtsDecoder("pcm_24000", rate=16000)
+    out = wide.decode(_pcm(soxr.resample(np.frombuffer(second, "<i2").astype(np.float64), 16000, 24000))) + wide.flush()
+    assert abs(len(out) - len(second)) <= 2 * 16  # within a millisecond
+    with pytest.raises(ValueError, match="8 kHz"):
+        TtsDecoder("ulaw_8000", rate=16000)
