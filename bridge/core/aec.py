@@ -34,14 +34,16 @@ learns, on the raw line, an echo louder by ``_MARGIN_DB`` still (a caller who sw
 speakerphone; the guard's estimate is a lower bound that noise and talk drag down): the core
 passes its ERL in with every chunk.
 
-**Off by default.** The canceller hands the level guard behind it a line whose echo loss it has to
-re-learn for about two seconds, and meanwhile a caller's onset comes out 20-60 ms later than on
-the raw line (``tests/core/test_echo.py`` holds the raw line's reactions): so ``mode = "auto"``
-is a choice for lines with loud echo (a speakerphone, a quiet caller), not the default.
+The level guard stays behind the canceller as a second line of defence. When the probe engages
+the canceller, the guard takes the canceller's estimate of the echo it leaves (`take_residual`)
+at once, instead of holding the raw line's loss until it has re-learnt on the cleaned line (two
+seconds in which a quiet caller was masked), and re-learns from there.
 
-The level guard stays behind the canceller as a second line of defence. It hears the cleaned
-audio and learns the far larger loss of the residual echo there within two seconds, so a quiet
-caller gets through it too.
+**Off by default.** AEC3's suppressor delays a caller's onset where it coincides with echo
+(median reaction 160-210 ms against 110 where the guard alone hears the caller), and an echo
+path that moves mid-call costs a stutter of pauses while AEC3 re-converges
+(``tests/core/test_echo.py`` holds the raw line's behaviour): so ``mode = "auto"`` is a choice
+for lines with loud echo (a speakerphone, a quiet caller), not the default.
 """
 
 from __future__ import annotations
@@ -340,8 +342,8 @@ class EchoCanceller:
         the echo guard downstream then learns the loss of the real echo path, which is right if
         the call turns out to need no cancelling. Had it heard the cleaned line, it would learn
         that there is no echo, and once the canceller stopped, the echo it had never heard would
-        pass it as the caller. The other way round (raw, then cleaned) only leaves the guard
-        stricter than it needs to be until it re-learns (two seconds)."""
+        pass it as the caller. The other way round (raw, then cleaned) would leave the guard
+        stricter than it needs to be until it re-learnt: `take_residual` hands it the new loss."""
         if erl_db is not None:
             self.echoic = erl_db < self.config.engage_erl_db
             if not self.echoic:
