@@ -12,17 +12,19 @@ from typing import Final
 
 import numpy as np
 
-__all__ = ["BANDS", "BAND_HZ", "band_shares", "sample_shares"]
+__all__ = ["BANDS", "BAND_HZ", "DEFAULT_RATE", "band_shares", "sample_shares"]
 
 BAND_HZ: Final = 500  # width of the frequency bands the echo loss is learnt in
 BANDS: Final = 4000 // BAND_HZ
-_RATE: Final = 8000
+DEFAULT_RATE: Final = 8000
+_RATE = DEFAULT_RATE
 
 
 @cache
-def _band_starts(samples: int) -> np.ndarray:
-    """The first FFT bin of each band, for a frame of ``samples``."""
-    return np.array([round(b * BAND_HZ * samples / _RATE) for b in range(BANDS)])
+def _band_starts(samples: int, rate: int) -> np.ndarray:
+    """The first FFT bin of each band, for a frame of ``samples`` at ``rate``. The top band runs to
+    half the rate: at 16 kHz it also holds 4-8 kHz, where speech has little power."""
+    return np.array([round(b * BAND_HZ * samples / rate) for b in range(BANDS)])
 
 
 @cache
@@ -35,7 +37,7 @@ def _window(samples: int) -> np.ndarray:
 
 
 @cache
-def _analysis(samples: int) -> tuple[np.ndarray, np.ndarray]:
+def _analysis(samples: int, rate: int) -> tuple[np.ndarray, np.ndarray]:
     """The windowed DFT of a frame as one real matrix (cosine rows, then sine rows), and the 0/1
     matrix that sums its squares into bands: two small matrix products are several times
     cheaper per frame than an FFT call and its bookkeeping."""
@@ -43,21 +45,21 @@ def _analysis(samples: int) -> tuple[np.ndarray, np.ndarray]:
     angle = 2 * np.pi * np.outer(bins, np.arange(samples)) / samples
     window = _window(samples)
     dft = np.vstack((np.cos(angle) * window, np.sin(angle) * window)).astype(np.float32)
-    band = np.searchsorted(_band_starts(samples), bins, side="right") - 1
+    band = np.searchsorted(_band_starts(samples, rate), bins, side="right") - 1
     summing = np.zeros((BANDS, 2 * len(bins)), dtype=np.float32)
     summing[band, bins] = 1.0
     summing[band, len(bins) + bins] = 1.0
     return dft, summing
 
 
-def band_shares(pcm: bytes | memoryview) -> np.ndarray:
+def band_shares(pcm: bytes | memoryview, rate: int = _RATE) -> np.ndarray:
     """How a PCM16 frame's power splits over the bands (sums to 1; flat for silence)."""
-    return sample_shares(np.frombuffer(pcm, dtype="<i2", count=len(pcm) // 2).astype(np.float32))
+    return sample_shares(np.frombuffer(pcm, dtype="<i2", count=len(pcm) // 2).astype(np.float32), rate)
 
 
-def sample_shares(x: np.ndarray) -> np.ndarray:
+def sample_shares(x: np.ndarray, rate: int = _RATE) -> np.ndarray:
     """`band_shares` of a frame already as float32 samples."""
-    dft, summing = _analysis(len(x))
+    dft, summing = _analysis(len(x), rate)
     spectrum = dft @ x
     spectrum *= spectrum
     sums: np.ndarray = (summing @ spectrum).astype(np.float64)

@@ -47,6 +47,7 @@ from typing import Final
 import numpy as np
 
 from bridge.core.bands import BANDS, band_shares, sample_shares
+from bridge.core.bands import DEFAULT_RATE as _RATE
 from bridge.core.limits import within
 
 __all__ = ["EchoConfig", "EchoGuard"]
@@ -114,9 +115,10 @@ class _Reference:
     A frame's band shares come from its whole 20 ms (finer cells would blur the spectrum) and
     are spread over its cells by their power."""
 
-    __slots__ = ("_base", "_cells", "_delays", "_recent", "until")
+    __slots__ = ("_base", "_cells", "_delays", "_rate", "_recent", "until")
 
-    def __init__(self, delays: int) -> None:
+    def __init__(self, delays: int, rate: int) -> None:
+        self._rate = rate
         self._cells = np.zeros((BANDS, 2 * _RING))
         self._base = -_RING // 2  # the cell number of ``_cells[0]``
         self._delays = delays
@@ -124,11 +126,11 @@ class _Reference:
         self.until = float("-inf")  # when the last frame added stops playing
 
     def add(self, pcm: bytes, start: float) -> None:
-        per = round(8000 * CELL_S) * 2  # bytes per cell
+        per = round(self._rate * CELL_S) * 2  # bytes per cell
         cells = max(1, len(pcm) // per)  # a ragged tail shorter than a cell is left out (frames are 20 ms)
         x = np.frombuffer(pcm, dtype="<i2", count=cells * per // 2).astype(np.float32)
         cell_powers = np.square(x, dtype=np.float64).reshape(cells, -1).sum(axis=1) * (2 / per / 32768.0**2)
-        powers = np.outer(sample_shares(x), cell_powers)
+        powers = np.outer(sample_shares(x, self._rate), cell_powers)
         first = round(start / CELL_S)
         self._span(first, cells)[:] += powers
         self._recent.append((start, first, powers))
@@ -231,13 +233,14 @@ class EchoGuard:
     """The played reference of one call, and the level a caller frame must beat to be speech."""
 
     __slots__ = (
-        "_band_delays", "_count", "_erl", "_evidence", "_reference", "_weights", "_window", "config"
+        "_band_delays", "_count", "_erl", "_evidence", "_rate", "_reference", "_weights", "_window", "config"
     )
 
-    def __init__(self, config: EchoConfig) -> None:
+    def __init__(self, config: EchoConfig, rate: int = _RATE) -> None:
         self.config = config
         delays = round(config.max_delay_ms / 1000 / CELL_S) + 1
-        self._reference = _Reference(delays)
+        self._rate = rate
+        self._reference = _Reference(delays, rate)
         self._evidence = _Evidence(delays)
         self._count = 0
         self._erl: float | None = None
@@ -301,6 +304,14 @@ class EchoGuard:
         self._evidence.clear()
         self._count = 0
 
+    def assume(self, erl_db: float) -> None:
+        """The line now comes through an echo canceller, which told how far down it leaves our
+        echo: use that loss at once (broadband: the residual's spectrum is not the path's), and
+        learn the residual's own from fresh evidence instead of two seconds of the raw line's."""
+        self._erl = erl_db
+        self._weights = _ONES
+        self.doubt()
+
     def learn(
         self, level_db: float, reference: np.ndarray | None, heard: bytes | None = None, end: float = 0.0
     ) -> None:
@@ -308,7 +319,7 @@ class EchoGuard:
         ``heard`` PCM and its ``end``, the loss is learnt per band as well."""
         if reference is None or not self.config.learn_ms:
             return
-        bands = None if heard is None else level_db + _db(band_shares(heard))
+        bands = None if heard is None else level_db + _db(band_shares(heard, self._rate))
         self._evidence.add(reference, level_db, bands, end)
         self._count += 1
         if self._count % _EVERY == 0:

@@ -410,6 +410,6 @@ class CallSession:
         )
         log.info(
             "call %s ended (%s): %d turns, %d barge-ins, greeting latency %s, %d late TTS chunks dropped, "
-            "%d bad messages", self.call_id, self.end_reason or "?", snap.turn + 1, snap.barge_ins, latency,
-            snap.dropped_audio_chunks, snap.malformed_messages,
+            "%d bad messages, echo canceller on %d frames", self.call_id, self.end_reason or "?", snap.turn + 1,
+            snap.barge_ins, latency, snap.dropped_audio_chunks, snap.malformed_messages, snap.aec_frames,
         )
