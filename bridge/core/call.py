@@ -12,7 +12,7 @@ parts are where the rules live.
 * ``bridge.core.playout``: pacing the carrier, marks, and what the caller heard;
 * ``bridge.core.voice`` and ``contexts``: the TTS contexts, their slots and keep-alives;
 * ``bridge.core.bargein`` (with ``vad``, ``echo``, ``noise``): is the caller talking;
-* ``bridge.core.utterance``: the caller's words for the agent;
+* ``bridge.core.utterance``: the caller's words; ``turns`` and ``turntaking``: when their turn is over;
 * ``bridge.core.deadlines``: every timer, computed in one place (`Call.deadlines`).
 
 Vocabulary worth knowing: a *reply* is one agent turn being voiced, in one fresh TTS context.
@@ -22,7 +22,7 @@ sends the audio of text it already held (``close_context`` is graceful) and we d
 
 from __future__ import annotations
 
-from bridge.core.actions import Action, CancelTurn, ConnectTts, EndCall, StartTurn
+from bridge.core.actions import Action, CancelTurn, ConnectTts, EndCall
 from bridge.core.bargein import Listener
 from bridge.core.deadlines import Timer, is_due
 from bridge.core.events import (
@@ -43,12 +43,15 @@ from bridge.core.events import (
     TtsConnected,
     TtsError,
     TtsFinal,
+    TurnVerdict,
 )
 from bridge.core.playout import Playout
 from bridge.core.reply import Input, Reply, ReplyState
 from bridge.core.terms import CallSettings, CallSnapshot, CallState
+from bridge.core.turns import EndOfTurn
+from bridge.core.turntaking import TurnTaking
 from bridge.core.utterance import Recorder
-from bridge.core.vad import SpeechConfirmed, SpeechDropped, SpeechEnded, SpeechStarted
+from bridge.core.vad import SpeechConfirmed, SpeechDropped, SpeechEnded, SpeechPaused, SpeechResumed, SpeechStarted
 from bridge.core.voice import Voice
 
 __all__ = ["Call", "CallSettings", "CallSnapshot", "CallState"]
@@ -57,13 +60,14 @@ _TIMERS = tuple(Timer)
 _NONE: tuple[None, ...] = (None,) * len(_TIMERS)
 
 
-class Call:
+class Call(TurnTaking):
     """One phone call's logic. ``handle`` every event; honour ``next_deadline`` with a `Tick`."""
 
     def __init__(self, settings: CallSettings | None = None) -> None:
         self.settings = settings or CallSettings()
         s = self.settings
-        self._listener = Listener(s.vad, s.barge_in, s.echo)
+        self._eot = EndOfTurn(s.turn, s.vad.end_ms)
+        self._listener = Listener(s.vad, s.barge_in, s.echo, pause_ms=s.turn.candidate_ms if self._eot.enabled else 0)
         self._playout = Playout(s.audio, s.lead_ms, s.low_ms, s.mark_every_ms, echo=self._listener)
         self._voice = Voice(s.max_contexts, s.keepalive_s, s.drain_timeout_s)
         self._recorder = Recorder(s.audio, s.preroll_ms + s.vad.start_ms, s.max_utterance_s)
@@ -147,9 +151,11 @@ class Call:
                 self._send(event.at, out)
             case TtsClosed():
                 self._on_tts_lost(event.at, out)
-            case PhoneConnected():
-                if self._connected_at is None:
-                    self._connected_at = event.at
+            case PhoneConnected() if self._connected_at is None:
+                self._connected_at = event.at
+                out.append(ConnectTts())  # now, not at 'start': the TTS is up when the greeting needs it
+            case TurnVerdict():
+                self._on_verdict(event, out)
             case CallStarted():
                 self._on_started(event, out)
             case DtmfReceived():
@@ -178,16 +184,18 @@ class Call:
         connected = self._connected_at
         start = connected + s.start_timeout_s if connected is not None and self._state is CallState.CONNECTING else None
         keepalive, drain = self._voice.deadlines()
+        turn_end = self._eot.deadline()
         if reply is None:
-            return start, drain, None, None, None, keepalive, None
+            return start, drain, None, None, None, turn_end, keepalive, None
         return (
             start,
             drain,
             reply.first_audio_deadline(s.first_audio_timeout_s),
             reply.agent_deadline(s.agent_timeout_s),
             reply.pause_deadline(self._max_pause),
+            turn_end,
             keepalive,
-            None if reply.paused else self._playout.deadline(reply.track, reply.ending),
+            None if reply.paused or reply.held else self._playout.deadline(reply.track, reply.ending),
         )
 
     # ----------------------------------------------------------------- phone side
@@ -198,7 +206,7 @@ class Call:
             return
         self._state = CallState.LISTENING
         self._started_at = event.at
-        out.append(ConnectTts())  # only now: a socket that never says 'start' costs no TTS session
+        out.extend([ConnectTts()] if self._connected_at is None else [])  # no PhoneConnected came first
         self._start_turn(b"", event.at, out)  # the greeting
 
     def _on_caller_audio(self, event: CallerAudio, out: list[Action]) -> None:
@@ -210,6 +218,10 @@ class Call:
             reply = self._reply
             paused = reply is not None and reply.paused
             match change:
+                case SpeechStarted() | SpeechResumed() if self._eot.candidate is not None:
+                    self._went_on(change.at, out)  # the caller only paused: no end of turn
+                case SpeechPaused():
+                    self._paused(change, out)
                 case SpeechStarted():
                     self._recorder.begin()
                     if reply is not None and not paused:
@@ -219,7 +231,7 @@ class Call:
                     self._barge_in(reply, change, out)
                 case SpeechDropped() if reply is not None and paused:
                     self._resume(reply)
-                case SpeechEnded():
+                case SpeechEnded() if self._eot.candidate is None:  # else its Timer.TURN_END ends the turn
                     utterance = self._recorder.take()
                     if utterance is not None:  # else the turn-end key already ended this utterance's turn
                         self._start_turn(utterance, event.at, out)
@@ -246,6 +258,7 @@ class Call:
         self._digits += event.digit
         if not self.settings.turn_end_digit or event.digit != self.settings.turn_end_digit:
             return
+        self._went_on(event.at, out)  # the key ends the turn now, with everything said: not a held guess
         reply = self._reply
         if reply is not None:
             # A key pressed over the agent stops it as speech would (an IVR habit), without
@@ -263,12 +276,6 @@ class Call:
         out.append(reply.heard(heard, cut=True))
 
     # ----------------------------------------------------------------- agent side
-
-    def _start_turn(self, utterance: bytes, at: float, out: list[Action]) -> None:
-        self._turn += 1
-        self._reply = Reply(self._turn, at, self.settings.audio)
-        out.append(StartTurn(self._turn, utterance, self._digits))
-        self._digits = ""
 
     def _on_agent(self, event: AgentText | AgentDone | AgentFailed, out: list[Action]) -> None:
         reply = self._reply
@@ -364,6 +371,8 @@ class Call:
                 self._agent_finished(reply, at, out, s.apology.strip())
             case Timer.PAUSE if reply is not None:
                 self._resume(reply)  # no caller audio came to settle the pause
+            case Timer.TURN_END:
+                self._turn_over(at, out)
             case Timer.KEEPALIVE:
                 self._voice.keep_alive(at, out)
             case _:
@@ -372,8 +381,8 @@ class Call:
     def _service(self, at: float, out: list[Action]) -> None:
         """After every event: feed the carrier, and notice a reply that has fully played."""
         reply = self._reply
-        if reply is None:
-            return
+        if reply is None or reply.held:
+            return  # nothing plays of a held reply
         if reply.track.queue and not reply.paused:
             self._playout.pump(reply.track, at, out)
         if reply.ending and self._playout.played_out(reply.track, at):

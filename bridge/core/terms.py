@@ -13,6 +13,7 @@ from bridge.core.audio import AudioFormat
 from bridge.core.bargein import BargeInConfig
 from bridge.core.echo import EchoConfig
 from bridge.core.reply import ReplyState
+from bridge.core.turns import TurnConfig
 from bridge.core.vad import VadConfig
 
 __all__ = ["CallSettings", "CallSnapshot", "CallState"]
@@ -23,6 +24,7 @@ class CallSettings:
     vad: VadConfig = field(default_factory=VadConfig)
     barge_in: BargeInConfig = field(default_factory=BargeInConfig)
     echo: EchoConfig = field(default_factory=EchoConfig)
+    turn: TurnConfig = field(default_factory=TurnConfig)  # end of turn: candidates, judge, preemptive replies
     audio: AudioFormat = field(default_factory=AudioFormat)  # the carrier's rate and frame size
     lead_ms: int = 200
     low_ms: int = 100
