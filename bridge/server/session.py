@@ -32,15 +32,19 @@ from typing import assert_never
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from bridge.agents.base import Agent, AgentError, Turn
+from bridge.agents.stt.base import StreamingTranscriber
 from bridge.carriers.base import CarrierCodec, Outbound, frames
 from bridge.carriers.twilio.codec import TwilioCodec
 from bridge.core.actions import (
+    AbandonTurn,
     Action,
     CancelTurn,
     ClearPlayback,
     CloseContext,
+    ConfirmTurn,
     ConnectTts,
     EndCall,
+    JudgeTurn,
     KeepAlive,
     OpenContext,
     ReplyHeard,
@@ -55,6 +59,7 @@ from bridge.core.events import (
     AgentFailed,
     AgentText,
     CallEnded,
+    CallerAudio,
     CallStarted,
     Event,
     PhoneConnected,
@@ -64,9 +69,11 @@ from bridge.core.events import (
     TtsError,
 )
 from bridge.server import metrics
+from bridge.server.listening import Listening
 from bridge.tts import supervisor
 from bridge.tts.base import TtsClient
 from bridge.tts.supervisor import TtsSupervisor
+from bridge.turn import HeuristicJudge, TurnJudge
 
 __all__ = ["CallSession"]
 
@@ -95,6 +102,8 @@ class CallSession:
         max_message_bytes: int = 64 * 1024,
         on_event: Callable[[Event], None] | None = None,
         codec: CarrierCodec | None = None,
+        judge: TurnJudge | None = None,
+        stt: StreamingTranscriber | None = None,
     ) -> None:
         """``start_timeout_s``, when given, replaces ``settings.start_timeout_s`` (the core keeps the time)."""
         self.websocket = websocket
@@ -122,6 +131,7 @@ class CallSession:
         self._problems: Counter[str] = Counter()
         self._phone_open = True
         self._turn_began: tuple[float, bool] | None = None  # (when, is the greeting) until its first audio
+        self.listening = Listening(judge or HeuristicJudge(), stt, self.put, self.clock, lambda: self.call_id)
 
     def clock(self) -> float:
         return self._loop.time()
@@ -145,6 +155,7 @@ class CallSession:
         self.put(PhoneConnected(self.clock()))  # first in the inbox: the core times the carrier's 'start' from it
         reader = asyncio.create_task(self._read_phone(), name="phone-reader")
         self._tts_task = asyncio.create_task(self.tts_supervisor.run(), name="tts-supervisor")
+        self.listening.start()
         metrics.call_started()
         try:
             await self._loop_until_ended()
@@ -216,6 +227,8 @@ class CallSession:
     def _observe(self, event: Event) -> None:
         """Log what a person running the bridge wants to know, once per kind of problem."""
         match event:
+            case CallerAudio():
+                self.listening.feed(event.pcm)
             case CallStarted():
                 self.call_id = event.call_id or event.stream_id
                 log.info("call %s started", self.call_id)
@@ -327,8 +340,15 @@ class CallSession:
             case StartTurn():
                 self._turn_began = (self.clock(), action.turn == 0)
                 await self._cancel_agent()
-                turn = Turn(action.turn, action.utterance, action.digits)
+                turn = Turn(action.turn, action.utterance, action.digits, self.listening.transcript(),
+                            tentative=action.tentative)
+                if not action.tentative:
+                    self.listening.answered()
                 self._agent_task = asyncio.create_task(self._run_agent(turn), name=f"agent-turn-{action.turn}")
+            case JudgeTurn():
+                self.listening.ask(action)
+            case ConfirmTurn() | AbandonTurn():
+                self._tell_agent(action)
             case CancelTurn():
                 if action.reason:
                     log.warning("call %s: the agent failed on turn %d (%s); the caller hears the apology",
@@ -345,6 +365,19 @@ class CallSession:
                 await self._close_phone(1000)
             case _:
                 assert_never(action)
+
+    def _tell_agent(self, action: ConfirmTurn | AbandonTurn) -> None:
+        """A tentative turn is settled: the agent keeps it (and its words are answered) or forgets it."""
+        confirmed = isinstance(action, ConfirmTurn)
+        if confirmed:
+            self.listening.answered()
+            self._turn_began = (self.clock(), False)  # the caller waits from here, not from the guess
+        method = getattr(self.agent, "confirm" if confirmed else "abandon", None)
+        if callable(method):
+            try:
+                method(action.turn)
+            except Exception:
+                log.exception("call %s: the agent failed to take a settled turn", self.call_id)
 
     async def _to_phone(self, out: Outbound) -> None:
         if not self._phone_open:
@@ -382,6 +415,7 @@ class CallSession:
     async def _teardown(self, reader: asyncio.Task[None]) -> None:
         """Nothing of this call may outlive it: TTS said goodbye, every task awaited."""
         await self._cancel_agent()
+        await self.listening.aclose()
         close_agent = getattr(self.agent, "aclose", None)
         if close_agent is not None:
             with contextlib.suppress(Exception):
