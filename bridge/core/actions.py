@@ -114,9 +114,11 @@ class StartTurn:
 
 @dataclass(frozen=True, slots=True)
 class ConfirmTurn:
-    """Tentative turn ``turn`` is the caller's real turn: its reply plays."""
+    """Tentative turn ``turn`` is the caller's real turn: its reply plays. ``waited``: the seconds
+    of silence, from the end of the caller's speech, it took to be sure (for the metrics)."""
 
     turn: int
+    waited: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,7 +75,7 @@ class TurnTaking:
         reply = self._reply
         if candidate is not None and reply is not None and reply.held and reply.turn == candidate.turn:
             self._advance(reply, Input.RELEASE, at, out)
-            out.append(ConfirmTurn(reply.turn))
+            out.append(ConfirmTurn(reply.turn, round(at - candidate.offset, 6)))
             self._digits = ""
         elif reply is None:
             self._start_turn(utterance, at, out)

@@ -65,6 +65,7 @@ from bridge.core.events import (
     PhoneConnected,
     TelephonyMalformed,
     Tick,
+    TtsAudio,
     TtsClosed,
     TtsError,
 )
@@ -131,6 +132,7 @@ class CallSession:
         self._problems: Counter[str] = Counter()
         self._phone_open = True
         self._turn_began: tuple[float, bool] | None = None  # (when, is the greeting) until its first audio
+        self._opened: dict[str, float] = {}  # contexts opened, until their first audio
         self.listening = Listening(judge or HeuristicJudge(), stt, self.put, self.clock, lambda: self.call_id)
 
     def clock(self) -> float:
@@ -229,6 +231,8 @@ class CallSession:
         match event:
             case CallerAudio():
                 self.listening.feed(event.pcm)
+            case TtsAudio() if event.context_id in self._opened:
+                metrics.turn_stage("tts_first_audio", event.at - self._opened.pop(event.context_id))
             case CallStarted():
                 self.call_id = event.call_id or event.stream_id
                 log.info("call %s started", self.call_id)
@@ -288,11 +292,14 @@ class CallSession:
         piece, an empty one too, tells it the agent is alive. Cancelling this task (barge-in, or
         the core giving up on a silent agent) closes the agent's stream, and with it any HTTP
         request behind it."""
-        put, number = self.put, turn.number
+        put, number, began, first = self.put, turn.number, self.clock(), True
         stream = aiter(self.agent.reply(turn))
         try:
             async for text in stream:
                 if isinstance(text, str):
+                    if first and text:
+                        first = False
+                        metrics.turn_stage("agent_first_text", self.clock() - began)
                     put(AgentText(self.clock(), number, text))
         except asyncio.CancelledError:
             raise
@@ -323,6 +330,7 @@ class CallSession:
             began, greeting = self._turn_began
             self._turn_began = None
             metrics.reply_latency(self.clock() - began, greeting)
+            metrics.turn_stage("playout_start", self.clock() - began)
 
     async def _execute(self, action: Action) -> None:
         match action:
@@ -334,6 +342,8 @@ class CallSession:
             case SendMark() | ClearPlayback():
                 await self._to_phone(self.codec.encode(action))
             case OpenContext() | SendText() | KeepAlive() | CloseContext():
+                if isinstance(action, OpenContext):
+                    self._opened[action.context_id] = self.clock()
                 await self._to_tts(action)
             case ConnectTts():
                 self.tts_supervisor.start()
@@ -370,6 +380,8 @@ class CallSession:
         """A tentative turn is settled: the agent keeps it (and its words are answered) or forgets it."""
         confirmed = isinstance(action, ConfirmTurn)
         if confirmed:
+            assert isinstance(action, ConfirmTurn)
+            metrics.turn_stage("end_of_turn", action.waited)
             self.listening.answered()
             self._turn_began = (self.clock(), False)  # the caller waits from here, not from the guess
         method = getattr(self.agent, "confirm" if confirmed else "abandon", None)
