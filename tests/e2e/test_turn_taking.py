@@ -116,7 +116,7 @@ async def test_live_transcription_gives_the_turn_its_words(fake_tts, script):
     async with FakeDeepgram(api_key="dg-key", script=["okay thanks goodbye"]) as dg:
         settings = bridge_settings(fake_tts, script, BRIDGE_STT="deepgram", DEEPGRAM_API_KEY="dg-key",
                                    DEEPGRAM_BASE_URL=dg.base_url)
-        report, conversation = await call(settings, [(1.5, "caller_07.wav")], 5.0, agent)
+        _, conversation = await call(settings, [(1.5, "caller_07.wav")], 5.0, agent)
     assert dg.connections, "the caller's audio streamed to the transcriber"
     confirmed = [turn for kind, turn in agent.settled if kind == "confirm"]
     assert confirmed
