@@ -48,7 +48,6 @@ from bridge.core.events import (
 from bridge.core.playout import Playout
 from bridge.core.reply import Input, Reply, ReplyState
 from bridge.core.terms import CallSettings, CallSnapshot, CallState
-from bridge.core.turns import EndOfTurn
 from bridge.core.turntaking import TurnTaking
 from bridge.core.utterance import Recorder
 from bridge.core.vad import SpeechConfirmed, SpeechDropped, SpeechEnded, SpeechPaused, SpeechResumed, SpeechStarted
@@ -66,8 +65,7 @@ class Call(TurnTaking):
     def __init__(self, settings: CallSettings | None = None) -> None:
         self.settings = settings or CallSettings()
         s = self.settings
-        self._eot = EndOfTurn(s.turn, s.vad.end_ms)
-        self._listener = Listener(s.vad, s.barge_in, s.echo, pause_ms=s.turn.candidate_ms if self._eot.enabled else 0)
+        self._listener = Listener(s.vad, s.barge_in, s.echo, pause_ms=self._init_turns(s))
         self._playout = Playout(s.audio, s.lead_ms, s.low_ms, s.mark_every_ms, echo=self._listener)
         self._voice = Voice(s.max_contexts, s.keepalive_s, s.drain_timeout_s)
         self._recorder = Recorder(s.audio, s.preroll_ms + s.vad.start_ms, s.max_utterance_s)
@@ -155,7 +153,7 @@ class Call(TurnTaking):
                 self._connected_at = event.at
                 out.append(ConnectTts())  # now, not at 'start': the TTS is up when the greeting needs it
             case TurnVerdict():
-                self._on_verdict(event, out)
+                self._on_verdict(event, out)  # the judge's answer for a candidate end of turn
             case CallStarted():
                 self._on_started(event, out)
             case DtmfReceived():
@@ -183,8 +181,7 @@ class Call(TurnTaking):
         s, reply = self.settings, self._reply
         connected = self._connected_at
         start = connected + s.start_timeout_s if connected is not None and self._state is CallState.CONNECTING else None
-        keepalive, drain = self._voice.deadlines()
-        turn_end = self._eot.deadline()
+        keepalive, drain, turn_end = (*self._voice.deadlines(), self._eot.deadline())
         if reply is None:
             return start, drain, None, None, None, turn_end, keepalive, None
         return (
@@ -372,7 +369,7 @@ class Call(TurnTaking):
             case Timer.PAUSE if reply is not None:
                 self._resume(reply)  # no caller audio came to settle the pause
             case Timer.TURN_END:
-                self._turn_over(at, out)
+                self._turn_over(at, out)  # the caller's pause was long enough: their turn is over
             case Timer.KEEPALIVE:
                 self._voice.keep_alive(at, out)
             case _:
@@ -397,8 +394,7 @@ class Call(TurnTaking):
     # ----------------------------------------------------------------- the end
 
     def _on_ended(self, at: float, out: list[Action]) -> None:
-        reply = self._reply
-        if reply is not None:
-            self._advance(reply, Input.CUT, at, out)
+        if self._reply is not None:
+            self._advance(self._reply, Input.CUT, at, out)
         self._voice.close_all(at, out)
         self._state = CallState.ENDED

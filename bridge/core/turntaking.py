@@ -34,6 +34,11 @@ class TurnTaking:
     def _advance(self, reply: Reply, happening: Input, at: float, out: list[Action]) -> None:
         raise NotImplementedError  # `Call` moves replies
 
+    def _init_turns(self, settings: CallSettings) -> int:
+        """Set up the end of turn; returns the silence the listener reports as a candidate (0: none)."""
+        self._eot = EndOfTurn(settings.turn, settings.vad.end_ms)
+        return settings.turn.candidate_ms if self._eot.enabled else 0
+
     def _start_turn(self, utterance: bytes, at: float, out: list[Action], *, tentative: bool = False) -> None:
         self._turn += 1
         self._reply = Reply(self._turn, at, self.settings.audio, held=tentative)
