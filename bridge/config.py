@@ -35,11 +35,12 @@ from bridge.core.bargein import BargeInConfig
 from bridge.core.call import CallSettings
 from bridge.core.echo import EchoConfig
 from bridge.core.limits import CHOICES, HI, LO, PLAYBACK
+from bridge.core.turns import TurnConfig
 from bridge.core.vad import VadConfig
 
 __all__ = [
     "AGENT_KINDS", "AgentSettings", "CarrierSettings", "ConfigError", "ElevenLabsSettings", "PlaybackSettings",
-    "ServerSettings", "Settings", "load_settings", "redacted",
+    "ServerSettings", "Settings", "SttSettings", "load_settings", "redacted",
 ]
 
 AGENT_KINDS = ("scripted", "openai", "webhook")  # built in; bridge.server.factories builds each, or a dotted path's
@@ -245,6 +246,18 @@ class AgentSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SttSettings:
+    """[stt]: live transcription while the caller talks (the turn's words are ready when it ends)."""
+
+    engine: str = _opt("none", **_one_of("none", "deepgram"), env="BRIDGE_STT")
+    deepgram_api_key: str | None = _opt(None, **_SECRET_RULE, env="DEEPGRAM_API_KEY")
+    deepgram_base_url: str = _opt("wss://api.deepgram.com", **_url("ws", "wss"), env="DEEPGRAM_BASE_URL")
+    deepgram_model: str = _opt("nova-3", "a model name", regex=r"[!-~]{1,200}")
+    language: str | None = _opt(None, "a language code such as en or en-US",
+                                regex=r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})?")
+
+
+@dataclass(frozen=True, slots=True)
 class ServerSettings:
     """[server]: the HTTP/WebSocket side."""
 
@@ -311,6 +324,7 @@ _SECTIONS: dict[str, tuple[type[Any], str]] = {  # TOML table -> (section, env p
     "elevenlabs": (ElevenLabsSettings, "ELEVENLABS_"), "vad": (VadConfig, "BRIDGE_VAD_"),
     "barge_in": (BargeInConfig, "BRIDGE_BARGE_IN_"), "echo": (EchoConfig, "BRIDGE_ECHO_"),
     "aec": (AecConfig, "BRIDGE_AEC_"),
+    "turn": (TurnConfig, "BRIDGE_TURN_"), "stt": (SttSettings, "BRIDGE_STT_"),
     "playback": (PlaybackSettings, "BRIDGE_PLAYBACK_"), "agent": (AgentSettings, "BRIDGE_AGENT_"),
     "server": (ServerSettings, "BRIDGE_"), "carriers": (CarrierSettings, "BRIDGE_CARRIERS_")}
 
@@ -324,6 +338,8 @@ class Settings:
     barge_in: BargeInConfig = field(default_factory=BargeInConfig)
     echo: EchoConfig = field(default_factory=EchoConfig)
     aec: AecConfig = field(default_factory=AecConfig)
+    turn: TurnConfig = field(default_factory=TurnConfig)
+    stt: SttSettings = field(default_factory=SttSettings)
     playback: PlaybackSettings = field(default_factory=PlaybackSettings)
     agent: AgentSettings = field(default_factory=AgentSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
@@ -478,6 +494,8 @@ def _check_together(s: Settings) -> None:
     for broken, message in [
         (s.server.tts == "elevenlabs" and not s.elevenlabs.api_key, "BRIDGE_TTS / [server] tts: got "
          "'elevenlabs'; expected 'auto' or 'local' unless ELEVENLABS_API_KEY / [elevenlabs] api_key is set"),
+        (s.stt.engine == "deepgram" and not s.stt.deepgram_api_key, "BRIDGE_STT / [stt] engine: got 'deepgram'; "
+         "expected DEEPGRAM_API_KEY / [stt] deepgram_api_key to be set too"),
         (s.agent.kind == "webhook" and not s.agent.webhook_url, "BRIDGE_AGENT / [agent] kind: got 'webhook'; "
          "expected BRIDGE_AGENT_WEBHOOK_URL / [agent] webhook_url to be set too"),
         (s.agent.kind == "openai" and not s.agent.openai_api_key and "api.openai.com" in s.agent.openai_base_url,

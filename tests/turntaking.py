@@ -21,7 +21,7 @@ from functools import cache
 
 import numpy as np
 
-from bridge.core.actions import Action, ClearPlayback, ReplyHeard, SendMark, SendMedia, StartTurn
+from bridge.core.actions import Action, ClearPlayback, ConfirmTurn, ReplyHeard, SendMark, SendMedia, StartTurn
 from bridge.core.audio import pcm_to_ulaw, ulaw_to_pcm
 from bridge.core.call import Call, CallSettings
 from bridge.core.events import (
@@ -239,8 +239,9 @@ class Line:
                 self._pending_resume = False  # given up: what follows is another reply
                 if self.result.interrupted_at is None:
                     self.result.interrupted_at = event.at
-            elif isinstance(action, StartTurn) and action.turn > 0:
-                self.result.turns.append(event.at)
+            elif (isinstance(action, StartTurn) and action.turn > 0 and not action.tentative) or isinstance(
+                    action, ConfirmTurn):
+                self.result.turns.append(event.at)  # a turn taken: a tentative one counts once confirmed
 
 
 def _arrivals(duration: float, jitter_ms: float, seed: int = 6) -> list[float]:

@@ -11,6 +11,12 @@ actually heard of its last reply, so its memory matches the call, not its intent
 An agent may also define ``async def aclose(self)``; the session awaits it when the call ends
 (to close its HTTP client, for instance).
 
+A turn may be *tentative* (``Turn.tentative``): the caller has only paused, and the bridge asks
+for the reply early, holding its audio until the end of the turn is sure. Then exactly one of
+two optional methods is called: ``confirm(turn)`` (the reply plays; ``heard`` follows as usual)
+or ``abandon(turn)`` (the caller went on: the reply was never heard, and the caller's words of
+that turn come again, whole, with what they said next, in a later turn: forget them).
+
 Besides text, a reply may yield one *call control*: `HangUp` (say goodbye, then end the call) or
 `Transfer` (hand the caller to a person). The bridge acts on it only once everything the agent said
 before it has been heard, so a goodbye is never cut short; text after a control is not spoken.
@@ -42,6 +48,7 @@ class Turn:
     digits: str = ""  # DTMF keys pressed since the last turn, e.g. "12#"
     transcript: str | None = None  # None: no transcriber configured
     history: tuple[Message, ...] = ()  # the conversation so far, ending with this turn's caller message
+    tentative: bool = False  # the caller only paused: ``confirm`` or ``abandon`` follows
 
 
 @dataclass(frozen=True, slots=True)

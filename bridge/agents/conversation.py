@@ -8,6 +8,12 @@ webhook, or a third party's by dotted path) gets the conversation without keepin
 A turn the caller cut off before its words were transcribed (they paused, the turn began, then
 they went on talking) is not lost: its audio and digits are carried into the next turn, which is
 transcribed as one utterance.
+
+A *tentative* turn (``Turn.tentative``) already holds every word since the utterance began, and
+may be abandoned: then the caller message it added is taken back out of the history (the next
+turn brings the words again, whole), nothing is carried, and the inner agent hears ``abandon``.
+When the session streams the caller's audio to a live transcriber, the turn arrives with its
+``transcript`` and is not transcribed again.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
-from bridge.agents.base import Agent, CallControl, Transcriber, Turn
+from bridge.agents.base import Agent, CallControl, Message, Transcriber, Turn
 from bridge.agents.memory import History, caller_text
 
 __all__ = ["ConversationAgent"]
@@ -37,6 +43,7 @@ class ConversationAgent:
         self.history = history or History()
         self._carry_audio = b""
         self._carry_digits = ""
+        self._before: dict[int, tuple[Message, ...]] = {}  # tentative turn -> the history before it
 
     async def reply(self, turn: Turn) -> AsyncIterator[str | CallControl]:
         if turn.number == 0 and self.greeting:
@@ -66,8 +73,8 @@ class ConversationAgent:
         audio = (self._carry_audio + turn.utterance)[-MAX_CARRY_BYTES:]
         digits = self._carry_digits + turn.digits
         self._carry_audio, self._carry_digits = audio, digits  # kept if this turn is cancelled now
-        transcript: str | None = None
-        if self.transcriber is not None and audio:
+        transcript = turn.transcript.strip() if turn.transcript is not None else None
+        if transcript is None and self.transcriber is not None and audio:
             try:
                 transcript = (await self.transcriber.transcribe(audio)).strip()
             except Exception:
@@ -76,10 +83,25 @@ class ConversationAgent:
             log.debug("turn %d: the caller said %r", turn.number, transcript)
         self._carry_audio, self._carry_digits = b"", ""
         said = caller_text(transcript, digits)
-        if self.transcriber is not None and not said and turn.number > 0:
+        if (self.transcriber is not None or turn.transcript is not None) and not said and turn.number > 0:
             return None  # a cough or line noise that the VAD took for speech
+        if turn.tentative:
+            self._before[turn.number] = self.history.messages
         self.history.caller(said)
-        return Turn(turn.number, audio, digits, transcript, self.history.messages)
+        return Turn(turn.number, audio, digits, transcript, self.history.messages, turn.tentative)
+
+    def confirm(self, turn: int) -> None:
+        """The tentative turn is the caller's turn: what it recorded stays."""
+        self._before.pop(turn, None)
+        _call(self.inner, "confirm", turn)
+
+    def abandon(self, turn: int) -> None:
+        """The caller went on: forget the turn's words (they come again, whole) and carry nothing."""
+        self._carry_audio, self._carry_digits = b"", ""
+        before = self._before.pop(turn, None)
+        if before is not None:
+            self.history.restore(before)
+        _call(self.inner, "abandon", turn)
 
     def heard(self, turn: int, text: str, interrupted: bool) -> None:
         if text.strip():  # the caller got an answer (the apology, after a timeout): start afresh
@@ -92,3 +114,10 @@ class ConversationAgent:
             close = getattr(part, "aclose", None)
             if close is not None:
                 await close()
+
+
+def _call(agent: object, name: str, turn: int) -> None:
+    """Call an optional agent method (``confirm``, ``abandon``) if the agent has it."""
+    method = getattr(agent, name, None)
+    if callable(method):
+        method(turn)

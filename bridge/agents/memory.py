@@ -40,6 +40,10 @@ class History:
     def messages(self) -> tuple[Message, ...]:
         return tuple(self._messages)
 
+    def restore(self, messages: tuple[Message, ...]) -> None:
+        """Back to ``messages`` (an earlier `messages`): a tentative turn was abandoned."""
+        self._messages = list(messages)
+
     def caller(self, text: str) -> None:
         """The caller said ``text`` (nothing happens for empty text)."""
         self._add("user", text.strip())

@@ -58,6 +58,11 @@ class ScriptedAgent:
         self._words_per_piece = max(1, words_per_piece)
         self._delay_s = delay_s
         self.history: list[tuple[int, str, bool]] = []
+        self._abandoned = 0  # tentative turns the caller talked through: they take no line
+
+    def abandon(self, turn: int) -> None:
+        """A tentative turn was never heard: its line answers the next turn instead."""
+        self._abandoned += 1
 
     def line_for(self, turn: int) -> str:
         if turn == 0 or len(self._lines) == 1:
@@ -66,7 +71,7 @@ class ScriptedAgent:
         return replies[(turn - 1) % len(replies)]
 
     async def reply(self, turn: Turn) -> AsyncIterator[str | CallControl]:
-        line, control = split_control(self.line_for(turn.number))
+        line, control = split_control(self.line_for(turn.number - self._abandoned))
         words = line.split(" ") if line else []
         step = self._words_per_piece
         for i in range(0, len(words), step):

@@ -11,13 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "AbandonTurn",
     "Action",
     "AgentAction",
     "CancelTurn",
     "ClearPlayback",
     "CloseContext",
+    "ConfirmTurn",
     "ConnectTts",
     "EndCall",
+    "JudgeTurn",
     "KeepAlive",
     "OpenContext",
     "PhoneAction",
@@ -61,8 +64,9 @@ class EndCall:
 class ConnectTts:
     """Open the call's TTS connection now (the shell's supervisor keeps it up from then on).
 
-    The core decides when: today at the call's ``start``, so a socket that never starts a call
-    costs no TTS session."""
+    The core decides when: as soon as the carrier's socket is open (`PhoneConnected`), so the
+    TTS is up by the time ``start`` asks for the greeting. A socket that never starts a call
+    holds it only until ``start_timeout_s`` ends the call."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,11 +101,45 @@ class CloseContext:
 
 @dataclass(frozen=True, slots=True)
 class StartTurn:
-    """Ask the agent for reply ``turn``; ``utterance`` is the caller's speech (8 kHz PCM16)."""
+    """Ask the agent for reply ``turn``; ``utterance`` is the caller's speech (8 kHz PCM16).
+
+    ``tentative``: the caller has only paused; the reply is voiced but held. `ConfirmTurn` or
+    `AbandonTurn` follows: an abandoned turn's ``utterance`` comes again, whole, in a later turn."""
 
     turn: int
     utterance: bytes = b""
     digits: str = ""
+    tentative: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmTurn:
+    """Tentative turn ``turn`` is the caller's real turn: its reply plays. ``waited``: the seconds
+    of silence, from the end of the caller's speech, it took to be sure (for the metrics)."""
+
+    turn: int
+    waited: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class AbandonTurn:
+    """Tentative turn ``turn`` was not the end of the caller's turn: its reply was never heard.
+
+    The agent forgets the turn: the caller's words and the reply. The words come again, with
+    what the caller said next, in a later turn."""
+
+    turn: int
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeTurn:
+    """Ask the end-of-turn judge about candidate ``candidate``: is ``utterance`` (8 kHz PCM16, the
+    caller's turn so far, up to the pause) a finished turn? The answer is a `TurnVerdict` event
+    naming the candidate; ``turn`` is the tentative turn started for it (-1: none)."""
+
+    candidate: int
+    utterance: bytes
+    turn: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +170,6 @@ class ReplyHeard:
 
 PhoneAction = SendMedia | SendMark | ClearPlayback | EndCall
 TtsAction = OpenContext | SendText | KeepAlive | CloseContext
-AgentAction = StartTurn | CancelTurn | ReplyHeard
-ShellAction = ConnectTts
+AgentAction = StartTurn | CancelTurn | ReplyHeard | ConfirmTurn | AbandonTurn
+ShellAction = ConnectTts | JudgeTurn
 Action = PhoneAction | TtsAction | AgentAction | ShellAction

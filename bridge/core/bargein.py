@@ -81,14 +81,16 @@ class Listener:
         barge_in: BargeInConfig | None = None,
         echo: EchoConfig | None = None,
         *,
+        pause_ms: int = 0,
         keep_verdicts: bool = False,
         rate: int = SAMPLE_RATE,
     ) -> None:
+        """``pause_ms``: report candidate ends of turn after this much silence (0: off)."""
         barge_in = barge_in or BargeInConfig()
         self.gate = LineGate(vad, echo or EchoConfig(), rate)
         self.detector = SpeechDetector(
             vad, gate=self.gate, confirm_ms=barge_in.confirm_ms, gap_ms=barge_in.gap_ms,
-            commit_ms=barge_in.commit_ms, keep_verdicts=keep_verdicts, rate=rate
+            commit_ms=barge_in.commit_ms, pause_ms=pause_ms, keep_verdicts=keep_verdicts, rate=rate
         )
 
     def played(self, pcm: bytes, start: float) -> None:

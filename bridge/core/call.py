@@ -1,28 +1,26 @@
 """The call: a state machine fed events with timestamps, answering with actions.
 
-Everything that makes a phone call feel right is decided in the core and nowhere else: when the
-caller is talking, when the agent may speak, which TTS context is live, how far ahead of the
-caller we push audio, what the caller has really heard. It never awaits, sleeps, reads a clock
-or touches a socket, so every behaviour can be replayed in simulated time (see ``tests/``).
-
-This module only dispatches: each event goes to the part that owns what it is about, and the
-parts are where the rules live.
+Everything that makes a phone call feel right is decided in the core and nowhere else: when the caller
+is talking, when the agent may speak, which TTS context is live, how far ahead of the caller we push
+audio, what the caller has really heard. It never awaits, sleeps, reads a clock or touches a socket, so
+every behaviour can be replayed in simulated time (see ``tests/``). This module only dispatches: each
+event goes to the part that owns what it is about, and the parts are where the rules live.
 
 * ``bridge.core.reply``: a reply's lifecycle, as one state enum and one transition table;
 * ``bridge.core.playout``: pacing the carrier, marks, and what the caller heard;
 * ``bridge.core.voice`` and ``contexts``: the TTS contexts, their slots and keep-alives;
 * ``bridge.core.bargein`` (with ``vad``, ``echo``, ``noise``): is the caller talking;
-* ``bridge.core.utterance``: the caller's words for the agent;
+* ``bridge.core.utterance``: the caller's words; ``turns`` and ``turntaking``: when their turn is over;
 * ``bridge.core.deadlines``: every timer, computed in one place (`Call.deadlines`).
 
-Vocabulary worth knowing: a *reply* is one agent turn being voiced, in one fresh TTS context.
-A context is *live* while its reply is; after a barge-in it is *retired*: the server still
-sends the audio of text it already held (``close_context`` is graceful) and we drop it.
+Vocabulary worth knowing: a *reply* is one agent turn being voiced, in one fresh TTS context. A context is
+*live* while its reply is; after a barge-in it is *retired*: the server still sends the audio of text it
+already held (``close_context`` is graceful) and we drop it.
 """
 
 from __future__ import annotations
 
-from bridge.core.actions import Action, CancelTurn, ConnectTts, EndCall, StartTurn
+from bridge.core.actions import Action, CancelTurn, ConnectTts, EndCall
 from bridge.core.aec import EchoCanceller, Fanout
 from bridge.core.bargein import Listener
 from bridge.core.deadlines import Timer, is_due
@@ -44,12 +42,14 @@ from bridge.core.events import (
     TtsConnected,
     TtsError,
     TtsFinal,
+    TurnVerdict,
 )
 from bridge.core.playout import Playout
 from bridge.core.reply import Input, Reply, ReplyState
 from bridge.core.terms import CallSettings, CallSnapshot, CallState
+from bridge.core.turntaking import TurnTaking
 from bridge.core.utterance import Recorder
-from bridge.core.vad import SpeechConfirmed, SpeechDropped, SpeechEnded, SpeechStarted
+from bridge.core.vad import SpeechConfirmed, SpeechDropped, SpeechEnded, SpeechPaused, SpeechResumed, SpeechStarted
 from bridge.core.voice import Voice
 
 __all__ = ["Call", "CallSettings", "CallSnapshot", "CallState"]
@@ -58,13 +58,13 @@ _TIMERS = tuple(Timer)
 _NONE: tuple[None, ...] = (None,) * len(_TIMERS)
 
 
-class Call:
+class Call(TurnTaking):
     """One phone call's logic. ``handle`` every event; honour ``next_deadline`` with a `Tick`."""
 
     def __init__(self, settings: CallSettings | None = None) -> None:
         self.settings = settings or CallSettings()
         s = self.settings
-        self._listener = Listener(s.vad, s.barge_in, s.echo, rate=s.audio.rate)
+        self._listener = Listener(s.vad, s.barge_in, s.echo, rate=s.audio.rate, pause_ms=self._init_turns(s))
         self._aec = EchoCanceller(s.aec, s.audio.rate, s.audio.frame_samples)
         self._playout = Playout(s.audio, s.lead_ms, s.low_ms, s.mark_every_ms, echo=Fanout(self._listener, self._aec))
         self._voice = Voice(s.max_contexts, s.keepalive_s, s.drain_timeout_s)
@@ -150,9 +150,11 @@ class Call:
                 self._send(event.at, out)
             case TtsClosed():
                 self._on_tts_lost(event.at, out)
-            case PhoneConnected():
-                if self._connected_at is None:
-                    self._connected_at = event.at
+            case PhoneConnected() if self._connected_at is None:
+                self._connected_at = event.at
+                out.append(ConnectTts())  # now, not at 'start': the TTS is up when the greeting needs it
+            case TurnVerdict():
+                self._on_verdict(event, out)  # the judge's answer for a candidate end of turn
             case CallStarted():
                 self._on_started(event, out)
             case DtmfReceived():
@@ -180,17 +182,18 @@ class Call:
         s, reply = self.settings, self._reply
         connected = self._connected_at
         start = connected + s.start_timeout_s if connected is not None and self._state is CallState.CONNECTING else None
-        keepalive, drain = self._voice.deadlines()
+        keepalive, drain, turn_end = (*self._voice.deadlines(), self._eot.deadline())
         if reply is None:
-            return start, drain, None, None, None, keepalive, None
+            return start, drain, None, None, None, turn_end, keepalive, None
         return (
             start,
             drain,
             reply.first_audio_deadline(s.first_audio_timeout_s),
             reply.agent_deadline(s.agent_timeout_s),
             reply.pause_deadline(self._max_pause),
+            turn_end,
             keepalive,
-            None if reply.paused else self._playout.deadline(reply.track, reply.ending),
+            None if reply.paused or reply.held else self._playout.deadline(reply.track, reply.ending),
         )
 
     # ----------------------------------------------------------------- phone side
@@ -201,7 +204,7 @@ class Call:
             return
         self._state = CallState.LISTENING
         self._started_at = event.at
-        out.append(ConnectTts())  # only now: a socket that never says 'start' costs no TTS session
+        out.extend([ConnectTts()] if self._connected_at is None else [])  # no PhoneConnected came first
         self._start_turn(b"", event.at, out)  # the greeting
 
     def _on_caller_audio(self, event: CallerAudio, out: list[Action]) -> None:
@@ -214,6 +217,10 @@ class Call:
             reply = self._reply
             paused = reply is not None and reply.paused
             match change:
+                case SpeechStarted() | SpeechResumed() if self._eot.candidate is not None:
+                    self._went_on(change.at, out)  # the caller only paused: no end of turn
+                case SpeechPaused():
+                    self._paused(change, out)
                 case SpeechStarted():
                     self._recorder.begin()
                     if reply is not None and not paused:
@@ -223,7 +230,7 @@ class Call:
                     self._barge_in(reply, change, out)
                 case SpeechDropped() if reply is not None and paused:
                     self._resume(reply)
-                case SpeechEnded():
+                case SpeechEnded() if self._eot.candidate is None:  # else its Timer.TURN_END ends the turn
                     utterance = self._recorder.take()
                     if utterance is not None:  # else the turn-end key already ended this utterance's turn
                         self._start_turn(utterance, event.at, out)
@@ -250,6 +257,7 @@ class Call:
         self._digits += event.digit
         if not self.settings.turn_end_digit or event.digit != self.settings.turn_end_digit:
             return
+        self._went_on(event.at, out)  # the key ends the turn now, with everything said: not a held guess
         reply = self._reply
         if reply is not None:
             # A key pressed over the agent stops it as speech would (an IVR habit), without
@@ -267,12 +275,6 @@ class Call:
         out.append(reply.heard(heard, cut=True))
 
     # ----------------------------------------------------------------- agent side
-
-    def _start_turn(self, utterance: bytes, at: float, out: list[Action]) -> None:
-        self._turn += 1
-        self._reply = Reply(self._turn, at, self.settings.audio)
-        out.append(StartTurn(self._turn, utterance, self._digits))
-        self._digits = ""
 
     def _on_agent(self, event: AgentText | AgentDone | AgentFailed, out: list[Action]) -> None:
         reply = self._reply
@@ -327,7 +329,6 @@ class Call:
             return
         self._advance(reply, Input.LOST if reply.revoice() else Input.LOST_VOICED, at, out)
 
-    # ----------------------------------------------------------------- the reply's moves
 
     def _advance(self, reply: Reply, happening: Input, at: float, out: list[Action]) -> None:
         """Move the reply by the table (``bridge.core.reply``), then do what its new state takes."""
@@ -368,6 +369,8 @@ class Call:
                 self._agent_finished(reply, at, out, s.apology.strip())
             case Timer.PAUSE if reply is not None:
                 self._resume(reply)  # no caller audio came to settle the pause
+            case Timer.TURN_END:
+                self._turn_over(at, out)  # the caller's pause was long enough: their turn is over
             case Timer.KEEPALIVE:
                 self._voice.keep_alive(at, out)
             case _:
@@ -376,8 +379,8 @@ class Call:
     def _service(self, at: float, out: list[Action]) -> None:
         """After every event: feed the carrier, and notice a reply that has fully played."""
         reply = self._reply
-        if reply is None:
-            return
+        if reply is None or reply.held:
+            return  # nothing plays of a held reply
         if reply.track.queue and not reply.paused:
             self._playout.pump(reply.track, at, out)
         if reply.ending and self._playout.played_out(reply.track, at):
@@ -389,11 +392,9 @@ class Call:
         self._advance(reply, Input.PLAYED_OUT, at, out)
         out.append(reply.heard(frames))
 
-    # ----------------------------------------------------------------- the end
 
     def _on_ended(self, at: float, out: list[Action]) -> None:
-        reply = self._reply
-        if reply is not None:
-            self._advance(reply, Input.CUT, at, out)
+        if self._reply is not None:
+            self._advance(self._reply, Input.CUT, at, out)
         self._voice.close_all(at, out)
         self._state = CallState.ENDED

@@ -28,6 +28,7 @@ class Timer(enum.Enum):
     # a context given up on is closed, not kept alive)
     AGENT = "agent"  # the agent owes its next piece of text, or its end
     PAUSE = "pause"  # a paused reply resumes if no caller audio settles the pause
+    TURN_END = "end of turn"  # the caller's pause has lasted long enough: their turn is over
     KEEPALIVE = "keep-alive"  # an open TTS context nears the server's inactivity timeout
     PLAYOUT = "playout"  # the carrier's buffer needs topping up, or a reply has played out
 

@@ -29,6 +29,7 @@ __all__ = [
     "TtsConnected",
     "TtsError",
     "TtsFinal",
+    "TurnVerdict",
 ]
 
 
@@ -165,6 +166,20 @@ class TtsClosed:
 
 
 @dataclass(frozen=True, slots=True)
+class TurnVerdict:
+    """The end-of-turn judge's answer for candidate ``candidate`` (see `JudgeTurn`): how likely
+    the caller is done, and how much more silence to wait (from the candidate) if not.
+    ``text``: the judge read a transcript (an audio-only verdict is trusted less)."""
+
+    at: float
+    candidate: int
+    complete_prob: float
+    wait_ms: int
+    complete: bool
+    text: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """A deadline the core asked for (``Call.next_deadline``) has come."""
 
@@ -194,6 +209,7 @@ Event = (
     | TtsError
     | TtsConnected
     | TtsClosed
+    | TurnVerdict
     | Tick
     | CallEnded
 )

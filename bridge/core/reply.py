@@ -21,6 +21,13 @@ its audio goes through the playout (``bridge.core.playout``). Three things advan
 A paused reply goes on receiving text and audio exactly as a playing one does: pausing holds
 the playout only. So each state has a paused twin, and every move of a state is also a move of
 its twin, between the twins (`TRANSITIONS` is built that way from `_MOVES`).
+
+A *held* reply is a speculative one (``bridge.core.turns``): started at a short pause in the
+caller's speech, before the end of their turn is sure. It is written and voiced like any other,
+but nothing of it plays: each state has a held twin too. The end of turn confirmed *releases* it
+(it plays from the first frame, already here); the caller going on *abandons* it (it closes
+unheard, and the agent forgets the turn). A held reply never plays out, and is never paused: it
+has not been heard, so there is nothing to barge in on.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from bridge.core.audio import AudioFormat
 from bridge.core.playout import Track
 from bridge.core.text import split_ready_text
 
-__all__ = ["PAUSED", "TRANSITIONS", "Input", "Reply", "ReplyState", "ReplyStateError"]
+__all__ = ["HELD", "PAUSED", "TRANSITIONS", "Input", "Reply", "ReplyState", "ReplyStateError"]
 
 
 class ReplyStateError(RuntimeError):
@@ -54,6 +61,12 @@ class ReplyState(enum.Enum):
     DRAINING_PAUSED = "draining, paused"
     PLAYING_OUT_PAUSED = "playing out, paused"
     SALVAGING_PAUSED = "salvaging, paused"
+    WRITING_HELD = "writing, held"
+    SPEAKING_HELD = "speaking, held"
+    AWAITING_AUDIO_HELD = "awaiting audio, held"
+    DRAINING_HELD = "draining, held"
+    PLAYING_OUT_HELD = "playing out, held"
+    SALVAGING_HELD = "salvaging, held"
     CLOSED = "closed"  # played out or cut: what the caller heard is reported
 
 
@@ -71,6 +84,8 @@ class Input(enum.Enum):
     RESUME = "resume"  # the sound was nothing
     CUT = "cut"  # speech confirmed, the turn-end key, or the call's end
     PLAYED_OUT = "played out"  # no audio left and the carrier has played the last frame
+    RELEASE = "release"  # a held reply's turn is confirmed: it may play
+    ABANDON = "abandon"  # a held reply's turn is not over (the caller went on): it closes unheard
 
 
 _MOVES: Mapping[ReplyState, Mapping[Input, ReplyState]] = {
@@ -118,17 +133,32 @@ PAUSED: Mapping[ReplyState, ReplyState] = MappingProxyType({
 })
 
 
+HELD: Mapping[ReplyState, ReplyState] = MappingProxyType({
+    ReplyState.WRITING: ReplyState.WRITING_HELD,
+    ReplyState.SPEAKING: ReplyState.SPEAKING_HELD,
+    ReplyState.AWAITING_AUDIO: ReplyState.AWAITING_AUDIO_HELD,
+    ReplyState.DRAINING: ReplyState.DRAINING_HELD,
+    ReplyState.PLAYING_OUT: ReplyState.PLAYING_OUT_HELD,
+    ReplyState.SALVAGING: ReplyState.SALVAGING_HELD,
+})
+
+
 def _build() -> dict[tuple[ReplyState, Input], ReplyState]:
-    """`_MOVES` for both twins, plus: pause and resume between twins; a cut from anywhere."""
+    """`_MOVES` for all three twins, plus: pause and resume between the playing and paused twins,
+    release from held; a cut from anywhere; abandon from held. A held reply never plays out."""
     table: dict[tuple[ReplyState, Input], ReplyState] = {}
     for state, moves in _MOVES.items():
-        twin = PAUSED[state]
+        twin, held = PAUSED[state], HELD[state]
         table[state, Input.PAUSE] = twin
         table[twin, Input.RESUME] = state
+        table[held, Input.RELEASE] = state
         table[state, Input.CUT] = table[twin, Input.CUT] = ReplyState.CLOSED
+        table[held, Input.CUT] = table[held, Input.ABANDON] = ReplyState.CLOSED
         for happening, new in moves.items():
             table[state, happening] = new
             table[twin, happening] = PAUSED.get(new, new)
+            if happening is not Input.PLAYED_OUT:
+                table[held, happening] = HELD.get(new, new)
     return table
 
 
@@ -139,10 +169,11 @@ TRANSITIONS: Mapping[tuple[ReplyState, Input], ReplyState] = MappingProxyType(_b
 def _with_twins(*states: ReplyState) -> tuple[ReplyState, ...]:
     # Tuples, not sets: these are asked several times per 20 ms frame, and a tuple finds an enum
     # member by identity, where a set would hash it in Python first.
-    return (*states, *(PAUSED[state] for state in states))
+    return (*states, *(PAUSED[state] for state in states), *(HELD[state] for state in states))
 
 
 _PAUSED_STATES = tuple(PAUSED.values())
+_HELD_STATES = tuple(HELD.values())
 _WRITING = _with_twins(ReplyState.WRITING, ReplyState.SPEAKING)
 _VOICED = _with_twins(ReplyState.SPEAKING, ReplyState.DRAINING)
 _AWAITING = _with_twins(ReplyState.AWAITING_AUDIO)
@@ -159,9 +190,10 @@ class Reply:
         "turn", "unflushed",
     )
 
-    def __init__(self, turn: int, at: float, fmt: AudioFormat) -> None:
+    def __init__(self, turn: int, at: float, fmt: AudioFormat, *, held: bool = False) -> None:
+        """``held``: a speculative reply, voiced but not played until its turn is confirmed."""
         self.turn = turn
-        self.state = ReplyState.WRITING
+        self.state = ReplyState.WRITING_HELD if held else ReplyState.WRITING
         self.track = Track(turn, fmt)
         self.context_id: str | None = None
         self.pending = ""  # agent text not yet cut into TTS pieces
@@ -220,6 +252,11 @@ class Reply:
     @property
     def paused(self) -> bool:
         return self.state in _PAUSED_STATES
+
+    @property
+    def held(self) -> bool:
+        """A speculative reply: nothing of it may play until it is released."""
+        return self.state in _HELD_STATES
 
     # ------------------------------------------------------------------ text
 

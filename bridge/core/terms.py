@@ -14,6 +14,7 @@ from bridge.core.audio import AudioFormat
 from bridge.core.bargein import BargeInConfig
 from bridge.core.echo import EchoConfig
 from bridge.core.reply import ReplyState
+from bridge.core.turns import TurnConfig
 from bridge.core.vad import VadConfig
 
 __all__ = ["CallSettings", "CallSnapshot", "CallState"]
@@ -25,6 +26,7 @@ class CallSettings:
     barge_in: BargeInConfig = field(default_factory=BargeInConfig)
     echo: EchoConfig = field(default_factory=EchoConfig)
     aec: AecConfig = field(default_factory=AecConfig)  # the echo canceller in front of everything that listens
+    turn: TurnConfig = field(default_factory=TurnConfig)  # end of turn: candidates, judge, preemptive replies
     audio: AudioFormat = field(default_factory=AudioFormat)  # the carrier's rate and frame size
     lead_ms: int = 200
     low_ms: int = 100

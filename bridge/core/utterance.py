@@ -51,6 +51,10 @@ class Recorder:
         self._preroll.clear()
         self._preroll_bytes = 0
 
+    def peek(self) -> bytes:
+        """The utterance so far, which goes on (a tentative turn's words); b"" if none is open."""
+        return b"".join(self._utterance) if self._utterance is not None else b""
+
     def take(self) -> bytes | None:
         """The utterance so far, which ends here; None if none was open."""
         utterance = self._utterance

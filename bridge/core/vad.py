@@ -45,6 +45,8 @@ __all__ = [
     "SpeechDetector",
     "SpeechDropped",
     "SpeechEnded",
+    "SpeechPaused",
+    "SpeechResumed",
     "SpeechStarted",
     "VadConfig",
 ]
@@ -106,7 +108,23 @@ class SpeechEnded:
     offset: float
 
 
-Change = SpeechStarted | SpeechConfirmed | SpeechDropped | SpeechEnded
+@dataclass(frozen=True, slots=True)
+class SpeechPaused:
+    """Speech went quiet for ``pause_ms`` by ``at`` (it stopped at ``offset``): a candidate end of
+    turn, reported before `SpeechEnded` so the owner can start thinking about a reply early."""
+
+    at: float
+    offset: float
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechResumed:
+    """Speech came back at ``at`` after a `SpeechPaused`, before `SpeechEnded`: no end of turn."""
+
+    at: float
+
+
+Change = SpeechStarted | SpeechConfirmed | SpeechDropped | SpeechEnded | SpeechPaused | SpeechResumed
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,9 +172,12 @@ class SpeechDetector:
         confirm_ms: int | None = None,
         gap_ms: int = 100,
         commit_ms: int = 0,
+        pause_ms: int = 0,
         keep_verdicts: bool = False,
         rate: int = SAMPLE_RATE,
     ) -> None:
+        """``pause_ms`` (0: off; below ``end_ms``): report `SpeechPaused` after this much silence
+        within speech, and `SpeechResumed` if speech comes back before its end."""
         self.config = config
         self._rate = rate
         self._vad = webrtcvad.Vad(config.aggressiveness)
@@ -167,6 +188,8 @@ class SpeechDetector:
         self._end_frames = -(-config.end_ms // config.frame_ms)
         self._gap_frames = max(1, min(-(-gap_ms // config.frame_ms), self._end_frames))
         self._warmup_frames = -(-config.warmup_ms // config.frame_ms)
+        pause_frames = -(-pause_ms // config.frame_ms)
+        self._pause_frames = pause_frames if 0 < pause_frames < self._end_frames else 0
         self._confirm_s = None if confirm_ms is None else confirm_ms / 1000
         self._commit_s = commit_ms / 1000 if commit_ms and confirm_ms else None
         self._run_frames: deque[bytes] = deque(maxlen=self._start_frames)  # the speech-like run's audio
@@ -255,8 +278,10 @@ class SpeechDetector:
         if self._phase is _Phase.IDLE:
             return self._maybe_start(end)
         if self._phase is _Phase.SPEAKING:
+            paused = self._pause_frames and self._silent_run >= self._pause_frames
             self._silent_run = 0
             self._last_voiced_end = end
+            return [SpeechResumed(at=end)] if paused else None
         elif voiced:  # tentative: a masked frame neither confirms the sound nor ends it
             self._silent_run = 0
             self._last_voiced_end = end
@@ -301,4 +326,6 @@ class SpeechDetector:
         if self._phase is _Phase.SPEAKING and self._silent_run >= self._end_frames:
             self._phase = _Phase.IDLE
             return [SpeechEnded(at=end, offset=self._last_voiced_end)]
+        if self._phase is _Phase.SPEAKING and self._pause_frames and self._silent_run == self._pause_frames:
+            return [SpeechPaused(at=end, offset=self._last_voiced_end)]
         return None

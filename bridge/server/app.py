@@ -117,6 +117,8 @@ def create_app(
             start_timeout_s=settings.server.start_timeout_s,
             max_message_bytes=settings.server.max_message_bytes,
             codec=codec,
+            judge=factories.make_judge(settings),
+            stt=factories.make_stt(settings),
         )
         records.attach(session)
         bridge.calls.add(session)  # before any await, so simultaneous upgrades cannot pass max_calls

@@ -6,6 +6,8 @@ call's parts the same way the server does.
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -14,13 +16,18 @@ from bridge.agents.conversation import ConversationAgent
 from bridge.agents.loader import load_factory
 from bridge.agents.openai import OpenAIAgent, OpenAITranscriber
 from bridge.agents.scripted import ScriptedAgent, load_script
+from bridge.agents.stt.base import StreamingTranscriber
+from bridge.agents.stt.deepgram import DeepgramTranscriber
 from bridge.agents.webhook import WebhookAgent
 from bridge.config import Settings
 from bridge.core.call import CallSettings
 from bridge.tts.base import TtsClient
 from bridge.tts.elevenlabs import ElevenLabsCodec, ElevenLabsTts, stream_url
+from bridge.turn import HeuristicJudge, TurnJudge
 
-__all__ = ["call_settings", "make_agent", "make_tts", "tts_engine", "voice_warning"]
+__all__ = ["call_settings", "make_agent", "make_judge", "make_stt", "make_tts", "tts_engine", "voice_warning"]
+
+log = logging.getLogger("bridge.server.factories")
 
 
 def tts_engine(settings: Settings) -> str:
@@ -49,6 +56,7 @@ def call_settings(settings: Settings) -> CallSettings:
         barge_in=settings.barge_in,
         echo=settings.echo,
         aec=settings.aec,
+        turn=settings.turn,
         lead_ms=playback.lead_ms,
         low_ms=playback.low_ms,
         mark_every_ms=playback.mark_every_ms,
@@ -104,3 +112,31 @@ def make_agent(settings: Settings) -> Agent:
         inner = load_factory(a.kind)(settings)
     greeting = (a.greeting or "") if a.kind in ("openai", "webhook") else ""
     return ConversationAgent(inner, transcriber=transcriber, greeting=greeting)
+
+
+def make_judge(settings: Settings) -> TurnJudge:
+    """The end-of-turn judge: the heuristic (text rules and prosody, ~2 ms), or with ``[turn] model``
+    the Smart Turn model for the audio, the text rules still overruling it where the words are decisive."""
+    model = _smart_turn() if settings.turn.model else None
+    return HeuristicJudge(audio=model) if model is not None else HeuristicJudge()
+
+
+@functools.cache
+def _smart_turn() -> TurnJudge | None:
+    """The model, loaded once per worker (its session is shared: onnxruntime runs are thread-safe)."""
+    from bridge.turn.smart_turn import SmartTurnJudge, TurnModelUnavailable
+
+    try:
+        return SmartTurnJudge()
+    except TurnModelUnavailable as exc:
+        log.warning("end of turn: [turn] model is on but unavailable (%s); using the heuristic judge", exc)
+        return None
+
+
+def make_stt(settings: Settings) -> StreamingTranscriber | None:
+    """The live transcriber for one call (``BRIDGE_STT``), or None."""
+    s = settings.stt
+    if s.engine != "deepgram" or not s.deepgram_api_key:
+        return None
+    return DeepgramTranscriber(s.deepgram_api_key, base_url=s.deepgram_base_url, model=s.deepgram_model,
+                               language=s.language)

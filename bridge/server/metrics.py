@@ -51,12 +51,14 @@ __all__ = [
     "LIVE_CALLS",
     "REPLY_LATENCY",
     "TTS_RECONNECTS",
+    "TURN_STAGES",
     "call_ended",
     "call_started",
     "frame_lateness",
     "metrics_endpoint",
     "multiprocess_dir",
     "reply_latency",
+    "turn_stage",
 ]
 
 def multiprocess_dir() -> Path | None:
@@ -105,6 +107,16 @@ REPLY_LATENCY = Histogram(
     buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0),
 )
 _GREETING, _REPLY = REPLY_LATENCY.labels("greeting"), REPLY_LATENCY.labels("reply")
+TURN_STAGES = Histogram(
+    "bridge_turn_stage_seconds",
+    "Where a reply's time goes, per stage: end_of_turn (silence after the caller's speech until the turn was "
+    "sure), agent_first_text (turn start to the agent's first text: transcription, unless live, and the LLM's "
+    "first token), tts_first_audio (a context's first text to its first "
+    "audio), playout_start (the turn's start, or its confirmation, to its first audio sent to the caller)",
+    ["stage"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0),
+)
+STAGES = ("end_of_turn", "agent_first_text", "tts_first_audio", "playout_start")
 
 
 def call_started() -> None:
@@ -128,6 +140,11 @@ def call_ended(snapshot: CallSnapshot, tts_connects: int) -> None:
 
 def reply_latency(seconds: float, greeting: bool) -> None:
     (_GREETING if greeting else _REPLY).observe(max(0.0, seconds))
+
+
+def turn_stage(stage: str, seconds: float) -> None:
+    """One stage of one turn (``STAGES``)."""
+    TURN_STAGES.labels(stage).observe(max(0.0, seconds))
 
 
 def frame_lateness(seconds: float) -> None:

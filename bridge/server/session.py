@@ -32,15 +32,19 @@ from typing import assert_never
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from bridge.agents.base import Agent, AgentError, Turn
+from bridge.agents.stt.base import StreamingTranscriber
 from bridge.carriers.base import CarrierCodec, Outbound, frames
 from bridge.carriers.twilio.codec import TwilioCodec
 from bridge.core.actions import (
+    AbandonTurn,
     Action,
     CancelTurn,
     ClearPlayback,
     CloseContext,
+    ConfirmTurn,
     ConnectTts,
     EndCall,
+    JudgeTurn,
     KeepAlive,
     OpenContext,
     ReplyHeard,
@@ -55,18 +59,22 @@ from bridge.core.events import (
     AgentFailed,
     AgentText,
     CallEnded,
+    CallerAudio,
     CallStarted,
     Event,
     PhoneConnected,
     TelephonyMalformed,
     Tick,
+    TtsAudio,
     TtsClosed,
     TtsError,
 )
 from bridge.server import metrics
+from bridge.server.listening import Listening
 from bridge.tts import supervisor
 from bridge.tts.base import TtsClient
 from bridge.tts.supervisor import TtsSupervisor
+from bridge.turn import HeuristicJudge, TurnJudge
 
 __all__ = ["CallSession"]
 
@@ -95,6 +103,8 @@ class CallSession:
         max_message_bytes: int = 64 * 1024,
         on_event: Callable[[Event], None] | None = None,
         codec: CarrierCodec | None = None,
+        judge: TurnJudge | None = None,
+        stt: StreamingTranscriber | None = None,
     ) -> None:
         """``start_timeout_s``, when given, replaces ``settings.start_timeout_s`` (the core keeps the time)."""
         self.websocket = websocket
@@ -126,6 +136,8 @@ class CallSession:
         # they run inline and must not raise or block.
         self.on_action: Callable[[Action], None] | None = None
         self.on_end: Callable[[CallSnapshot], None] | None = None
+        self._opened: dict[str, float] = {}  # contexts opened, until their first audio
+        self.listening = Listening(judge or HeuristicJudge(), stt, self.put, self.clock, lambda: self.call_id)
 
     def clock(self) -> float:
         return self._loop.time()
@@ -149,6 +161,7 @@ class CallSession:
         self.put(PhoneConnected(self.clock()))  # first in the inbox: the core times the carrier's 'start' from it
         reader = asyncio.create_task(self._read_phone(), name="phone-reader")
         self._tts_task = asyncio.create_task(self.tts_supervisor.run(), name="tts-supervisor")
+        self.listening.start()
         metrics.call_started()
         try:
             await self._loop_until_ended()
@@ -225,6 +238,10 @@ class CallSession:
     def _observe(self, event: Event) -> None:
         """Log what a person running the bridge wants to know, once per kind of problem."""
         match event:
+            case CallerAudio():
+                self.listening.feed(event.pcm)
+            case TtsAudio() if event.context_id in self._opened:
+                metrics.turn_stage("tts_first_audio", event.at - self._opened.pop(event.context_id))
             case CallStarted():
                 self.call_id = event.call_id or event.stream_id
                 log.info("call %s started", self.call_id)
@@ -284,11 +301,14 @@ class CallSession:
         piece, an empty one too, tells it the agent is alive. Cancelling this task (barge-in, or
         the core giving up on a silent agent) closes the agent's stream, and with it any HTTP
         request behind it."""
-        put, number = self.put, turn.number
+        put, number, began, first = self.put, turn.number, self.clock(), True
         stream = aiter(self.agent.reply(turn))
         try:
             async for text in stream:
                 if isinstance(text, str):
+                    if first and text:
+                        first = False
+                        metrics.turn_stage("agent_first_text", self.clock() - began)
                     put(AgentText(self.clock(), number, text))
         except asyncio.CancelledError:
             raise
@@ -319,6 +339,7 @@ class CallSession:
             began, greeting = self._turn_began
             self._turn_began = None
             metrics.reply_latency(self.clock() - began, greeting)
+            metrics.turn_stage("playout_start", self.clock() - began)
 
     async def _execute(self, action: Action) -> None:
         match action:
@@ -330,14 +351,23 @@ class CallSession:
             case SendMark() | ClearPlayback():
                 await self._to_phone(self.codec.encode(action))
             case OpenContext() | SendText() | KeepAlive() | CloseContext():
+                if isinstance(action, OpenContext):
+                    self._opened[action.context_id] = self.clock()
                 await self._to_tts(action)
             case ConnectTts():
                 self.tts_supervisor.start()
             case StartTurn():
                 self._turn_began = (self.clock(), action.turn == 0)
                 await self._cancel_agent()
-                turn = Turn(action.turn, action.utterance, action.digits)
+                turn = Turn(action.turn, action.utterance, action.digits, self.listening.transcript(),
+                            tentative=action.tentative)
+                if not action.tentative:
+                    self.listening.answered()
                 self._agent_task = asyncio.create_task(self._run_agent(turn), name=f"agent-turn-{action.turn}")
+            case JudgeTurn():
+                self.listening.ask(action)
+            case ConfirmTurn() | AbandonTurn():
+                self._tell_agent(action)
             case CancelTurn():
                 if action.reason:
                     log.warning("call %s: the agent failed on turn %d (%s); the caller hears the apology",
@@ -354,6 +384,21 @@ class CallSession:
                 await self._close_phone(1000)
             case _:
                 assert_never(action)
+
+    def _tell_agent(self, action: ConfirmTurn | AbandonTurn) -> None:
+        """A tentative turn is settled: the agent keeps it (and its words are answered) or forgets it."""
+        confirmed = isinstance(action, ConfirmTurn)
+        if confirmed:
+            assert isinstance(action, ConfirmTurn)
+            metrics.turn_stage("end_of_turn", action.waited)
+            self.listening.answered()
+            self._turn_began = (self.clock(), False)  # the caller waits from here, not from the guess
+        method = getattr(self.agent, "confirm" if confirmed else "abandon", None)
+        if callable(method):
+            try:
+                method(action.turn)
+            except Exception:
+                log.exception("call %s: the agent failed to take a settled turn", self.call_id)
 
     async def _to_phone(self, out: Outbound) -> None:
         if not self._phone_open:
@@ -391,6 +436,7 @@ class CallSession:
     async def _teardown(self, reader: asyncio.Task[None]) -> None:
         """Nothing of this call may outlive it: TTS said goodbye, every task awaited."""
         await self._cancel_agent()
+        await self.listening.aclose()
         close_agent = getattr(self.agent, "aclose", None)
         if close_agent is not None:
             with contextlib.suppress(Exception):

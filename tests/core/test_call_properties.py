@@ -17,7 +17,18 @@ from hypothesis import Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
-from bridge.core.actions import Action, CloseContext, KeepAlive, OpenContext, SendMedia, SendText
+from bridge.core.actions import (
+    AbandonTurn,
+    Action,
+    CloseContext,
+    ConfirmTurn,
+    JudgeTurn,
+    KeepAlive,
+    OpenContext,
+    ReplyHeard,
+    SendMedia,
+    SendText,
+)
 from bridge.core.audio import pcm_to_ulaw
 from bridge.core.call import Call, CallSettings
 from bridge.core.events import (
@@ -36,8 +47,10 @@ from bridge.core.events import (
     TtsConnected,
     TtsError,
     TtsFinal,
+    TurnVerdict,
 )
 from bridge.core.reply import ReplyState
+from bridge.core.turns import TurnConfig
 from bridge.core.vad import VadConfig
 from tests.support import frames, load_wav, silence
 
@@ -66,8 +79,14 @@ class CallMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         # Short VAD windows, so a few steps make a whole turn: speech, barge-in, silence, reply.
+        # Candidate ends of turn after 60 ms: every short pause starts a held, speculative reply.
         vad = VadConfig(start_ms=40, end_ms=100, warmup_ms=40)
-        self.call = self.make_call(CallSettings(vad=vad, turn_end_digit="#", apology="Sorry. "))
+        turn = TurnConfig(candidate_ms=60, min_ms=20, max_ms=400)
+        self.call = self.make_call(CallSettings(vad=vad, turn=turn, turn_end_digit="#", apology="Sorry. "))
+        self.judged: list[int] = []
+        self.abandoned: set[int] = set()
+        self.confirmed: set[int] = set()
+        self.heard: set[int] = set()
         self.now = 0.0
         self.opened: list[str] = []
         self.closed: set[str] = set()
@@ -100,6 +119,17 @@ class CallMachine(RuleBasedStateMachine):
                 self.closed.add(cid)
                 if cid == self.live and self.call.snapshot.live_context != cid:
                     self.retired.add(cid)
+            case JudgeTurn(candidate=candidate):
+                self.judged.append(candidate)
+            case AbandonTurn(turn=turn):
+                assert turn not in self.confirmed and turn not in self.heard, "abandoned a turn the caller got"
+                self.abandoned.add(turn)
+            case ConfirmTurn(turn=turn):
+                assert turn not in self.abandoned
+                self.confirmed.add(turn)
+            case ReplyHeard(turn=turn):
+                assert turn not in self.abandoned, "the agent told of a reply nobody heard"
+                self.heard.add(turn)
             case SendMedia(ulaw=payload):
                 assert len(payload) == 160
                 owner = self.owner.get(payload[0])
@@ -143,6 +173,20 @@ class CallMachine(RuleBasedStateMachine):
         """The caller says something short and stops: a barge-in if the agent talks, then a turn."""
         self.caller(n, True)
         self.caller(20, False)
+
+    @precondition(lambda self: not self.ended)
+    @rule(n=st.integers(3, 12), gap=st.integers(3, 8), k=st.integers(1, 6))
+    def pauses_and_goes_on(self, n: int, gap: int, k: int) -> None:
+        """The caller pauses mid-sentence (a candidate end, a held reply), then goes on, again and again."""
+        for _ in range(k):
+            self.caller(n, True)
+            self.caller(gap, False)
+
+    @precondition(lambda self: not self.ended and self.judged)
+    @rule(pick=st.integers(0, 100), prob=st.floats(0.0, 1.0), wait=st.integers(0, 2000), text=st.booleans())
+    def verdict(self, pick: int, prob: float, wait: int, text: bool) -> None:
+        """The judge answers for some candidate, current or long over."""
+        self.feed(TurnVerdict(self.now, self.judged[pick % len(self.judged)], prob, wait, prob >= 0.5, text))
 
     @precondition(lambda self: not self.ended)
     @rule(k=st.integers(1, 7))

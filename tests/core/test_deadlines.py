@@ -34,7 +34,7 @@ APOLOGY = "Sorry, one moment."
 
 def test_a_stream_that_never_starts_is_ended_by_the_core():
     call = Call(CallSettings(start_timeout_s=0.5))
-    assert call.handle(PhoneConnected(3.0)) == []
+    assert call.handle(PhoneConnected(3.0)) == [ConnectTts()], "the TTS connects at once, ready for the greeting"
     assert call.deadlines() == {Timer.START: 3.5}
     assert call.next_deadline() == 3.5
     assert call.handle(Tick(3.49)) == []
@@ -43,10 +43,10 @@ def test_a_stream_that_never_starts_is_ended_by_the_core():
     assert call.handle(CallStarted(3.6, "MZ1", "CA1")) == [], "too late: the call is over"
 
 
-def test_start_stops_the_start_timer_and_connects_the_tts_first():
+def test_start_stops_the_start_timer_and_the_tts_is_already_connecting():
     call = Call()
-    call.handle(PhoneConnected(0.0))
-    assert call.handle(CallStarted(0.2, "MZ1", "CA1")) == [ConnectTts(), StartTurn(0, b"", "")]
+    assert call.handle(PhoneConnected(0.0)) == [ConnectTts()]
+    assert call.handle(CallStarted(0.2, "MZ1", "CA1")) == [StartTurn(0, b"", "")]
     assert Timer.START not in call.deadlines()
     assert EndCall not in {type(a) for a in call.handle(Tick(10.0))}
     assert not call.ended

@@ -14,7 +14,7 @@ import pytest
 from bridge.core.actions import CancelTurn, CloseContext, OpenContext, ReplyHeard, SendText
 from bridge.core.audio import AudioFormat
 from bridge.core.events import AgentDone, AgentText, TtsAudio, TtsClosed, TtsConnected, TtsError, TtsFinal
-from bridge.core.reply import PAUSED, TRANSITIONS, Input, Reply, ReplyState, ReplyStateError
+from bridge.core.reply import HELD, PAUSED, TRANSITIONS, Input, Reply, ReplyState, ReplyStateError
 from tests.support import Driver, load_wav, silence
 
 S, In = ReplyState, Input
@@ -59,6 +59,14 @@ def test_a_paused_reply_moves_as_it_would_playing_and_stays_paused():
         assert moves_from(twin) == {**expected, In.RESUME: state}
 
 
+def test_a_held_reply_moves_as_it_would_playing_stays_held_and_never_plays_out():
+    for state, moves in PLAYING_MOVES.items():
+        held = HELD[state]
+        expected = {h: (new if new is S.CLOSED else HELD[new]) for h, new in moves.items()
+                    if h not in (In.PAUSE, In.PLAYED_OUT)}
+        assert moves_from(held) == {**expected, In.RELEASE: state, In.ABANDON: S.CLOSED}
+
+
 def test_closed_is_the_end_and_every_other_state_can_be_cut():
     assert moves_from(S.CLOSED) == {}
     assert all(TRANSITIONS[state, In.CUT] is S.CLOSED for state in S if state is not S.CLOSED)
@@ -75,7 +83,9 @@ def test_every_state_is_reached_from_a_new_reply_and_every_state_reaches_the_end
                     todo.append(new)
         return seen
 
-    assert reachable(S.WRITING) == set(S)
+    held = set(HELD.values())
+    assert reachable(S.WRITING) == set(S) - held, "a reply that plays is never held again"
+    assert reachable(S.WRITING_HELD) == set(S), "a speculative reply starts held"
     assert all(S.CLOSED in reachable(state) for state in S)
 
 
@@ -86,6 +96,8 @@ def test_every_state_is_reached_from_a_new_reply_and_every_state_reaches_the_end
     ((In.AGENT_DONE, In.FIRST_AUDIO), In.AGENT_DONE),  # the agent finishing twice
     ((In.PAUSE,), In.PAUSE),
     ((In.CUT,), In.CUT),  # after the end, nothing
+    ((), In.RELEASE),  # not held
+    ((), In.ABANDON),  # a reply the caller may have heard is cut, never abandoned
 ])
 def test_a_move_the_table_does_not_allow_is_a_bug_and_raises(path, illegal):
     reply = Reply(0, 0.0, AudioFormat())

@@ -98,6 +98,8 @@ async def test_bridge_call_dials_like_twilio_and_writes_what_each_side_said(tmp_
     assert re.search(r"barge-in 1 \(caller_02.wav\): reaction \d+ ms", stdout)
     assert re.search(r"reply 1 \(after caller_02.wav\): latency \d+ ms", stdout)
     assert "underruns: 0" in stdout
+    assert re.search(r"bridge stages \(mean per turn, from /metrics\): end of turn \d+ ms \(1\), agent first text "
+                     r"\d+ ms \(\d\), TTS first audio \d+ ms \(\d\), playout start \d+ ms \(\d\)", stdout), stdout
 
     left, right = read_stereo(out)
     assert abs(len(left) - 7 * 8000) <= 160

@@ -25,6 +25,7 @@ from bridge.core.bargein import BargeInConfig
 from bridge.core.call import CallSettings
 from bridge.core.echo import EchoConfig
 from bridge.core.limits import CHOICES, HI, LO, PLAYBACK
+from bridge.core.turns import TurnConfig
 from bridge.core.vad import VadConfig
 from bridge.server.app import create_app
 from bridge.server.factories import make_agent
@@ -61,6 +62,18 @@ SETTINGS: list[tuple[str, str, str, str, Any]] = [
     ("BRIDGE_BARGE_IN_GAP_MS", "barge_in", "gap_ms", "150", 150),
     ("BRIDGE_BARGE_IN_MAX_PAUSE_MS", "barge_in", "max_pause_ms", "5000", 5000),
     ("BRIDGE_BARGE_IN_COMMIT_MS", "barge_in", "commit_ms", "250", 250),
+    ("BRIDGE_TURN_CANDIDATE_MS", "turn", "candidate_ms", "200", 200),
+    ("BRIDGE_TURN_PREEMPTIVE", "turn", "preemptive", "off", False),
+    ("BRIDGE_TURN_MIN_MS", "turn", "min_ms", "250", 250),
+    ("BRIDGE_TURN_MAX_MS", "turn", "max_ms", "2000", 2000),
+    ("BRIDGE_TURN_CONFIDENT", "turn", "confident", "0.7", 0.7),
+    ("BRIDGE_TURN_CONFIDENT_AUDIO", "turn", "confident_audio", "0.95", 0.95),
+    ("BRIDGE_TURN_MODEL", "turn", "model", "on", True),
+    ("BRIDGE_STT", "stt", "engine", "none", "none"),
+    ("DEEPGRAM_API_KEY", "stt", "deepgram_api_key", SECRET, SECRET),
+    ("DEEPGRAM_BASE_URL", "stt", "deepgram_base_url", "ws://127.0.0.1:8002", "ws://127.0.0.1:8002"),
+    ("BRIDGE_STT_DEEPGRAM_MODEL", "stt", "deepgram_model", "nova-2", "nova-2"),
+    ("BRIDGE_STT_LANGUAGE", "stt", "language", "en-US", "en-US"),
     ("BRIDGE_ECHO_ENABLED", "echo", "enabled", "off", False),
     ("BRIDGE_ECHO_MAX_DELAY_MS", "echo", "max_delay_ms", "500", 500),
     ("BRIDGE_ECHO_ASSUMED_ERL_DB", "echo", "assumed_erl_db", "6", 6.0),
@@ -235,7 +248,8 @@ def test_shipped_toml_lists_every_setting_with_its_env_var_and_comments_out_secr
                         "greeting", "stt_language", "script", "webhook_url", "stt_base_url", "stt_api_key",
                         "transfer_numbers", "admin_token", "twilio_account_sid", "twilio_from_number",
                         "signalwire_signing_key", "telnyx_public_key", "plivo_auth_token", "vonage_signature_secret",
-                        "exotel_api_key", "exotel_api_token", "exotel_allowed_ips")
+                        "exotel_api_key", "exotel_api_token", "exotel_allowed_ips", "deepgram_api_key",
+                        "language")
         assert (key not in table[section]) if unset else (key in table[section]), key
         lines = [line for line in text.splitlines() if line.lstrip("# ").startswith(f"{key} =")]
         assert len(lines) == 1 and f"[{env}]" in lines[0], key
@@ -428,8 +442,9 @@ def test_describe_names_what_an_operator_needs(workdir: Path) -> None:
 # The core's own config dataclasses, and the config section that exposes each; [playback] exposes
 # fields of CallSettings, whose ranges live in bridge.core.limits.PLAYBACK.
 CORE_SECTIONS: dict[str, type[Any]] = {"vad": VadConfig, "barge_in": BargeInConfig, "echo": EchoConfig,
-                                       "aec": AecConfig}
+                                       "aec": AecConfig, "turn": TurnConfig}
 PREFIX = {"vad": "BRIDGE_VAD_", "barge_in": "BRIDGE_BARGE_IN_", "echo": "BRIDGE_ECHO_", "aec": "BRIDGE_AEC_",
+          "turn": "BRIDGE_TURN_",
           "playback": "BRIDGE_PLAYBACK_"}
 
 

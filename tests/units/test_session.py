@@ -55,6 +55,7 @@ class Phone:
 class Tts:
     def __init__(self) -> None:
         self.connects = 0
+        self.closed = False
         self.sent: list[TtsAction] = []
 
     async def connect(self, emit: Any) -> None:
@@ -65,7 +66,7 @@ class Tts:
         self.sent.append(action)
 
     async def aclose(self) -> None:
-        pass
+        self.closed = True
 
 
 class Agent:
@@ -128,14 +129,15 @@ async def test_a_phone_read_that_fails_is_the_caller_dropping(caplog):
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
-async def test_a_stream_that_never_starts_is_closed_by_the_cores_timeout_and_costs_no_tts(caplog):
+async def test_a_stream_that_never_starts_is_closed_by_the_cores_timeout_and_its_tts_with_it(caplog):
     phone, tts = Phone(), Tts()
     session = CallSession(phone, settings=CallSettings(), tts=tts, agent=Agent(), start_timeout_s=0.2)  # type: ignore[arg-type]
     began = asyncio.get_running_loop().time()
     with caplog.at_level(logging.INFO, logger="bridge"):
         await run(session)
     assert 0.15 < asyncio.get_running_loop().time() - began < 2.0
-    assert phone.closed == 1000 and tts.connects == 0
+    assert phone.closed == 1000
+    assert tts.connects == 1 and tts.closed, "the TTS connects at the accept, and goes with the call"
     assert any("no 'start' within 0.2 s" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bridge.core.actions import StartTurn
+from bridge.core.actions import ConfirmTurn, StartTurn
 from bridge.core.events import AgentDone
 from bridge.tools.cli import main
 from tests.support import SPEECH, Driver, load_wav, silence
@@ -42,7 +42,9 @@ def test_the_tool_decides_what_the_call_decides(tmp_path: Path, capsys: pytest.C
     d = Driver.started()
     d.send(AgentDone(0.01, 0))  # a silent greeting: the call listens
     d.caller(line, start=0.0)
-    [turn_at] = [at for at, a in d.log if isinstance(a, StartTurn) and a.turn == 1]
+    # The turn is taken when the agent's reply may play: a plain start, or a tentative turn's confirmation.
+    [turn_at] = [at for at, a in d.log if (isinstance(a, StartTurn) and a.turn >= 1 and not a.tentative)
+                 or isinstance(a, ConfirmTurn)]
     _, out = run_tool(capsys, str(write_wav(tmp_path / "line.wav", line)))
     assert out[2].endswith(f"ends at {turn_at:.2f}")
 

@@ -28,7 +28,7 @@ from dotenv import dotenv_values
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from bridge.carriers.twilio.signature import SIGNATURE_HEADER, compute_signature
-from bridge.tools.simulator import wire
+from bridge.tools.simulator import stages, wire
 from bridge.tools.simulator.audio import SAMPLE_RATE, Segment, Timeline
 from bridge.tools.simulator.carriers import DIALECTS, WEBHOOKS, dialect, fetch_stream_url
 from bridge.tools.simulator.phone import PhoneCall
@@ -301,6 +301,9 @@ async def _dial(plan: _Plan) -> PhoneCall:
 
 async def _call(plan: _Plan) -> int:
     """Place the call, play it out (Ctrl-C hangs up early), then report and write the WAV."""
+    target = plan.target.webhook_url or plan.target.media_url or ""
+    metrics = stages.metrics_url(target)
+    before = await asyncio.to_thread(stages.scrape, metrics)
     try:
         phone = await _dial(plan)
     except DialError as exc:
@@ -317,7 +320,8 @@ async def _call(plan: _Plan) -> int:
         return 1
     print(report.timeline_text(marks=False))
     print("summary:")
-    for line in summary_lines(report):
+    after = await asyncio.to_thread(stages.scrape, metrics) if before is not None else None
+    for line in [*summary_lines(report), *stages.stage_lines(before, after)]:
         print(f"  {line}")
     print(f"wrote {plan.out} (stereo, 8 kHz: caller left, agent as heard right)", flush=True)
     return 0

@@ -1,0 +1,103 @@
+"""When is the caller's turn over? Candidate ends, a judge's verdict, and the silence it buys.
+
+A fixed silence (the VAD's ``end_ms``) must choose between answering slowly and cutting callers
+off mid-sentence. Instead, the VAD reports a *candidate* end after a short pause
+(``candidate_ms``, `bridge.core.vad.SpeechPaused`). At each candidate the core:
+
+* asks the shell's end-of-turn judge for a verdict (`JudgeTurn`; the answer is a `TurnVerdict`
+  event naming the candidate, so a late answer for a candidate that is over is dropped);
+* when ``preemptive``, starts the agent on a *tentative* turn with the utterance so far; its
+  reply is voiced but held (``bridge.core.reply``), so it can play the moment the turn is over.
+
+The turn ends at the candidate's speech offset plus a silence this module picks from the
+verdict (`EndOfTurn.verdict`), never less than ``min_ms`` nor more than ``max_ms``. Until a verdict
+comes, and whenever the judge is not confident, the VAD's ``end_ms`` is the floor: a
+mid-sentence pause shorter than that is never taken for an end. Caller speech before the end
+cancels the candidate (the tentative turn is abandoned, and the next candidate starts again from
+the utterance's first onset).
+
+A verdict made from audio alone (no transcript) only shortens the wait, and only when very sure
+(``confident_audio``): on real speech its accuracy is near chance (bench/results/turn_model.md),
+so it may never make the caller wait longer than the plain VAD would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bridge.core.limits import within
+
+__all__ = ["Candidate", "EndOfTurn", "TurnConfig"]
+
+
+@dataclass(frozen=True, slots=True)
+class TurnConfig:
+    candidate_ms: int = within(200, 0, 5_000)  # silence that makes a candidate end of turn (0: off)
+    preemptive: bool = True  # start the agent at each candidate, its reply held until the end is sure
+    min_ms: int = within(300, 0, 10_000)  # least silence that ends a turn the judge is sure of
+    max_ms: int = within(1_500, 20, 60_000)  # most silence a judge may make the caller's turn wait
+    confident: float = within(0.65, 0.0, 1.0)  # a verdict read from a transcript this sure may end early
+    confident_audio: float = within(0.9, 0.0, 1.0)  # an audio-only verdict this sure may end early
+    model: bool = False  # the Smart Turn model (the ``turn`` extra) rather than the heuristic judge
+    # (max_ms below min_ms: max_ms wins; every value in range is a working call, never a start-up error)
+
+
+@dataclass(slots=True)
+class Candidate:
+    """One candidate end: the speech stopped at ``offset``; the turn ends at ``end_at``."""
+
+    id: int
+    offset: float
+    end_at: float
+    turn: int = -1  # the tentative turn started for it (-1: none)
+
+
+class EndOfTurn:
+    """The candidate end in progress, if any, and when it becomes the end of the turn."""
+
+    __slots__ = ("_config", "_floor", "_next_id", "candidate")
+
+    def __init__(self, config: TurnConfig, floor_ms: int) -> None:
+        self._config = config
+        self._floor = floor_ms / 1000  # the VAD's end_ms: the silence that ends a turn without a verdict
+        self._next_id = 0
+        self.candidate: Candidate | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return 0 < self._config.candidate_ms < self._floor * 1000
+
+    @property
+    def preemptive(self) -> bool:
+        return self._config.preemptive
+
+    def open(self, offset: float) -> Candidate:
+        """A pause began at ``offset``: a candidate, ending the turn at the floor until judged."""
+        self._next_id += 1
+        self.candidate = Candidate(self._next_id, offset, offset + self._floor)
+        return self.candidate
+
+    def verdict(self, candidate: int, prob: float, wait_ms: int, complete: bool, text: bool) -> bool:
+        """Apply the judge's answer for ``candidate``; False when that candidate is over (dropped)."""
+        current = self.candidate
+        if current is None or current.id != candidate:
+            return False
+        c = self._config
+        sure = complete and prob >= (c.confident if text else c.confident_audio)
+        if sure:
+            silence = c.candidate_ms / 1000 + max(0, wait_ms) / 1000
+        elif text and not complete:
+            silence = max(self._floor, c.candidate_ms / 1000 + max(0, wait_ms) / 1000)
+        else:
+            silence = self._floor
+        silence = min(max(silence, c.min_ms / 1000), c.max_ms / 1000)
+        current.end_at = current.offset + silence
+        return True
+
+    def cancel(self) -> Candidate | None:
+        """The caller went on talking: the candidate is over; returns it, if there was one."""
+        candidate, self.candidate = self.candidate, None
+        return candidate
+
+    def deadline(self) -> float | None:
+        return self.candidate.end_at if self.candidate is not None else None

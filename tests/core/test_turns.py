@@ -1,0 +1,180 @@
+"""End of turn in simulated time: candidate ends, verdicts, and the held speculative reply.
+
+At a short pause the core starts the agent on a *tentative* turn whose reply is voiced but held;
+the end of turn confirmed plays it at once, the caller going on abandons it unheard. These tests
+walk that lifecycle, and check what a caller would notice: nothing of a guess is ever played, a
+mid-sentence pause is never taken for the end, and speculation never takes a sixth TTS context.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from bridge.core.actions import (
+    AbandonTurn,
+    CancelTurn,
+    CloseContext,
+    ConfirmTurn,
+    JudgeTurn,
+    OpenContext,
+    ReplyHeard,
+    SendMedia,
+    StartTurn,
+)
+from bridge.core.call import CallSettings
+from bridge.core.events import AgentDone, AgentText, TtsAudio, TtsFinal, TurnVerdict
+from bridge.core.reply import ReplyState
+from bridge.core.turns import TurnConfig
+from tests.support import Driver, load_wav, silence
+
+YES = load_wav("caller_04.wav")  # "Yes." 0.44 s, one word, no pause inside
+
+
+def greeted() -> Driver:
+    """A call whose greeting has played out: the agent is listening."""
+    d = Driver.started()
+    d.send(AgentText(0.01, 0, "Hi. "))
+    d.send(AgentDone(0.02, 0))
+    [open_] = d.all(OpenContext)
+    d.send(TtsAudio(0.1, open_.context_id, silence(0.2)))
+    d.send(TtsFinal(0.12, open_.context_id))
+    d.advance(1.0)
+    assert d.call.snapshot.reply is None
+    return d
+
+
+def answer(d: Driver, turn: int, at: float) -> str:
+    """The agent answers ``turn`` at once and its voice sends audio: returns the context id."""
+    before = len(d.all(OpenContext))
+    d.send(AgentText(at, turn, "Sure. "))
+    d.send(AgentDone(at + 0.001, turn))
+    context = d.all(OpenContext)[before].context_id
+    d.send(TtsAudio(at + 0.05, context, silence(0.4)))
+    return context
+
+
+def media_since(d: Driver, t: float) -> int:
+    return len(d.since(t, [SendMedia]))
+
+
+def test_a_pause_starts_a_held_reply_that_plays_the_moment_the_turn_ends():
+    d = greeted()
+    d.caller(YES, 1.0)
+    spoke_until = d.now
+    d.advance(spoke_until + 0.3)  # the candidate: 240 ms of silence
+    [start] = [a for a in d.all(StartTurn) if a.turn == 1]
+    assert start.tentative and start.utterance
+    [judge] = d.all(JudgeTurn)
+    assert judge.turn == 1 and judge.utterance == start.utterance
+    answer(d, 1, d.now)
+    assert d.call.snapshot.reply is ReplyState.DRAINING_HELD
+    assert media_since(d, spoke_until) == 0, "a held reply is not played"
+    d.advance(spoke_until + 0.55)
+    assert media_since(d, spoke_until) == 0, "no verdict: the VAD's 600 ms is the floor"
+    d.advance(spoke_until + 0.7)
+    [confirm] = d.all(ConfirmTurn)
+    assert confirm.turn == 1 and abs(confirm.waited - 0.6) < 0.021, "the floor: the VAD's 600 ms of silence"
+    [(confirmed_at, _)] = d.since(spoke_until, [ConfirmTurn])
+    [(first_at, _), *_] = d.since(spoke_until, [SendMedia])
+    assert first_at == confirmed_at, "the held audio plays at the confirmation, not a frame later"
+    assert [a for a in d.all(StartTurn) if a.turn > 1] == [], "no second turn: the tentative one is the turn"
+
+
+def test_going_on_after_a_pause_abandons_the_guess_unheard_and_the_next_turn_has_every_word():
+    d = greeted()
+    d.caller(YES, 1.0)
+    d.advance(d.now + 0.3)
+    context = answer(d, 1, d.now)
+    [first] = [a for a in d.all(StartTurn) if a.turn == 1]
+    resumed = d.now + 0.1  # a 450 ms pause mid-sentence, then more words
+    d.caller(YES, resumed)
+    assert d.all(AbandonTurn) == [AbandonTurn(1)]
+    assert CloseContext(context) in d.all(CloseContext)
+    assert not [a for a in d.all(ReplyHeard) if a.turn == 1], "the agent never hears of a reply nobody heard"
+    d.send(TtsAudio(d.now + 0.01, context, silence(0.4)))  # the abandoned context's audio still comes
+    d.advance(d.now + 0.3)
+    [second] = [a for a in d.all(StartTurn) if a.turn == 2]
+    assert second.tentative and second.utterance.startswith(first.utterance)
+    assert len(second.utterance) > len(first.utterance) + len(YES), "the whole utterance, from its first onset"
+    answer(d, 2, d.now)
+    d.advance(d.now + 1.0)
+    assert [a.turn for a in d.all(ConfirmTurn)] == [2]
+    assert d.call.snapshot.dropped_audio_chunks >= 1, "the abandoned context's audio was dropped, not played"
+    played_contexts = {a.turn for a in d.all(ReplyHeard)}
+    assert 1 not in played_contexts
+
+
+def test_a_sure_verdict_with_a_transcript_ends_the_turn_early():
+    d = greeted()
+    d.caller(YES, 1.0)
+    spoke_until = d.now
+    d.advance(spoke_until + 0.26)
+    [judge] = d.all(JudgeTurn)
+    answer(d, 1, d.now)
+    d.send(TurnVerdict(d.now + 0.002, judge.candidate, 0.9, 0, True, text=True))
+    d.advance(spoke_until + 0.36)
+    [confirm] = d.all(ConfirmTurn)
+    assert confirm.turn == 1 and confirm.waited < 0.35, "ended at min_ms (300 ms) of silence, not 600"
+    assert media_since(d, spoke_until) > 0
+
+
+def test_an_audio_only_verdict_never_ends_a_turn_before_the_floor_unless_very_sure():
+    d = greeted()
+    d.caller(YES, 1.0)
+    spoke_until = d.now
+    d.advance(spoke_until + 0.26)
+    [judge] = d.all(JudgeTurn)
+    d.send(TurnVerdict(d.now, judge.candidate, 0.85, 0, True, text=False))
+    d.advance(spoke_until + 0.5)
+    assert d.all(ConfirmTurn) == [], "a 450 ms pause is not an end on an audio-only guess"
+
+
+def test_an_unfinished_sentence_waits_longer_and_a_late_verdict_is_dropped():
+    d = greeted()
+    d.caller(YES, 1.0)
+    spoke_until = d.now
+    d.advance(spoke_until + 0.26)
+    [judge] = d.all(JudgeTurn)
+    d.send(TurnVerdict(d.now, judge.candidate, 0.1, 1250, False, text=True))
+    d.advance(spoke_until + 1.2)
+    assert d.all(ConfirmTurn) == [], "'I want to book a table for...': the caller gets time to go on"
+    d.caller(YES, d.now)  # they do: the candidate is over
+    assert d.all(AbandonTurn) == [AbandonTurn(1)]
+    d.send(TurnVerdict(d.now, judge.candidate, 0.99, 0, True, text=True))  # late, for the old candidate
+    assert d.all(ConfirmTurn) == []
+    d.advance(d.now + 2.0)
+    assert len(d.all(JudgeTurn)) == 2
+
+
+def test_without_speculation_the_turn_starts_at_the_judged_end():
+    d = Driver.started(CallSettings(turn=TurnConfig(preemptive=False)))
+    d.send(AgentDone(0.01, 0))
+    d.advance(1.0)
+    d.caller(YES, 1.0)
+    d.advance(d.now + 0.3)
+    assert [a for a in d.all(StartTurn) if a.turn == 1] == []
+    assert len(d.all(JudgeTurn)) == 1 and d.all(JudgeTurn)[0].turn == -1
+    d.advance(d.now + 0.5)
+    [start] = [a for a in d.all(StartTurn) if a.turn == 1]
+    assert not start.tentative and start.utterance
+
+
+def test_rapid_speculation_never_takes_a_sixth_context_nor_plays_a_guess():
+    settings = dataclasses.replace(CallSettings(), drain_timeout_s=60.0)
+    d = Driver.started(settings)
+    d.send(AgentDone(0.01, 0))
+    d.advance(1.0)
+    t = 1.0
+    for turn in range(1, 12):  # eleven pauses, each followed by more words; the TTS never sends isFinal
+        d.caller(YES, t)
+        d.advance(d.now + 0.3)
+        d.send(AgentText(d.now, turn, "Sure thing. "))
+        d.send(AgentDone(d.now + 0.001, turn))
+        for open_ in d.all(OpenContext)[-1:]:
+            d.send(TtsAudio(d.now + 0.01, open_.context_id, silence(0.3)))
+        assert d.call.snapshot.contexts_in_use <= 5
+        t = d.now + 0.1
+    assert d.call.snapshot.peak_contexts <= 5
+    assert len(d.all(AbandonTurn)) == 10
+    assert d.all(SendMedia) == [], "not one frame of a guess the end of turn did not confirm"
+    assert {a.turn for a in d.all(CancelTurn)} <= set(range(1, 11)), "only abandoned turns are cancelled"
