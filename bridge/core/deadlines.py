@@ -30,6 +30,8 @@ class Timer(enum.Enum):
     PAUSE = "pause"  # a paused reply resumes if no caller audio settles the pause
     KEEPALIVE = "keep-alive"  # an open TTS context nears the server's inactivity timeout
     PLAYOUT = "playout"  # the carrier's buffer needs topping up, or a reply has played out
+    IDLE = "idle"  # the caller has been silent since the agent's last audio: prompt them, or say goodbye
+    ENDING = "ending"  # the bridge ends the call: the goodbye's last mark is overdue, or the drain's end came
 
 
 def is_due(now: float, deadline: float | None) -> bool:
