@@ -42,6 +42,7 @@ class Turn:
     digits: str = ""  # DTMF keys pressed since the last turn, e.g. "12#"
     transcript: str | None = None  # None: no transcriber configured
     history: tuple[Message, ...] = ()  # the conversation so far, ending with this turn's caller message
+    idle: bool = False  # the caller has said nothing since the agent's last words: a chance to prompt them
 
 
 @dataclass(frozen=True, slots=True)

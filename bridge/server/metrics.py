@@ -48,6 +48,7 @@ __all__ = [
     "FRAME_LATENESS",
     "LIVE_CALLS",
     "REPLY_LATENCY",
+    "TTS_FAILOVERS",
     "TTS_RECONNECTS",
     "call_ended",
     "call_started",
@@ -55,6 +56,7 @@ __all__ = [
     "metrics_endpoint",
     "multiprocess_dir",
     "reply_latency",
+    "tts_failover",
 ]
 
 def multiprocess_dir() -> Path | None:
@@ -83,6 +85,8 @@ CALLS_REJECTED = Counter("bridge_calls_rejected", "Media streams turned away bec
 BARGE_INS = Counter("bridge_barge_ins", "Times a caller interrupted the agent (counted when the call ends)")
 TTS_RECONNECTS = Counter("bridge_tts_reconnects", "TTS connections opened again after a call's first (counted when "
                          "the call ends)")
+TTS_FAILOVERS = Counter("bridge_tts_failovers", "Calls whose voice failed for good and went on in the next voice",
+                        ["from_voice", "to_voice"])
 DROPPED_AUDIO_CHUNKS = Counter("bridge_dropped_audio_chunks", "TTS audio chunks of retired contexts, dropped unplayed "
                                "(counted when the call ends)")
 DROPPED_AUDIO_BYTES = Counter("bridge_dropped_audio_bytes", "Bytes of PCM in those dropped chunks")
@@ -120,6 +124,12 @@ def call_ended(snapshot: CallSnapshot, tts_connects: int) -> None:
 
 def reply_latency(seconds: float, greeting: bool) -> None:
     (_GREETING if greeting else _REPLY).observe(max(0.0, seconds))
+
+
+def tts_failover(old: str, new: str, why: str) -> None:
+    """A call's voice failed over (``why`` is for the log, kept out of the labels)."""
+    del why
+    TTS_FAILOVERS.labels(old, new).inc()
 
 
 def frame_lateness(seconds: float) -> None:

@@ -31,7 +31,8 @@ from typing import assert_never
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from bridge.agents.base import Agent, AgentError, Turn
+from bridge.agents.base import Agent, AgentError, HangUp, Transfer, Turn
+from bridge.agents.tools import TransferPolicy
 from bridge.carriers.base import CarrierCodec, Outbound, frames
 from bridge.carriers.twilio.codec import TwilioCodec
 from bridge.core.actions import (
@@ -51,6 +52,7 @@ from bridge.core.actions import (
 )
 from bridge.core.call import Call, CallSettings
 from bridge.core.events import (
+    AgentControl,
     AgentDone,
     AgentFailed,
     AgentText,
@@ -62,6 +64,8 @@ from bridge.core.events import (
     Tick,
     TtsClosed,
     TtsError,
+    VoicemailDetected,
+    WindDown,
 )
 from bridge.server import metrics
 from bridge.tts import supervisor
@@ -95,8 +99,12 @@ class CallSession:
         max_message_bytes: int = 64 * 1024,
         on_event: Callable[[Event], None] | None = None,
         codec: CarrierCodec | None = None,
+        transfers: TransferPolicy | None = None,
+        on_outcome: Callable[[str, str, str], None] | None = None,
     ) -> None:
-        """``start_timeout_s``, when given, replaces ``settings.start_timeout_s`` (the core keeps the time)."""
+        """``start_timeout_s``, when given, replaces ``settings.start_timeout_s`` (the core keeps the time).
+        ``transfers`` is the allow-list a `Transfer` is checked against (None: no transfers at all);
+        ``on_outcome(call_sid, kind, to)`` is told how the bridge ended the call (``/twilio/after`` asks)."""
         self.websocket = websocket
         if start_timeout_s is not None:
             settings = dataclasses.replace(settings, start_timeout_s=start_timeout_s)
@@ -105,6 +113,10 @@ class CallSession:
         self.tts = tts
         self.agent = agent
         self.on_event = on_event
+        self.transfers = transfers or TransferPolicy()
+        self.on_outcome = on_outcome
+        self.call_sid = ""
+        self.outcome: tuple[str, str, float] | None = None  # (kind, to, when) if the bridge ended the call
         self.call_id = "?"
         self.end_reason = ""  # why the call ended: the phone's reason, the core's, or "error" (a bug)
         self._loop = asyncio.get_running_loop()
@@ -140,6 +152,15 @@ class CallSession:
     def end(self, reason: str = "shutdown") -> None:
         """End the call from outside (server shutdown): as a hang-up would, so teardown is the same."""
         self.put(CallEnded(self.clock(), reason))
+
+    def wind_down(self, text: str, within_s: float) -> None:
+        """The server is going away: finish what is being said, say ``text``, end within ``within_s``."""
+        now = self.clock()
+        self.put(WindDown(now, text, now + within_s))
+
+    def voicemail(self) -> None:
+        """The carrier's machine detection says an answering machine took this call."""
+        self.put(VoicemailDetected(self.clock()))
 
     async def run(self) -> None:
         self.put(PhoneConnected(self.clock()))  # first in the inbox: the core times the carrier's 'start' from it
@@ -218,6 +239,7 @@ class CallSession:
         match event:
             case CallStarted():
                 self.call_id = event.call_id or event.stream_id
+                self.call_sid = event.call_id
                 log.info("call %s started", self.call_id)
             case CallEnded():
                 self.end_reason = self.end_reason or event.reason
@@ -281,6 +303,8 @@ class CallSession:
             async for text in stream:
                 if isinstance(text, str):
                     put(AgentText(self.clock(), number, text))
+                elif self._control(number, text):
+                    break  # text after a control is not spoken
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -292,6 +316,27 @@ class CallSession:
                 with contextlib.suppress(Exception):
                     await close()
         put(AgentDone(self.clock(), number))
+
+    def _control(self, number: int, control: object) -> bool:
+        """Pass the agent's `HangUp` or `Transfer` to the core; a transfer off the allow-list is
+        refused here too (whatever the agent), and the call goes on. True when one was passed."""
+        match control:
+            case HangUp():
+                log.info("call %s: the agent ends the call after turn %d", self.call_id, number)
+                self.put(AgentControl(self.clock(), number, "hangup", reason=control.reason[:120]))
+                return True
+            case Transfer():
+                refusal = self.transfers.refusal(control.to)
+                if refusal is not None:
+                    log.warning("call %s: refused the agent's transfer to %s: not on the allow-list; the call goes on",
+                                self.call_id, control.to[:20])
+                    return False
+                log.info("call %s: the agent transfers the call to %s after turn %d", self.call_id, control.to, number)
+                self.put(AgentControl(self.clock(), number, "transfer", control.to))
+                return True
+        log.warning("call %s: the agent yielded %s, neither text nor a call control; ignored",
+                    self.call_id, type(control).__name__)
+        return False
 
     def _agent_failed(self, number: int, exc: Exception) -> None:
         reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
@@ -310,6 +355,9 @@ class CallSession:
             began, greeting = self._turn_began
             self._turn_began = None
             metrics.reply_latency(self.clock() - began, greeting)
+            voice = getattr(self.tts, "current", None)
+            if voice is not None:
+                log.info("call %s: turn %d voiced by %s", self.call_id, self.call.snapshot.turn, voice)
 
     async def _execute(self, action: Action) -> None:
         match action:
@@ -327,7 +375,7 @@ class CallSession:
             case StartTurn():
                 self._turn_began = (self.clock(), action.turn == 0)
                 await self._cancel_agent()
-                turn = Turn(action.turn, action.utterance, action.digits)
+                turn = Turn(action.turn, action.utterance, action.digits, idle=action.idle)
                 self._agent_task = asyncio.create_task(self._run_agent(turn), name=f"agent-turn-{action.turn}")
             case CancelTurn():
                 if action.reason:
@@ -340,11 +388,27 @@ class CallSession:
                 except Exception:
                     log.exception("call %s: the agent failed to take what the caller heard", self.call_id)
             case EndCall():
-                log.warning("call %s: media stream ended by the bridge: %s", self.call_id, action.reason)
+                if action.outcome:
+                    self._record_outcome(action)
+                else:
+                    log.warning("call %s: media stream ended by the bridge: %s", self.call_id, action.reason)
                 self.end_reason = self.end_reason or action.reason
                 await self._close_phone(1000)
             case _:
                 assert_never(action)
+
+    def _record_outcome(self, action: EndCall) -> None:
+        """The bridge ends the call on purpose: the carrier's after-stream request learns how."""
+        began = self.call.started_at
+        at = self.clock() - began if began is not None else 0.0
+        self.outcome = (action.outcome, action.to, at)
+        told = f"transfer to {action.to}" if action.outcome == "transfer" else "hang-up"
+        log.info("call %s: ended by the bridge at %.1f s (%s): %s", self.call_id, at, told, action.reason)
+        if self.on_outcome is not None and self.call_sid:
+            try:
+                self.on_outcome(self.call_sid, action.outcome, action.to)
+            except Exception:
+                log.exception("call %s: recording how the call ended failed", self.call_id)
 
     async def _to_phone(self, out: Outbound) -> None:
         if not self._phone_open:
