@@ -18,8 +18,9 @@ request answering ``<Hangup/>`` or ``<Dial>`` (``bridge.server.call_control``). 
   ``idle_reprompt_s`` the agent gets an idle turn (`StartTurn` with ``idle``), once per silence;
   after ``idle_hangup_s`` from the end of the agent's last audio (a reprompt is agent audio too)
   the bridge says its goodbye and hangs up. Caller speech or a key stops both clocks;
-* the drain (`WindDown`): the agent's text stops where it is, what it already said plays to its
-  end (no cut mid-word), the drain goodbye follows, and ``end_by`` ends the call regardless.
+* the drain (`WindDown`): the agent's text stops where it is and its reply is cut at the end of the
+  word being played (by the TTS's alignment, else the speaking rate: `word_end`), never mid-word;
+  the drain goodbye follows at once, and ``end_by`` ends the call regardless.
 
 `Control` holds the state (no flags beside it elsewhere); `CallControlMixin` is the part of
 ``bridge.core.call.Call`` that acts on it, kept here so the turn-taking code stays apart.
@@ -27,20 +28,21 @@ request answering ``<Hangup/>`` or ``<Dial>`` (``bridge.server.call_control``). 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bridge.core.actions import Action, CancelTurn, EndCall
+from bridge.core.actions import Action, EndCall
 from bridge.core.deadlines import is_due
 from bridge.core.events import AgentControl, VoicemailDetected, WindDown
-from bridge.core.playout import Track
-from bridge.core.reply import Reply
+from bridge.core.playout import CHARS_PER_SECOND, Track
+from bridge.core.reply import Input, Reply
 
 if TYPE_CHECKING:
     from bridge.core.playout import Playout
     from bridge.core.terms import CallSettings
 
-__all__ = ["CallControlMixin", "Control", "Ending"]
+__all__ = ["CallControlMixin", "Control", "Ending", "word_end"]
 
 VOICEMAIL = "voicemail"
 
@@ -53,6 +55,18 @@ class Ending:
     to: str = ""
     reason: str = ""
     firm: bool = False  # caller audio neither pauses the line carrying it nor cancels it
+
+
+def word_end(track: Track, text: str) -> int:
+    """The frame of ``track`` where the word playing after its frames already sent ends (those are
+    at the carrier: they play whatever we do). All the audio received when no word end is in it."""
+    start, received = track.frames_sent, track.frames_sent + len(track.queue)
+    if track.chars:
+        ends = (position for position, char in track.chars if position >= start and char.isspace())
+        return min(received, math.floor(next(ends, received)) + 1)  # the space's frame: the word is whole
+    chars_per_frame = CHARS_PER_SECOND * track.fmt.frame_s
+    space = text.find(" ", int(start * chars_per_frame))
+    return received if space < 0 else min(received, max(start, math.ceil(space / chars_per_frame)))
 
 
 class Control:
@@ -131,6 +145,7 @@ class CallControlMixin:
         def _start_turn(self, utterance: bytes, at: float, out: list[Action], *, idle: bool = False) -> None: ...
         def _on_ended(self, at: float, out: list[Action]) -> None: ...
         def _cut(self, reply: Reply, at: float, out: list[Action], frames: int | None = None) -> None: ...
+        def _advance(self, reply: Reply, happening: Input, at: float, out: list[Action]) -> None: ...
 
     def _new_reply(self, at: float) -> Reply:
         self._turn += 1
@@ -176,13 +191,22 @@ class CallControlMixin:
                 control.end_by = event.end_by if control.end_by is None else min(control.end_by, event.end_by)
                 if control.ending is not None and control.ending.firm:
                     return  # already saying its last words
-                if reply is not None and reply.writing:  # no more of the agent: what it said plays out
-                    out.append(CancelTurn(reply.turn))
-                    self._agent_finished(reply, at, out)
                 if reply is not None:
                     control.cut(reply.turn)
+                    self._stop_at_word_end(reply, at, out)
                 control.line = (event.text.strip() or "Goodbye.", Ending("hangup", reason="server shutting down",
                                                                       firm=True))
+
+    def _stop_at_word_end(self, reply: Reply, at: float, out: list[Action]) -> None:
+        """No more of the agent (its turn is cancelled, its context closed): the reply plays on to
+        the end of the word in the caller's ear, and only that much counts as heard."""
+        track = reply.track
+        if not reply.ending:
+            track.end_of_stream()
+            self._advance(reply, Input.FAILED, at, out)  # salvaging: what is here plays, no more comes
+        keep = max(0, word_end(track, reply.text_sent) - track.frames_sent)
+        while len(track.queue) > keep:
+            track.queue.pop()
 
     def _control_step(self, at: float, out: list[Action]) -> None:
         """After every event, with no reply live: say a waiting line, or end a call whose goodbye was heard."""

@@ -15,6 +15,7 @@ from bridge.agents.conversation import ConversationAgent
 from bridge.agents.loader import load_factory
 from bridge.agents.openai import OpenAIAgent, OpenAITranscriber
 from bridge.agents.scripted import ScriptedAgent, load_script
+from bridge.agents.tools import TransferPolicy
 from bridge.agents.webhook import WebhookAgent
 from bridge.config import Settings
 from bridge.core.call import CallSettings
@@ -123,7 +124,8 @@ def make_agent(settings: Settings) -> Agent:
         inner = ScriptedAgent(load_script(a.script), idle_prompt=a.idle_prompt)
     elif a.kind == "openai":
         inner = OpenAIAgent(a.openai_base_url, a.openai_api_key, a.llm_model, a.system_prompt,
-                            client=transcriber.client if transcriber else None)
+                            client=transcriber.client if transcriber else None, tools=a.tools,
+                            transfers=TransferPolicy.parse(a.transfer_numbers or ""))
     elif a.kind == "webhook":
         assert a.webhook_url, "config validation guarantees a URL for the webhook agent"
         inner = WebhookAgent(a.webhook_url, secret=a.webhook_secret, send_audio=a.webhook_audio)

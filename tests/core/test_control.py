@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-from bridge.core.actions import CancelTurn, EndCall, OpenContext, SendMark, SendMedia, SendText, StartTurn
+from bridge.core.actions import (
+    CancelTurn,
+    CloseContext,
+    EndCall,
+    OpenContext,
+    ReplyHeard,
+    SendMark,
+    SendMedia,
+    SendText,
+    StartTurn,
+)
 from bridge.core.call import Call, CallSettings
 from bridge.core.events import (
     AgentControl,
     AgentDone,
     AgentText,
+    Alignment,
     CallStarted,
     MarkPlayed,
     TtsAudio,
@@ -177,23 +188,28 @@ def test_a_late_machine_verdict_switches_a_live_call_to_voicemail():
     assert end.reason == "voicemail left"
 
 
-def test_the_drain_lets_the_reply_finish_then_says_goodbye_then_ends():
+WORDS = "one two three four five six seven eight "  # 40 characters, voiced 100 ms each
+
+
+def test_the_drain_cuts_the_reply_at_a_word_end_then_says_goodbye_then_ends():
     d = Driver.started()
-    d.send(AgentText(0.01, 0, "Let me explain our opening hours. We open at nine"))
-    voice_at = 0.05
-    d.send(WindDown(0.5, "We have to end the call now. Goodbye.", end_by=8.0))
+    d.send(AgentText(0.01, 0, "One two three four five six seven eight. And then there is more to say"))
+    context = d.all(OpenContext)[-1].context_id
+    alignment = Alignment(WORDS, tuple(100 * i for i in range(len(WORDS))))
+    d.send(TtsAudio(0.05, context, tone(440, 4.0), alignment))
+    d.send(WindDown(1.0, "We have to end the call now. Goodbye.", end_by=8.0))
     assert CancelTurn(0) in d.all(CancelTurn)  # no more from the agent
-    sent = "".join(t.text for t in d.all(SendText))
-    assert sent.startswith("Let me explain our opening hours. We open at nine")
-    played = voice(d, voice_at + 0.5, 2.0)
-    d.advance(played - 0.1)
-    assert "Goodbye." not in last_said(d)  # the reply plays to its end first
-    d.advance(played + 0.1)
-    assert last_said(d) == "We have to end the call now. Goodbye."
-    gone = voice(d, d.now, 2.0)
+    assert CloseContext(context) in d.all(CloseContext)
+    d.advance(1.4)
+    assert last_said(d) == "We have to end the call now. Goodbye."  # once the word in the ear has ended
+    [heard] = [a for a in d.all(ReplyHeard) if a.turn == 0]
+    assert heard.text == "one two three" and heard.interrupted
+    # "one two three" ends 1.3 s into the audio: 65 frames of 20 ms, and the space's; "four" never starts
+    assert len(d.all(SendMedia)) == 66
+    gone = voice(d, 1.45, 2.0)
     d.advance(9.0)
-    [(at, _)] = end_calls(d)
-    assert gone <= at <= 8.0
+    [(at, end)] = end_calls(d)
+    assert gone <= at <= 8.0 and end.reason == "server shutting down"
 
 
 def test_the_drain_ends_the_call_at_its_deadline_whatever_is_playing():

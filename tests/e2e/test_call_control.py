@@ -1,0 +1,169 @@
+"""The bridge ends, hands over and winds down calls itself: real uvicorn, the Twilio-protocol phone
+simulator, the local ElevenLabs and OpenAI stand-ins, and ``/twilio/after`` asked as Twilio would."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+
+from bridge.testing.fake_elevenlabs import FakeElevenLabs
+from bridge.testing.fake_openai import EnvelopeMatcher, FakeOpenAI, Reply
+from bridge.tools.simulator import PhoneCall, Timeline
+from tests.e2e.conftest import API_KEY, RunningBridge, bridge_settings, serve, write_script
+from tests.support import SPEECH, load_wav
+
+ALLOWED = "+15551234567"
+
+
+async def after(bridge: RunningBridge, call_sid: str) -> str:
+    """What Twilio gets when it asks the ``<Connect action>`` URL once the stream has closed."""
+    async with httpx.AsyncClient() as client:
+        response = await client.post(bridge.http + "/twilio/after", data={"CallSid": call_sid})
+    assert response.status_code == 200
+    return response.text
+
+
+async def wait_for(predicate, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+def texts(fake: FakeElevenLabs, conn: int = 0) -> list[str]:
+    return [ctx.text.strip() for ctx in fake.contexts(conn).values()]
+
+
+async def call(bridge: RunningBridge, duration: float, timeline: Timeline | None = None, **kw) -> PhoneCall:
+    phone = PhoneCall(bridge.media_url, caller=timeline or Timeline([]), duration=duration, **kw)
+    return phone
+
+
+async def test_the_agent_says_goodbye_and_the_bridge_hangs_up_after_it(fake_tts, tmp_path: Path):
+    script = write_script(tmp_path / "agent.txt", ["Thanks for calling the demo line. Goodbye! [hangup]"])
+    async with serve(bridge_settings(fake_tts, script)) as bridge:
+        phone = await call(bridge, duration=15.0)
+        report = await phone.run()
+        await wait_for(lambda: bridge.live_calls == 0)
+        twiml = await after(bridge, phone.ids.call_sid)
+    print("\n" + report.timeline_text(marks=False))
+    assert texts(fake_tts) == ["Thanks for calling the demo line. Goodbye!"]
+    assert report.server_closed is not None, "the bridge never hung up"
+    heard_until = report.greeting_latency + report.agent_seconds
+    assert report.agent_seconds > 2.0  # the whole goodbye was played
+    assert heard_until <= report.server_closed <= heard_until + 1.5
+    assert report.marks_unechoed == 0  # every mark, the last one too, came back before the close
+    await wait_for(lambda: fake_tts.connections[0].closed_code is not None)  # the TTS socket was released
+    assert "<Hangup" in twiml and "<Dial" not in twiml
+
+
+async def test_a_transfer_by_tool_call_closes_the_stream_and_dials_the_allowed_number(fake_tts, script: Path):
+    said = {"caller_01.wav": "Can I speak to a person please?"}
+    replies = [Reply("Of course, connecting you now.", 0.05, 0.02, tool_calls=(("transfer_call", {"to": ALLOWED}),))]
+    matcher = EnvelopeMatcher({text: load_wav(name) for name, text in said.items()})
+    async with FakeOpenAI(replies, transcribe=matcher, api_key="sk-local-test") as api:
+        env = {"BRIDGE_AGENT": "openai", "OPENAI_BASE_URL": api.base_url, "OPENAI_API_KEY": "sk-local-test",
+               "BRIDGE_AGENT_GREETING": "Hello.", "BRIDGE_AGENT_LLM_MODEL": "local-llm",
+               "BRIDGE_TRANSFER_NUMBERS": ALLOWED}
+        async with serve(bridge_settings(fake_tts, script, **env)) as bridge:
+            timeline = Timeline.from_files([(1.5, SPEECH / "caller_01.wav")])
+            phone = await call(bridge, duration=20.0, timeline=timeline)
+            report = await phone.run()
+            await wait_for(lambda: bridge.live_calls == 0)
+            twiml = await after(bridge, phone.ids.call_sid)
+    print("\n" + report.timeline_text(marks=False))
+    assert "Of course, connecting you now." in texts(fake_tts)
+    assert report.server_closed is not None and report.server_closed < 15.0
+    assert f"<Dial>{ALLOWED}</Dial>" in twiml.replace("\n", "").replace(" ", "") or ALLOWED in twiml
+    assert "<Dial" in twiml
+
+
+async def test_a_transfer_off_the_allow_list_ends_nothing(fake_tts, tmp_path: Path):
+    script = write_script(tmp_path / "agent.txt", ["Hello there.", "Let me transfer you. [transfer +15550000000]",
+                                                   "Anything else?"])
+    async with serve(bridge_settings(fake_tts, script, BRIDGE_TRANSFER_NUMBERS=ALLOWED)) as bridge:
+        timeline = Timeline.from_files([(1.5, SPEECH / "caller_01.wav"), (9.0, SPEECH / "caller_05.wav")])
+        phone = await call(bridge, duration=16.0, timeline=timeline)
+        report = await phone.run()
+        await wait_for(lambda: bridge.live_calls == 0)
+        twiml = await after(bridge, phone.ids.call_sid)
+    assert report.server_closed is None  # the call went on to its end, as the caller chose
+    assert texts(fake_tts)[:3] == ["Hello there.", "Let me transfer you.", "Anything else?"]
+    assert "<Dial" not in twiml
+
+
+async def test_a_silent_caller_is_prompted_then_the_bridge_says_goodbye_and_hangs_up(fake_tts, tmp_path: Path):
+    script = write_script(tmp_path / "agent.txt", ["Hello, how can I help?", "Sure."])
+    env = {"BRIDGE_IDLE_REPROMPT_S": "2", "BRIDGE_IDLE_HANGUP_S": "4"}
+    async with serve(bridge_settings(fake_tts, script, **env)) as bridge:
+        phone = await call(bridge, duration=30.0)
+        report = await phone.run()
+        await wait_for(lambda: bridge.live_calls == 0)
+        twiml = await after(bridge, phone.ids.call_sid)
+    print("\n" + report.timeline_text(marks=False))
+    settings = bridge.settings.agent
+    assert texts(fake_tts) == ["Hello, how can I help?", settings.idle_prompt, settings.goodbye]
+    assert report.server_closed is not None and report.server_closed < 25.0
+    assert "<Hangup" in twiml
+
+
+async def test_voicemail_mode_leaves_the_message_once_and_hangs_up(fake_tts, script: Path):
+    async with serve(bridge_settings(fake_tts, script)) as bridge:
+        phone = await call(bridge, duration=30.0, custom_parameters={"mode": "voicemail"})
+        report = await phone.run()
+        await wait_for(lambda: bridge.live_calls == 0)
+    assert texts(fake_tts) == [bridge.settings.agent.voicemail_message.strip()]
+    assert report.server_closed is not None
+    assert report.greeting_latency + report.agent_seconds <= report.server_closed
+
+
+async def test_the_async_machine_verdict_switches_a_live_call_to_voicemail(fake_tts, script: Path):
+    async with serve(bridge_settings(fake_tts, script)) as bridge:
+        phone = await call(bridge, duration=40.0)
+        await phone.start()
+        await asyncio.sleep(1.0)
+        async with httpx.AsyncClient() as client:
+            response = await client.post(bridge.http + "/twilio/amd",
+                                         data={"CallSid": phone.ids.call_sid, "AnsweredBy": "machine_end_beep"})
+        assert response.status_code == 204
+        report = await phone.wait()
+        await wait_for(lambda: bridge.live_calls == 0)
+    assert texts(fake_tts)[-1] == bridge.settings.agent.voicemail_message.strip()
+    assert report.server_closed is not None and report.server_closed < 30.0
+
+
+async def test_the_drain_says_goodbye_then_ends_the_call_by_its_deadline(fake_tts, script: Path):
+    async with serve(bridge_settings(fake_tts, script)) as bridge:
+        drainer = bridge.app.state.drainer
+        drainer.timeout_s = drainer.wind_down_s = 6.0
+        phone = await call(bridge, duration=40.0)
+        await phone.start()
+        await asyncio.sleep(3.0)
+        began = phone.now()
+        await drainer.drain()
+        report = await phone.wait()
+    print("\n" + report.timeline_text(marks=False))
+    assert texts(fake_tts)[-1] == bridge.settings.server.drain_goodbye.strip()
+    assert report.server_closed is not None
+    assert report.server_closed <= began + 6.0 + 1.0
+    assert report.greeting_latency + report.agent_seconds <= report.server_closed + 0.05  # not cut mid-word
+
+
+async def test_a_refused_elevenlabs_key_fails_over_to_the_offline_voice(tmp_path: Path):
+    script = write_script(tmp_path / "agent.txt", ["Hello from the bridge.", "Sure."])
+    async with (FakeElevenLabs(api_key="sk-another-key-entirely") as fake,
+                serve(bridge_settings(fake, script)) as bridge):
+        timeline = Timeline.from_files([(4.0, SPEECH / "caller_01.wav")])
+        phone = await call(bridge, duration=12.0, timeline=timeline)
+        report = await phone.run()
+        await wait_for(lambda: bridge.live_calls == 0)
+        async with httpx.AsyncClient() as client:
+            metrics = (await client.get(bridge.http + "/metrics")).text
+    print("\n" + report.timeline_text(marks=False))
+    assert report.server_closed is None  # the call was not ended
+    assert report.greeting_latency is not None and len(report.replies) >= 1  # greeting and reply heard
+    assert 'bridge_tts_failovers_total{from_voice="elevenlabs",to_voice="offline"}' in metrics
+    assert API_KEY  # the bridge was given a key the fake refuses
