@@ -167,3 +167,30 @@ async def test_a_refused_elevenlabs_key_fails_over_to_the_offline_voice(tmp_path
     assert report.greeting_latency is not None and len(report.replies) >= 1  # greeting and reply heard
     assert 'bridge_tts_failovers_total{from_voice="elevenlabs",to_voice="offline"}' in metrics
     assert API_KEY  # the bridge was given a key the fake refuses
+
+
+async def test_keys_after_an_idle_prompt_reach_the_model_which_ends_the_call(fake_tts, script: Path):
+    replies = [Reply("Are you still there?", 0.05, 0.02),
+               Reply("Thanks, option seven it is. Goodbye!", 0.05, 0.02, tool_calls=(("end_call", {}),))]
+    async with FakeOpenAI(replies, api_key="sk-local-test") as api:
+        env = {"BRIDGE_AGENT": "openai", "OPENAI_BASE_URL": api.base_url, "OPENAI_API_KEY": "sk-local-test",
+               "BRIDGE_AGENT_GREETING": "Hello.", "BRIDGE_AGENT_LLM_MODEL": "local-llm",
+               "BRIDGE_IDLE_REPROMPT_S": "1.5", "BRIDGE_IDLE_HANGUP_S": "20"}
+        async with serve(bridge_settings(fake_tts, script, **env)) as bridge:
+            phone = await call(bridge, duration=20.0)
+            await phone.start()
+            await api.wait_until(lambda: len(api.chats) == 1, timeout=6.0)  # the idle turn
+            await wait_for(lambda: "Are you still there?" in texts(fake_tts), timeout=3.0)
+            await asyncio.sleep(2.0)
+            for digit in "7#":
+                await phone.press(digit)
+            report = await phone.wait()
+            await wait_for(lambda: bridge.live_calls == 0)
+            twiml = await after(bridge, phone.ids.call_sid)
+    print("\n" + report.timeline_text(marks=False))
+    idle_chat, keys_chat = api.chats
+    assert idle_chat.messages[-1]["content"] == "[the caller has said nothing for a while]"
+    assert keys_chat.messages[-1] == {"role": "user", "content": "[keypad: 7 #]"}
+    assert texts(fake_tts)[-1] == "Thanks, option seven it is. Goodbye!"
+    assert report.server_closed is not None and report.server_closed < 15.0
+    assert "<Hangup" in twiml
