@@ -4,6 +4,7 @@ simulator, the local ElevenLabs and OpenAI stand-ins, and ``/twilio/after`` aske
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 
@@ -194,3 +195,37 @@ async def test_keys_after_an_idle_prompt_reach_the_model_which_ends_the_call(fak
     assert texts(fake_tts)[-1] == "Thanks, option seven it is. Goodbye!"
     assert report.server_closed is not None and report.server_closed < 15.0
     assert "<Hangup" in twiml
+
+
+class _Lines(logging.Handler):
+    """The bridge's log lines (its logging setup does not propagate to pytest's capture)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+async def test_quota_running_out_mid_call_moves_the_call_to_the_offline_voice(tmp_path: Path):
+    lines = _Lines()
+    logging.getLogger("bridge").addHandler(lines)
+    script = write_script(tmp_path / "agent.txt", ["Hello from the bridge.", "Sure, I can help with that."])
+    async with (FakeElevenLabs(api_key=API_KEY) as fake, serve(bridge_settings(fake, script)) as bridge):
+        timeline = Timeline.from_files([(4.0, SPEECH / "caller_01.wav")])
+        phone = await call(bridge, duration=12.0, timeline=timeline)
+        await phone.start()
+        await wait_for(lambda: bool(fake.connections) and phone.now() > 2.5, timeout=5.0)
+        fake.error_on_connect = {"error": "quota_exceeded", "message": "You have no character quota left."}
+        await fake.drop_all(1011, "server restart")  # the reconnect then hears the quota error
+        report = await phone.wait()
+        await wait_for(lambda: bridge.live_calls == 0)
+    print("\n" + report.timeline_text(marks=False))
+    assert report.server_closed is None  # the call was not ended
+    [reply] = report.replies
+    assert reply.reply_at is not None, "the reply after the failover was heard"
+    logging.getLogger("bridge").removeHandler(lines)
+    logged = "\n".join(lines.lines)
+    assert "turn 0 voiced by elevenlabs" in logged and "turn 1 voiced by offline" in logged
+    assert "going on with offline" in logged
