@@ -20,7 +20,8 @@ request answering ``<Hangup/>`` or ``<Dial>`` (``bridge.server.call_control``). 
   the bridge says its goodbye and hangs up. Caller speech or a key stops both clocks;
 * the drain (`WindDown`): the agent's text stops where it is and its reply is cut at the end of the
   word being played (by the TTS's alignment, else the speaking rate: `word_end`), never mid-word;
-  the drain goodbye follows at once, and ``end_by`` ends the call regardless.
+  the drain goodbye follows at once. It too stops at a word end, `WRAP_UP_S` before ``end_by``, so
+  the call is over by ``end_by`` without a word cut in half (``end_by`` itself ends it regardless).
 
 `Control` holds the state (no flags beside it elsewhere); `CallControlMixin` is the part of
 ``bridge.core.call.Call`` that acts on it, kept here so the turn-taking code stays apart.
@@ -45,6 +46,10 @@ if TYPE_CHECKING:
 __all__ = ["CallControlMixin", "Control", "Ending", "word_end"]
 
 VOICEMAIL = "voicemail"
+
+WRAP_UP_S = 0.4
+"""How long before a hard end the line being said stops at its next word end: one word and the
+carrier's lead fit in it, so the call can end on a whole word."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +85,7 @@ class Control:
         self.track: Track | None = None  # the ending's reply, played out by the clock: its last mark
         self.played_at: float | None = None
         self.end_by: float | None = None  # the drain's hard end
+        self.wrap_at: float | None = None  # when the line being said stops at its next word end
         self.quiet_since: float | None = None  # the agent's audio ended and the caller is silent
         self.reprompted = False
         self.voicemail = False  # the voicemail message was said (or is being said)
@@ -128,7 +134,7 @@ class Control:
 
     def ending_deadline(self) -> float | None:
         mark = self.played_at + self.mark_grace_s if self.played_at is not None else None
-        return min([t for t in (mark, self.end_by) if t is not None], default=None)
+        return min([t for t in (mark, self.wrap_at, self.end_by) if t is not None], default=None)
 
 
 class CallControlMixin:
@@ -189,6 +195,7 @@ class CallControlMixin:
                     self._leave_voicemail(at, out)
             case WindDown():
                 control.end_by = event.end_by if control.end_by is None else min(control.end_by, event.end_by)
+                control.wrap_at = control.end_by - WRAP_UP_S
                 if control.ending is not None and control.ending.firm:
                     return  # already saying its last words
                 if reply is not None:
@@ -223,12 +230,17 @@ class CallControlMixin:
 
     def _control_tick(self, at: float, out: list[Action], idle: bool) -> None:
         """``Timer.IDLE`` (``idle``) or ``Timer.ENDING`` ran out."""
-        control = self._control
+        control, reply = self._control, self._reply
         if not idle:
-            self._end_now(at, out)
+            if control.wrap_at is not None and is_due(at, control.wrap_at):
+                control.wrap_at = None
+                if reply is not None:
+                    self._stop_at_word_end(reply, at, out)
+            if control.heard_to_end(at) or (control.end_by is not None and is_due(at, control.end_by)):
+                self._end_now(at, out)
             return
         since = control.quiet_since
-        if since is None or self._reply is not None:
+        if since is None or reply is not None:
             return
         if control.hangup_s > 0 and is_due(at, since + control.hangup_s):
             goodbye = self.settings.goodbye.strip() or "Goodbye!"

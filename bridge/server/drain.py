@@ -8,10 +8,10 @@ to every WebSocket (every caller cut off mid-sentence) and only then wait, up to
 1. ``draining``: ``/healthz`` answers 503 ``{"status": "draining"}``, the webhook answers the
    polite busy TwiML, media upgrades get HTTP 503; the listening socket stays open for all that;
 2. live calls go on until they end, for at most ``server.drain_timeout_s``;
-3. ``wind_down_s`` before that deadline, every call still live *winds down*: the agent's text stops
-   where it is, what it had already said plays to its end (so nobody is cut mid-word), then the
-   caller hears ``server.drain_goodbye`` and the bridge hangs up (``bridge.core.control``); the
-   core ends the call at the deadline whatever is playing, as a last resort;
+3. at that deadline every call still live *winds down* (``bridge.core.control``): the agent stops,
+   its reply stops at the end of the word being played (never mid-word), the caller hears
+   ``server.drain_goodbye``, and the bridge hangs up within ``goodbye_s`` (1 s) of the deadline,
+   the goodbye itself stopping at a word end if it is longer than that: keep it short;
 4. calls still live then are ended the way a hang-up ends them (``close_socket`` to the TTS, the
    Twilio socket closed with 1000), and we wait a little for their teardown;
 5. uvicorn is asked to exit as its own handler would, by setting ``should_exit`` on its server,
@@ -60,12 +60,13 @@ class Drainer:
     """Owns SIGTERM for the life of the app (see the module's docstring for why)."""
 
     def __init__(self, bridge: _Calls, timeout_s: float, *, teardown_s: float = 5.0, poll_s: float = 0.05,
-                 goodbye: str = "", wind_down_s: float = 8.0) -> None:
-        """``goodbye`` (empty: none) is said ``wind_down_s`` before ``timeout_s`` to every call still live."""
+                 goodbye: str = "", goodbye_s: float = 1.0) -> None:
+        """``goodbye`` (empty: none) is said at ``timeout_s`` to every call still live, each ended
+        within ``goodbye_s`` after."""
         self._bridge = bridge
         self.timeout_s = timeout_s
         self.goodbye = goodbye.strip()
-        self.wind_down_s = min(wind_down_s, timeout_s) if self.goodbye else 0.0
+        self.goodbye_s = goodbye_s
         self._teardown_s = teardown_s
         self._poll_s = poll_s
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -110,15 +111,13 @@ class Drainer:
         bridge.draining = True
         log.warning("draining: taking no new calls; waiting up to %g s for %d live call(s) to end",
                     self.timeout_s, len(bridge.calls))
-        await self._wait_for_no_calls(self.timeout_s - self.wind_down_s)
-        if bridge.calls and self.wind_down_s > 0 and not self._hurry.is_set():
-            log.warning("drain: saying goodbye to %d call(s), ending them within %g s", len(bridge.calls),
-                        self.wind_down_s)
-            for session in list(bridge.calls):
-                session.wind_down(self.goodbye, self.wind_down_s)
-            await self._wait_for_no_calls(self.wind_down_s)
+        await self._wait_for_no_calls(self.timeout_s)
         if bridge.calls:
             log.warning("drain timeout: ending %d call(s) now", len(bridge.calls))
+            if self.goodbye and not self._hurry.is_set():
+                for session in list(bridge.calls):
+                    session.wind_down(self.goodbye, self.goodbye_s)
+                await self._wait_for_no_calls(self.goodbye_s)
             for session in list(bridge.calls):
                 session.end("shutdown")
             self._hurry.clear()
