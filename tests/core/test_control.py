@@ -219,3 +219,18 @@ def test_the_drain_ends_the_call_at_its_deadline_whatever_is_playing():
     d.advance(5.0)
     [(at, _)] = end_calls(d)
     assert at == 2.0
+
+
+def test_a_goodbye_longer_than_the_time_left_stops_on_a_word_end_by_the_deadline():
+    d = Driver.started()
+    d.send(AgentDone(0.01, 0))  # the greeting was empty: nothing plays
+    d.send(WindDown(0.5, WORDS.strip(), end_by=1.5))
+    context = d.all(OpenContext)[-1].context_id
+    alignment = Alignment(WORDS, tuple(100 * i for i in range(len(WORDS))))
+    d.send(TtsAudio(0.55, context, tone(440, 4.0), alignment))
+    d.advance(3.0)
+    [(at, _)] = end_calls(d)
+    assert at <= 1.5
+    frames = len(d.all(SendMedia))
+    last_char = (frames - 1) * 20 // 100  # the last character whose audio began
+    assert last_char < len(WORDS) - 1 and WORDS[last_char] == " "  # the call ended on a word's end
