@@ -34,7 +34,9 @@ def _settings() -> Settings:
 
 
 class BridgeWorker(UvicornWorker):  # type: ignore[misc]
-    """uvicorn's gunicorn worker with the WebSocket frame limit the Procfile gives uvicorn.
+    """uvicorn's gunicorn worker with the WebSocket implementation and frame limit the Procfile
+    gives uvicorn: ``websockets-sansio``, the cheapest per message of uvicorn's three (measured in
+    docs/benchmarks.md), and 1 MiB.
 
     The plain worker keeps uvicorn's 16 MiB default, so an oversized frame would be read into
     memory before the app could ignore it.
@@ -44,6 +46,7 @@ class BridgeWorker(UvicornWorker):  # type: ignore[misc]
         from bridge.server.app import WS_MAX_SIZE  # after the fork: the master never imports the app
 
         self.config.ws_max_size = WS_MAX_SIZE
+        self.config.ws = "websockets-sansio"
         super().init_process()
 
 

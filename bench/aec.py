@@ -126,10 +126,11 @@ def _arrivals(frames: int, jitter_ms: float, seed: int = 3) -> np.ndarray:
 
 def stream(far: np.ndarray, line: np.ndarray, aec: EchoCanceller | None, listener: Listener | None = None,
            jitter_ms: float = 0.0) -> tuple[np.ndarray, list[object], float]:
-    """Play the call: frames of ``far`` enter the references ``LEAD_S`` ahead of playing, the line's
-    frames arrive, the canceller cleans them (told the ERL the listener's echo guard learnt, as the
-    core does), the listener hears them. The cleaned line, the listener's changes, and the
-    canceller's CPU seconds (its `played` and `process` alone)."""
+    """Play the call: frames of ``far`` enter the references ``LEAD_S`` ahead of playing, the
+    line's frames arrive, the canceller cleans them (told the ERL the listener's echo guard
+    learnt, and handing it the residual echo's loss when it engages, as the core does), the
+    listener hears them. The cleaned line, the listener's changes, and the canceller's CPU
+    seconds (its `played` and `process` alone)."""
     frames = len(line) // FRAME
     played = [(k * FRAME_S, far[k * FRAME : (k + 1) * FRAME].astype("<i2").tobytes()) for k in range(frames)]
     played = [(t, f) for t, f in played if t >= AGENT_AT - 1e-9 and np.any(f)]
@@ -148,9 +149,12 @@ def stream(far: np.ndarray, line: np.ndarray, aec: EchoCanceller | None, listene
                 t0 += time.process_time() - t1
             k += 1
         pcm = line[j * FRAME : (j + 1) * FRAME].astype("<i2").tobytes()
-        guard = listener.gate.echo if listener is not None else None
-        erl = guard.erl_db if guard is not None and guard.learnt else None
-        clean = aec.process(pcm, float(at), erl) if aec is not None else pcm
+        if aec is None:
+            clean = pcm
+        elif listener is not None:  # as the core wires them (`EchoCanceller.clean`)
+            clean = aec.clean(pcm, float(at), listener.gate.echo)
+        else:
+            clean = aec.process(pcm, float(at))
         cpu += time.process_time() - t0
         out[j * FRAME : (j + 1) * FRAME] = np.frombuffer(clean, "<i2")
         if listener is not None:
@@ -251,7 +255,7 @@ def listen(kind: str, echo: Echo, cleaned: bool, caller: str | None = None, onse
         start = round(at * RATE)
         line[start : start + len(voice)] += voice[: len(line) - start]
     raw = _ulaw(line + _noise(echo, len(line)))
-    aec = EchoCanceller(AecConfig()) if cleaned else None
+    aec = EchoCanceller(AecConfig(mode="auto")) if cleaned else None
     _, changes, _ = stream(far, raw, aec, Listener(VadConfig()), echo.jitter_ms)
     confirmed = [c.onset for c in changes if isinstance(c, SpeechConfirmed)]
     starts = [c for c in changes if isinstance(c, SpeechStarted)]

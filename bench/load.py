@@ -2,6 +2,14 @@
 
     python -m bench.load            # the full search (about 15 minutes); results into docs/benchmarks.md
     python -m bench.load --quick    # 10 and 50 calls, once each (about a minute); docs untouched
+    python -m bench.load --load short --steps 100   # short calls, TTS in pcm_16000 (resampled)
+    python -m bench.load --quick --steps 50 --server granian     # the transport under test
+    python -m bench.load --quick --steps 50 --ws wsproto --http h11
+
+Two loads: ``long`` (the default: calls of 2 barge-in cycles, 22 s, the TTS speaking µ-law as the
+phone does) and ``short`` (one cycle, 12 s: greeting, a barge-in, a reply, "yes", a reply; the TTS
+asked for ``pcm_16000``, so every chunk is resampled). Short calls weigh the per-call set-up
+(the handshake, the TTS socket, the call's objects) against less audio; long ones the per-frame path.
 
 For each step N (10, 50, 100, 150, 200, ...) and each repeat, in fresh processes on 127.0.0.1:
 the fake ElevenLabs server (``python -m bridge.testing.fake_elevenlabs``), the real app under
@@ -50,6 +58,11 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 API_KEY = "bench-key-not-a-secret"
 DEFAULT_STEPS = (10, 50, 100, 150, 200, 250, 300, 400, 500)
+LOADS = {  # name: (barge-in cycles per call, the TTS's output_format)
+    "long": (2, "ulaw_8000"),
+    "short": (1, "pcm_16000"),
+}
+WS_MAX_SIZE = 1 << 20  # as the Procfile and gunicorn.conf.py give the server
 OVERHEAD_S = 12.0  # per run, besides the calls: processes, warm-up call, generators starting
 GENERATOR_START_S = 3.0  # generators import and render their callers before the first call
 
@@ -59,7 +72,10 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="10 and 50 calls, one run each, one cycle per call")
     p.add_argument("--steps", type=lambda s: [int(x) for x in s.split(",")], help="call counts, e.g. 10,50,100")
     p.add_argument("--repeat", type=int, default=3, help="runs per step; the medians are reported")
-    p.add_argument("--cycles", type=int, default=2, help="barge-in cycles per call (10 s each, +2 s)")
+    p.add_argument("--load", choices=(*LOADS, "both"),
+                   help="long: 22 s calls, µ-law TTS; short: 12 s calls, pcm_16000 TTS (resampled); both, one"
+                        " after the other (the default, unless --quick or --out: then long)")
+    p.add_argument("--cycles", type=int, help="barge-in cycles per call (10 s each, +2 s; default: the load's)")
     p.add_argument("--budget", type=float, default=900.0, help="seconds; no step starts that would exceed it")
     p.add_argument("--ttfb", type=float, default=0.05, help="the fake TTS's time to first audio, seconds")
     p.add_argument("--calls-per-generator", type=int, default=50)
@@ -74,16 +90,28 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--label", default="", help="a note stored with the results, e.g. the change under test")
     p.add_argument("--app", default="bridge.app:app", help="the ASGI app to serve (bench.floor:app: the I/O floor)")
     p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop", help="the server's event loop")
+    p.add_argument("--server", choices=("uvicorn", "granian"), default="uvicorn", help="the ASGI server")
+    p.add_argument("--ws", default="websockets-sansio", choices=("auto", "websockets-sansio", "websockets", "wsproto"),
+                   help="uvicorn's WebSocket implementation (default: the Procfile's)")
+    p.add_argument("--http", default="httptools", choices=("auto", "httptools", "h11"),
+                   help="uvicorn's HTTP parser (default: httptools, which uvicorn[standard] installs)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
                    help="an environment setting for the server, e.g. BRIDGE_PLAYBACK_LEAD_MS=200 (repeatable)")
     args = p.parse_args(argv)
+    if args.load is None:
+        args.load = "long" if args.quick or args.out else "both"
+    if args.load == "both" and args.out:
+        p.error("--out takes one load: choose --load long or --load short")
+    cycles, out = args.cycles, args.out
     if args.quick:
         args.steps = args.steps or [10, 50]
-        args.repeat, args.cycles = 1, 1
+        args.repeat, cycles = 1, cycles or 1
+    args.loads = [load for load in LOADS if args.load in (load, "both")]
     args.steps = args.steps or list(DEFAULT_STEPS)
     if args.docs is None:
         args.docs = not args.quick
-    args.out = args.out or RESULTS / ("quick.json" if args.quick else "load.json")
+    args.cycles_given = cycles
+    for_load(args, args.loads[0], cycles, out)
     args.server_tree = args.server_tree.resolve()
     return args
 
@@ -104,6 +132,7 @@ class Run:
             "BRIDGE_AGENT_SCRIPT": str(script),
             "BRIDGE_MAX_CALLS": "100000",
             "BRIDGE_LOG_LEVEL": "info",
+            "ELEVENLABS_OUTPUT_FORMAT": args.output_format,
         } | dict(item.split("=", 1) for item in args.overrides)
         self.url = f"ws://127.0.0.1:{self.app_port}/twilio/media"
         self.procs: list[Proc] = []
@@ -117,10 +146,7 @@ class Run:
         py = sys.executable
         self.tts = self._spawn("tts", [py, "-m", "bridge.testing.fake_elevenlabs", "--port", str(self.tts_port),
                                        "--api-key", API_KEY, "--ttfb", str(self.args.ttfb)], REPO)
-        self.server = self._spawn("server", [py, "-m", "uvicorn", self.args.app, "--host", "127.0.0.1",
-                                             "--port", str(self.app_port), "--loop", self.args.loop, "--ws-max-size",
-                                             str(1 << 20), "--log-level", "warning", "--no-access-log"],
-                                  self.args.server_tree)
+        self.server = self._spawn("server", server_argv(self.args, self.app_port), self.args.server_tree)
         wait_port(self.tts_port, self.tts)
         wait_http(f"http://127.0.0.1:{self.app_port}/healthz", self.server)
         # One short call first, so lazy imports and first-use costs are not charged to the load.
@@ -194,6 +220,30 @@ class Run:
                                       "--rate", "250", "--nonblocking", "--output", str(out)], REPO)
 
 
+def for_load(args: argparse.Namespace, load: str, cycles: int | None = None, out: Path | None = None) -> None:
+    """Point ``args`` at one load: its call length, the TTS's format, its results file."""
+    args.load = load
+    args.cycles = cycles or LOADS[load][0]
+    args.output_format = LOADS[load][1]
+    name = ("quick" if args.quick else "load") + ("" if load == "long" else f"-{load}")
+    args.out = out or RESULTS / f"{name}.json"
+
+
+def server_argv(args: argparse.Namespace, port: int) -> list[str]:
+    """The server's command line: one worker of the chosen ASGI server and transport.
+
+    Granian has no option for the largest WebSocket message it accepts (its own limits are
+    megabytes, not the 1 MiB uvicorn is given), so it is measured here, not shipped.
+    """
+    py = sys.executable
+    if args.server == "granian":
+        return [py, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
+                "--loop", args.loop, "--workers", "1", "--log-level", "warning", "--no-access-log", args.app]
+    return [py, "-m", "uvicorn", args.app, "--host", "127.0.0.1", "--port", str(port), "--loop", args.loop,
+            "--ws", args.ws, "--http", args.http, "--ws-max-size", str(WS_MAX_SIZE),
+            "--log-level", "warning", "--no-access-log"]
+
+
 def run_once(n: int, args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         run = Run(n, args, Path(tmp))
@@ -262,6 +312,15 @@ def _print_run(f: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
+    out = args.out if len(args.loads) == 1 else None
+    for load in args.loads:
+        for_load(args, load, args.cycles_given, out)
+        _measure(args, argv)
+    return 0
+
+
+def _measure(args: argparse.Namespace, argv: list[str] | None) -> None:
+    """The search for one load, its results file and (unless --no-docs) its table in the docs."""
     machine = machine_description()
     settings = call_settings({"ELEVENLABS_API_KEY": API_KEY, "BRIDGE_TTS": "elevenlabs"},
                              args.server_tree / "config" / "bridge.toml")
@@ -272,8 +331,10 @@ def main(argv: list[str] | None = None) -> int:
         "label": args.label,
         "command": " ".join(["python -m bench.load", *(sys.argv[1:] if argv is None else argv)]),
         "machine": machine,
-        "settings": {"repeat": args.repeat, "cycles": args.cycles, "call_s": call_duration(args.cycles),
-                     "ttfb_s": args.ttfb, "vad": {k: getattr(settings.vad, k) for k in ("start_ms", "end_ms")},
+        "settings": {"load": args.load, "output_format": args.output_format, "server": args.server,
+                     "ws": args.ws, "http": args.http, "repeat": args.repeat, "cycles": args.cycles,
+                     "call_s": call_duration(args.cycles), "ttfb_s": args.ttfb,
+                     "vad": {k: getattr(settings.vad, k) for k in ("start_ms", "end_ms")},
                      "calls_per_generator": args.calls_per_generator, "lateness_bound_ms": LATENESS_BOUND_MS},
         "max_calls_within_bound": max(passing, default=None),
         "stop_reason": stop_reason,
@@ -283,9 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"results: {args.out}; largest N within the bound: {result['max_calls_within_bound']} ({stop_reason})")
     if args.docs:
-        update_docs(REPO / "docs" / "benchmarks.md", result)
-    return 0
-
+        update_docs(REPO / "docs" / "benchmarks.md", result, section=args.load)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Self
 
+from tests.support import free_port, stop_process
+
 __all__ = [
     "Prober",
     "Proc",
@@ -31,13 +33,6 @@ __all__ = [
 ]
 
 _TICK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Proc:
@@ -58,24 +53,16 @@ class Proc:
         return self.popen.pid
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time so far (0 once the process is gone)."""
-        try:
-            stat = Path(f"/proc/{self.pid}/stat").read_text()
-        except OSError:
-            return 0.0
-        fields = stat.rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _TICK
+        """User + system CPU time so far of the process and its live descendants (0 once it is gone).
+
+        Descendants count because some servers (Granian) serve from a worker process they spawn;
+        a benchmark's servers keep their workers for the whole run, so before minus after holds."""
+        return sum(_own_cpu_seconds(pid) for pid in _tree(self.pid))
 
     def status_kb(self, key: str) -> int:
-        """A ``/proc/PID/status`` figure such as VmRSS or VmHWM, in kB (0 once the process is gone)."""
-        try:
-            text = Path(f"/proc/{self.pid}/status").read_text()
-        except OSError:
-            return 0
-        for line in text.splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-        return 0
+        """A ``/proc/PID/status`` figure such as VmRSS, in kB, summed over the process and its live
+        descendants, as `cpu_seconds` is (0 once the process is gone)."""
+        return sum(_own_status_kb(pid, key) for pid in _tree(self.pid))
 
     def wait(self, timeout: float) -> int | None:
         try:
@@ -85,17 +72,49 @@ class Proc:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (uvicorn drains gracefully), then SIGKILL if it lingers."""
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            if self.wait(timeout) is None:
-                self.popen.kill()
-                self.popen.wait()
+        stop_process(self.popen, timeout)
         self._log.close()
 
     def log_tail(self, lines: int = 20) -> str:
         with contextlib.suppress(OSError):
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         return ""
+
+
+def _own_cpu_seconds(pid: int) -> float:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _own_status_kb(pid: int, key: str) -> int:
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def _tree(root: int) -> list[int]:
+    """``root`` and every live process below it, from each process's parent in ``/proc/PID/stat``."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(parent, []).append(int(entry.name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, ()))
+    return out
 
 
 class _Periodic:

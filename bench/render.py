@@ -52,14 +52,20 @@ def results_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def update_docs(path: Path, result: dict[str, Any]) -> None:
-    """Replace the text between the markers (or append a marked section) with the new table."""
-    block = f"{START}\n{results_markdown(result)}\n{END}"
+def update_docs(path: Path, result: dict[str, Any], section: str = "long") -> None:
+    """Replace the text between the section's markers (or append a marked section) with the new table.
+
+    The long-call load keeps the original markers; another load (``short``) has its own pair."""
+    start, end = START, END
+    if section != "long":
+        start, end = f"<!-- bench:{section}:start -->", f"<!-- bench:{section}:end -->"
+    block = f"{start}\n{results_markdown(result)}\n{end}"
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        _, tail = rest.split(END, 1)
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
         text = head + block + tail
     else:
-        text = text.rstrip("\n") + "\n\n## Latest results\n\n" + block + "\n"
+        title = "Latest results" if section == "long" else f"Latest results, {section} calls"
+        text = text.rstrip("\n") + f"\n\n## {title}\n\n" + block + "\n"
     path.write_text(text, encoding="utf-8")

@@ -7,8 +7,8 @@ setting is a field of a frozen section dataclass whose metadata is the one table
 tests read. Env names are ``<prefix><KEY>`` (``BRIDGE_VAD_START_MS``, ``ELEVENLABS_SPEED``) but for
 PUBLIC_URL, TWILIO_AUTH_TOKEN, BRIDGE_AGENT.
 
-Every default and range is written once. ``[vad]``, ``[barge_in]`` and ``[echo]`` *are* the core's
-own config dataclasses (`VadConfig`, `BargeInConfig`, `EchoConfig`), whose fields carry their range
+Every default and range is written once. ``[vad]``, ``[barge_in]``, ``[echo]`` and ``[aec]`` *are* the
+core's own config dataclasses (`VadConfig`, `BargeInConfig`, `EchoConfig`, `AecConfig`), whose fields carry their range
 or choices as metadata (``bridge.core.limits``); ``[playback]`` takes its defaults from the fields
 of `CallSettings` and its ranges from ``bridge.core.limits.PLAYBACK``. This module only adds what
 a person needs on top: env names, error wording, and the sections that the core knows nothing of."""
@@ -29,6 +29,7 @@ from dotenv import dotenv_values
 
 from bridge.agents.loader import DOTTED_PATH, load_factory
 from bridge.agents.scripted import default_script
+from bridge.core.aec import AecConfig
 from bridge.core.audio import OUTPUT_FORMATS
 from bridge.core.bargein import BargeInConfig
 from bridge.core.call import CallSettings
@@ -262,6 +263,13 @@ class ServerSettings:
     twilio_from_number: str | None = _opt(None, "an E.164 number", regex=r"\+[1-9][0-9]{6,14}",
                                           env="TWILIO_FROM_NUMBER")
     twilio_api_base_url: str = _opt("https://api.twilio.com", **_url("http", "https"), env="TWILIO_API_BASE_URL")
+    # Call records (bridge.server.records): where they are kept, for how long, and who may read them.
+    database_url: str = _opt("sqlite:///bridge.db", "sqlite:///path or postgresql://user:password@host/db",
+                             regex=r"(?:sqlite(?:\+aiosqlite)?:///.*|postgres(?:ql)?(?:\+asyncpg)?://\S+)", secret=True)
+    record_calls: bool = _opt(True)
+    record_audio: bool = _opt(False)
+    record_retention_days: int = _opt(30, **_range(1, 36_500))
+    recordings_dir: str = _opt("recordings", "a directory path", regex=r".+")
 
 
 def _networks(value: str) -> str:
@@ -302,6 +310,7 @@ class CarrierSettings:
 _SECTIONS: dict[str, tuple[type[Any], str]] = {  # TOML table -> (section, env prefix)
     "elevenlabs": (ElevenLabsSettings, "ELEVENLABS_"), "vad": (VadConfig, "BRIDGE_VAD_"),
     "barge_in": (BargeInConfig, "BRIDGE_BARGE_IN_"), "echo": (EchoConfig, "BRIDGE_ECHO_"),
+    "aec": (AecConfig, "BRIDGE_AEC_"),
     "playback": (PlaybackSettings, "BRIDGE_PLAYBACK_"), "agent": (AgentSettings, "BRIDGE_AGENT_"),
     "server": (ServerSettings, "BRIDGE_"), "carriers": (CarrierSettings, "BRIDGE_CARRIERS_")}
 
@@ -314,6 +323,7 @@ class Settings:
     vad: VadConfig = field(default_factory=VadConfig)
     barge_in: BargeInConfig = field(default_factory=BargeInConfig)
     echo: EchoConfig = field(default_factory=EchoConfig)
+    aec: AecConfig = field(default_factory=AecConfig)
     playback: PlaybackSettings = field(default_factory=PlaybackSettings)
     agent: AgentSettings = field(default_factory=AgentSettings)
     server: ServerSettings = field(default_factory=ServerSettings)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import re
+import socket
 import struct
+import subprocess
 import wave
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
@@ -44,6 +46,25 @@ def code_defaults() -> dict[tuple[str, str], Any]:
     return {(section.name, f.name): getattr(getattr(defaults, section.name), f.name)
             for section in fields(Settings) if section.name != "config_file"
             for f in fields(getattr(defaults, section.name))}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now, for a server a test or benchmark starts."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM (a server drains), then SIGKILL if it lingers past ``timeout``; returns once it has exited."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def load_wav(name: str) -> bytes:

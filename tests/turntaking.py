@@ -37,6 +37,7 @@ from bridge.core.events import (
     TtsFinal,
 )
 from bridge.tools.simulator import PlaybackBuffer
+from bridge.tools.simulator.cli import noise
 from tests.support import load_wav
 
 RATE = 8000
@@ -273,8 +274,8 @@ def run(scenario: Scenario, settings: CallSettings | None = None) -> Result:
 
 
 def white(dbfs: float, seconds: float, seed: int = 1) -> bytes:
-    rng = np.random.default_rng(seed)
-    return pcm16(rng.standard_normal(int(seconds * RATE)) * 32768 * 10 ** (dbfs / 20))
+    """White noise at an RMS of ``dbfs``: the very line noise ``bridge call --noise`` adds."""
+    return noise(dbfs, seconds, seed)
 
 
 def pink(dbfs: float, seconds: float, seed: int = 2) -> bytes:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import Any
 
 import httpx
 
 from bridge.agents.base import AgentError
 
-__all__ = ["USER_AGENT", "check_response", "new_client"]
+__all__ = ["USER_AGENT", "check_response", "json_value", "new_client"]
 
 USER_AGENT = "bridge-voice-agent/0.1"
 
@@ -46,3 +47,12 @@ async def check_response(response: httpx.Response, what: str) -> None:
         codes = [str(error[k]) for k in ("type", "code") if isinstance(error.get(k), str | int)]
         detail = f" ({', '.join(codes)[:80]})" if codes else ""
     raise AgentError(f"{what}: HTTP {response.status_code}{detail}")
+
+
+def json_value(text: str, what: str) -> Any:
+    """One JSON value of a streamed reply (a server-sent ``data:`` chunk, an NDJSON line). Text that
+    is not JSON is the server's fault, so it becomes an `AgentError` naming ``what``, never a crash."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise AgentError(f"{what} that is not JSON") from None

@@ -17,7 +17,6 @@ message saying so, and the model's next words are streamed in the same reply.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import time
 import wave
@@ -27,7 +26,7 @@ from typing import Any
 import httpx
 
 from bridge.agents.base import AgentError, CallControl, Message, Turn
-from bridge.agents.http import check_response, new_client
+from bridge.agents.http import check_response, json_value, new_client
 from bridge.agents.memory import INTERRUPTED
 from bridge.agents.tools import TOOLS, ToolCall, ToolCalls, TransferPolicy, control_of
 
@@ -78,10 +77,7 @@ def chunk_parts(data: str) -> tuple[str, list[Any]] | None:
     """One chat-completion chunk's text ("" if none) and tool-call fragments; None at ``[DONE]``."""
     if data.strip() == "[DONE]":
         return None
-    try:
-        chunk = json.loads(data)
-    except ValueError:
-        raise AgentError("chat stream: a chunk that is not JSON") from None
+    chunk = json_value(data, "chat stream: a chunk")
     if not isinstance(chunk, Mapping):
         raise AgentError("chat stream: a chunk that is not a JSON object")
     if isinstance(chunk.get("error"), Mapping):

@@ -11,16 +11,15 @@ JSON ``function.arguments`` in fragments); `ToolCalls` puts them back together.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.agents.base import CallControl, HangUp, Transfer
+from bridge.core.numbers import E164
 
 __all__ = ["E164", "TOOLS", "ToolCall", "ToolCalls", "TransferPolicy", "control_of"]
 
-E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 
 TOOLS: list[dict[str, Any]] = [
     {

@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 
 from bridge.agents.base import AgentError, CallControl, HangUp, Transfer, Turn
-from bridge.agents.http import check_response, new_client
+from bridge.agents.http import check_response, json_value, new_client
 
 __all__ = [
     "SIGNATURE_HEADER", "TIMESTAMP_HEADER", "WebhookAgent", "control_of_line", "sign", "text_of_line", "turn_body",
@@ -100,10 +100,7 @@ def text_of_line(line: str) -> str:
     """One NDJSON line's text: a JSON string, or an object's ``text``; blank lines are nothing."""
     if not line.strip():
         return ""
-    try:
-        value = json.loads(line)
-    except ValueError:
-        raise AgentError("webhook: a reply line that is not JSON") from None
+    value = json_value(line, "webhook: a reply line")
     if isinstance(value, Mapping):
         value = value.get("text", "")
     if not isinstance(value, str):

@@ -26,11 +26,13 @@ import orjson
 import soxr
 
 from bridge.core.actions import ClearPlayback, SendMark, SendMedia
+from bridge.core.audio import ulaw_to_pcm
 from bridge.core.call import CallSettings
-from bridge.core.events import Event, TelephonyMalformed
+from bridge.core.events import CallerAudio, DtmfReceived, Event, MarkPlayed, TelephonyMalformed
 
 __all__ = [
     "CARRIERS",
+    "MAX_NAME",
     "CarrierCodec",
     "Frame",
     "Outbound",
@@ -39,9 +41,13 @@ __all__ = [
     "b64decode",
     "bad",
     "call_settings_for",
+    "dtmf_pressed",
     "frames",
+    "inbound_ulaw",
     "load_json",
     "make_codec",
+    "mark_played",
+    "nested",
     "short",
 ]
 
@@ -63,6 +69,8 @@ _CODECS: Final = {
     "exotel": "bridge.carriers.exotel.codec:ExotelCodec",
 }
 _NAME_SHOWN: Final = 32
+MAX_NAME: Final = 256
+"""Mark and stream names are ours or short ids: a longer one is not the carrier talking."""
 
 
 class CarrierCodec(Protocol):
@@ -132,6 +140,35 @@ def b64decode(payload: object, max_chars: int) -> bytes | str:
     except ValueError:
         return "media payload is not valid base64"
     return data or "empty media payload"
+
+
+def nested(data: dict[str, Any], key: str, field: str) -> object:
+    """``data[key][field]``, or None when ``data[key]`` is not an object."""
+    inner = data.get(key)
+    return inner.get(field) if isinstance(inner, dict) else None
+
+
+def mark_played(name: object, at: float, missing: str) -> list[Event]:
+    """The carrier played up to our mark ``name``, or the `TelephonyMalformed` ``missing`` says why not."""
+    return [MarkPlayed(at, name)] if isinstance(name, str) and len(name) <= MAX_NAME else bad(at, missing)
+
+
+def dtmf_pressed(digit: object, at: float) -> list[Event]:
+    """The caller pressed ``digit`` (one character), or why that message is no key press."""
+    return [DtmfReceived(at, digit)] if isinstance(digit, str) and len(digit) == 1 else bad(at, "dtmf without a digit")
+
+
+def inbound_ulaw(data: dict[str, Any], at: float, max_chars: int) -> list[Event]:
+    """A ``media`` message of the caller's µ-law (``media.track`` inbound, ``media.payload`` base64),
+    as Twilio's dialect carries it and Plivo and Telnyx copy; other tracks are skipped."""
+    media = data.get("media")
+    if not isinstance(media, dict):
+        return bad(at, "media without a media object")
+    track = media.get("track", "inbound")
+    if track != "inbound":
+        return [] if isinstance(track, str) else bad(at, "media track is not a string")
+    ulaw = b64decode(media.get("payload"), max_chars)
+    return [CallerAudio(at, ulaw_to_pcm(ulaw))] if isinstance(ulaw, bytes) else bad(at, ulaw)
 
 
 class Upsampler:

@@ -23,43 +23,58 @@ and for ``tail_ms`` after (the echo of the last syllable arrives up to the longe
 then reverberates: keep ``tail_ms`` at least the echo guard's ``max_delay_ms``), and with
 ``mode = "auto"`` only on calls whose echo calls for it. A *probe* runs the canceller over the
 first ``probe_ms`` of the agent's audio and compares what it took out with what we played: that is
-the call's echo return loss (ERL), within 3 dB by the half second. Echo louder than
-``-engage_erl_db`` engages the canceller for the rest of the call; otherwise it is dropped, and
-the level guard alone handles the faint echo, as without cancellation. The probe only listens (the
-caller's audio goes on raw meanwhile; `EchoCanceller._judge` says why). A call the probe found
-quiet is engaged later if the echo guard learns, on the raw line, a louder echo (a caller who
-switches to speakerphone): the core passes its ERL in with every chunk.
+the call's echo return loss (ERL), within 3 dB by the half second. What it took out counts only
+as far as it follows what we played (`_Probe` correlates the two): a fresh AEC3 suppresses hard
+before it has converged, and would otherwise take a caller talking over the first reply, or line
+hiss, for echo. Echo louder than ``-engage_erl_db`` engages the canceller for the rest of the
+call; otherwise it is dropped, and the level guard alone handles the faint echo, as without
+cancellation. The probe only listens (the caller's audio goes on raw meanwhile;
+`EchoCanceller._judge` says why). A call the probe found quiet is engaged later if the echo guard
+learns, on the raw line, an echo louder by ``_MARGIN_DB`` still (a caller who switches to
+speakerphone; the guard's estimate is a lower bound that noise and talk drag down): the core
+passes its ERL in with every chunk.
 
-The level guard stays behind the canceller as a second line of defence. It hears the cleaned
-audio and learns the far larger loss of the residual echo there within two seconds, so a quiet
-caller gets through it too.
+The level guard stays behind the canceller as a second line of defence. When the probe engages
+the canceller, the guard takes the canceller's estimate of the echo it leaves (`take_residual`)
+at once, instead of holding the raw line's loss until it has re-learnt on the cleaned line (two
+seconds in which a quiet caller was masked), and re-learns from there.
+
+**Off by default.** AEC3's suppressor delays a caller's onset where it coincides with echo
+(median reaction 160-210 ms against 110 where the guard alone hears the caller), and an echo
+path that moves mid-call costs a stutter of pauses while AEC3 re-converges
+(``tests/core/test_echo.py`` holds the raw line's behaviour): so ``mode = "auto"`` is a choice
+for lines with loud echo (a speakerphone, a quiet caller), not the default.
 """
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
 import numpy as np
 
-__all__ = ["MODES", "AecConfig", "EchoCanceller", "Engine", "load_engine"]
+__all__ = ["MODES", "AecConfig", "EchoCanceller", "Engine", "Fanout", "Guard", "load_engine"]
 
 MODES: Final = ("auto", "on", "off")
 _AUDIBLE: Final = 104  # int16 peak of -50 dBFS: quieter played frames echo nothing worth cancelling
 _WINDOW_S: Final = 2.0  # the line's clock follows the earliest arrival of the last this many seconds
 _SLACK_S: Final = 0.005  # and moves later only when that is this much later (a gap, or clock drift)
 _KEEP_S: Final = 0.25  # played audio kept behind the line's clock (arrivals can move that clock back)
+_COHERENT: Final = 0.3  # the probe's removed signal correlates at least this much with ours when it is echo
+_MARGIN_DB: Final = 10.0  # after a probe found no echo, the guard's cruder ERL (a lower bound: noise and a caller
+# talking over us drag it down) engages the canceller only this far under ``engage_erl_db``
+_RESIDUAL_MARGIN_DB: Final = 3.0  # the residual echo is assumed this much louder than the probe measured
+_MAX_DELAY_S: Final = 0.35  # the longest echo delay the probe looks for (the echo guard's max_delay_ms and more)
 
 
 @dataclass(frozen=True, slots=True)
 class AecConfig:
     """How the canceller engages. Field metadata gives the allowed values (``choices`` or ``lo``/``hi``)."""
 
-    mode: str = field(default="auto", metadata={"choices": MODES})  # auto: only on calls with echo; on; off
+    mode: str = field(default="off", metadata={"choices": MODES})  # auto: only on calls with echo; on; off
     engage_erl_db: float = field(default=25.0, metadata={"lo": 0.0, "hi": 60.0})  # auto: engage below this ERL
     tail_ms: int = field(default=400, metadata={"lo": 0, "hi": 5000})  # keep cancelling after the agent stops
     probe_ms: int = field(default=500, metadata={"lo": 100, "hi": 60000})  # auto: agent audio heard before judging
@@ -73,6 +88,42 @@ class AecConfig:
                 raise ValueError(f"{f.name} must be {rule['lo']}-{rule['hi']}")
 
 
+class _Reference(Protocol):
+    def played(self, pcm: bytes, start: float) -> None: ...
+
+    def cleared(self, at: float) -> None: ...
+
+
+class Fanout:
+    """The playout's one echo reference handed on to several listeners (the echo guard and the
+    canceller both need every played frame and every clear, in the same order)."""
+
+    __slots__ = ("_to",)
+
+    def __init__(self, *to: _Reference) -> None:
+        self._to = to
+
+    def played(self, pcm: bytes, start: float) -> None:
+        for ref in self._to:
+            ref.played(pcm, start)
+
+    def cleared(self, at: float) -> None:
+        for ref in self._to:
+            ref.cleared(at)
+
+
+class Guard(Protocol):
+    """The level guard behind the canceller (``bridge.core.echo.EchoGuard``), as `EchoCanceller.clean` uses it."""
+
+    @property
+    def erl_db(self) -> float: ...
+
+    @property
+    def learnt(self) -> bool: ...
+
+    def assume(self, erl_db: float) -> None: ...
+
+
 class Engine(Protocol):
     """One call's echo canceller: ``near`` and ``far`` in step, int16, whole 10 ms blocks."""
 
@@ -83,10 +134,10 @@ def load_engine(rate: int) -> Engine | None:
     """A fresh AEC3 instance, or None when ``pywebrtc-audio`` is not installed (the ``aec`` extra).
     Imported here, not at module load, so the core runs without it."""
     try:
-        module: Any = importlib.import_module("pywebrtc_audio")
+        import pywebrtc_audio
     except ImportError:
         return None
-    engine: Engine = module.AudioProcessor(sample_rate=rate, echo_cancellation=True)
+    engine: Engine = pywebrtc_audio.AudioProcessor(sample_rate=rate, echo_cancellation=True)
     return engine
 
 
@@ -137,23 +188,39 @@ class _Played:
 
 class _Probe:
     """Auto mode's first look at a call: while the canceller runs before the call is judged, how
-    loud what it took out was against what we played. What it removes is the echo (in double talk
-    also a little of the caller, which can only make the call look more echoic)."""
+    loud what it took out was against what we played (the ERL), and whether what it took out
+    follows what we played at all. The second question matters: a fresh AEC3 suppresses hard
+    while its filter has not converged, so a caller talking over us in the first second loses
+    most of their power to it although the line holds no echo. Echo is our signal through a
+    linear path, so it correlates with what we played at the echo's delay; a caller does not.
+    So the removed signal is cross-correlated with the far end over every delay up to
+    ``max_delay``, and a call whose removed signal does not follow ours is judged echo-free."""
 
-    __slots__ = ("_far", "_left", "_near", "_out", "erl_db")
+    __slots__ = (
+        "_far", "_farx", "_lags", "_left", "_near", "_out", "_rate", "_removed", "coherence", "erl_db", "erle_db",
+    )
 
-    def __init__(self, samples: int) -> None:
+    def __init__(self, samples: int, rate: int, max_delay_s: float) -> None:
         self._left = samples  # audible playback still to hear before judging
+        self._rate = rate
+        self._lags = round(max_delay_s * rate)
         self._far = self._near = self._out = 0.0
+        self._farx: list[np.ndarray] = []  # every block the probe ran on: what we played, what AEC3 removed
+        self._removed: list[np.ndarray] = []
         self.erl_db: float | None = None
+        self.erle_db = 0.0  # what the canceller removed over the probe (near over its output)
+        self.coherence: float | None = None  # the removed signal's peak normalised correlation with ours
 
     def add(self, near: np.ndarray, out: np.ndarray, far: np.ndarray) -> float | None:
-        """One block the canceller ran on; the call's ERL (dB) once the probe has heard enough."""
+        """One block the canceller ran on; the call's ERL (dB) once the probe has heard enough
+        (infinite when what was removed is not our echo)."""
         x = far.astype(np.float64)
+        y, z = near.astype(np.float64), out.astype(np.float64)
+        self._farx.append(x)
+        self._removed.append(y - z)
         power = float(np.dot(x, x))
         if power < len(far) * float(_AUDIBLE) ** 2:
             return None  # we were quiet: nothing to learn about the echo
-        y, z = near.astype(np.float64), out.astype(np.float64)
         self._far += power
         self._near += float(np.dot(y, y))
         self._out += float(np.dot(z, z))
@@ -161,8 +228,23 @@ class _Probe:
         if self._left > 0:
             return None
         removed = max(self._near - self._out, self._far * 1e-9)
-        self.erl_db = 10 * math.log10(self._far / removed)
+        self.coherence = self._coherence()
+        self.erle_db = 10 * math.log10(max(self._near, 1.0) / max(self._out, 1.0))
+        if self.coherence < _COHERENT:
+            self.erl_db = math.inf  # what it took out was not ours: no echo to speak of
+        else:  # the share of the removed power that follows ours (all of it for echo alone)
+            self.erl_db = 10 * math.log10(self._far / (removed * self.coherence**2))
         return self.erl_db
+
+    def _coherence(self) -> float:
+        """max over delays 0..max_delay of |sum r[n] f[n-k]| / (|r| |f|)."""
+        f, r = np.concatenate(self._farx), np.concatenate(self._removed)
+        norm = math.sqrt(float(np.dot(f, f)) * float(np.dot(r, r)))
+        if norm <= 0.0:
+            return 0.0
+        size = 1 << (2 * len(f) - 1).bit_length()
+        corr = np.fft.irfft(np.fft.rfft(r, size) * np.conj(np.fft.rfft(f, size)), size)[: self._lags + 1]
+        return float(np.max(np.abs(corr))) / norm
 
 
 class EchoCanceller:
@@ -173,7 +255,7 @@ class EchoCanceller:
 
     __slots__ = (
         "_anchor", "_arrivals", "_block", "_engine", "_frame", "_loader", "_missing", "_played", "_pos", "_probe",
-        "_rate", "_tail", "config", "echoic", "engaged", "frames",
+        "_rate", "_residual", "_tail", "config", "echoic", "engaged", "frames",
     )
 
     def __init__(self, config: AecConfig | None = None, rate: int = 8000, frame_samples: int = 160,
@@ -191,8 +273,9 @@ class EchoCanceller:
         self._arrivals: deque[tuple[float, float]] = deque()  # (arrival, anchor it implies), rising anchors
         self._pos = 0  # samples of the line seen
         auto = self.config.mode == "auto"
-        self._probe = _Probe(round(self.config.probe_ms / 1000 * rate)) if auto else None
+        self._probe = self._new_probe() if auto else None
         self.echoic: bool | None = None if auto else self.config.mode == "on"  # None: not judged yet
+        self._residual: float | None = None
         self.engaged = False  # whether the canceller ran on the last chunk (its output is used once echoic)
         self.frames = 0
 
@@ -224,7 +307,7 @@ class EchoCanceller:
         start = self._clock(count, at)
         if self.config.mode == "off" or self._missing:
             return pcm
-        if self.echoic is False and erl_db is not None and erl_db < self.config.engage_erl_db:
+        if self.echoic is False and erl_db is not None and erl_db < self.config.engage_erl_db - _MARGIN_DB:
             self.echoic = True  # for good: from now on the guard hears the cleaned line, not the echo path
         first = round(start * self._rate)
         self._played.forget(first - round(_KEEP_S * self._rate))
@@ -242,17 +325,38 @@ class EchoCanceller:
             return pcm  # the probe only listens: see `_judge`
         return out.tobytes() + pcm[2 * whole :]
 
+    def clean(self, pcm: bytes, at: float, guard: Guard) -> bytes:
+        """`process` as the call wires it: the guard's learnt ERL in, and when the probe engages
+        the canceller, the residual echo's loss out to the guard (`take_residual`)."""
+        out = self.process(pcm, at, guard.erl_db if guard.learnt else None)
+        if (residual := self.take_residual()) is not None:
+            guard.assume(residual)
+        return out
+
+    def _new_probe(self) -> _Probe:
+        return _Probe(round(self.config.probe_ms / 1000 * self._rate), self._rate, _MAX_DELAY_S)
+
     def _judge(self, erl_db: float | None) -> None:
         """The probe's verdict, once it has one. While it listens the caller's audio goes on raw:
         the echo guard downstream then learns the loss of the real echo path, which is right if
         the call turns out to need no cancelling. Had it heard the cleaned line, it would learn
         that there is no echo, and once the canceller stopped, the echo it had never heard would
-        pass it as the caller. The other way round (raw, then cleaned) only leaves the guard
-        stricter than it needs to be until it re-learns (two seconds)."""
+        pass it as the caller. The other way round (raw, then cleaned) would leave the guard
+        stricter than it needs to be until it re-learnt: `take_residual` hands it the new loss."""
         if erl_db is not None:
             self.echoic = erl_db < self.config.engage_erl_db
             if not self.echoic:
                 self._engine = None  # a call without echo gives its canceller's memory back
+            elif self._probe is not None:
+                self._residual = erl_db + self._probe.erle_db - _RESIDUAL_MARGIN_DB
+
+    def take_residual(self) -> float | None:
+        """Once, when the probe engages the canceller: how far below what we play the echo left
+        on the cleaned line is (the probe's ERL plus what the canceller removed over it, less a
+        margin; the caller's voice or noise in the probe only makes it smaller). The echo guard
+        takes it at once instead of holding the raw line's loss until it has re-learnt."""
+        residual, self._residual = self._residual, None
+        return residual
 
     def _clock(self, count: int, at: float) -> float:
         """When the chunk's first sample was spoken, on the playout clock. The line's samples are

@@ -135,7 +135,8 @@ def pcm_level_dbfs(pcm: bytes) -> float:
 
 
 class Resampler:
-    """Streaming PCM16 mono resampler from ``in_rate`` to 8 kHz, for one continuous stream.
+    """Streaming PCM16 mono resampler from ``in_rate`` to ``out_rate`` (the phone path's rate, 8 kHz
+    unless the carrier's is 16), for one continuous stream.
 
     Why not `audioop.ratecv`: it interpolates without a low-pass filter, so a 5 kHz sibilant in
     16 kHz speech folds to 3 kHz at full strength. libsoxr filters first, and keeps its filter
@@ -144,26 +145,27 @@ class Resampler:
 
     The filter works in blocks, so some output lags the input (see `delay_ms`); `flush` releases it
     at the end of the stream and leaves the resampler ready for a new, unrelated stream.
-    8 kHz input passes through unchanged (still re-pairing odd bytes).
+    Input at ``out_rate`` passes through unchanged (still re-pairing odd bytes).
     """
 
-    __slots__ = ("_carry", "_stream", "in_rate")
+    __slots__ = ("_carry", "_stream", "in_rate", "out_rate")
 
-    def __init__(self, in_rate: int) -> None:
+    def __init__(self, in_rate: int, out_rate: int = SAMPLE_RATE) -> None:
         if in_rate not in INPUT_RATES:
             raise ValueError(f"unsupported input rate {in_rate} Hz; expected one of {INPUT_RATES}")
         self.in_rate: Final = in_rate
+        self.out_rate: Final = out_rate
         self._carry = b""
         self._stream: soxr.ResampleStream | None = None
-        if in_rate != SAMPLE_RATE:
+        if in_rate != out_rate:
             # int16 in and out: no numpy conversions on the hot path. libsoxr dithers its int16
             # output (TPDF, about 1 LSB), so different chunkings may differ by a couple of LSB.
             self._stream = soxr.ResampleStream(
-                in_rate, SAMPLE_RATE, 1, dtype="int16", quality=RESAMPLE_QUALITY
+                in_rate, out_rate, 1, dtype="int16", quality=RESAMPLE_QUALITY
             )
 
     def process(self, pcm: bytes) -> bytes:
-        """Resample the next chunk; returns whatever 8 kHz audio is ready (possibly ``b""``)."""
+        """Resample the next chunk; returns whatever audio at ``out_rate`` is ready (possibly ``b""``)."""
         if self._carry:
             pcm = self._carry + pcm
             self._carry = b""
@@ -195,11 +197,12 @@ class Resampler:
         """
         if self._stream is None:
             return 0.0
-        return float(self._stream.delay()) * 1000.0 / SAMPLE_RATE
+        return float(self._stream.delay()) * 1000.0 / self.out_rate
 
 
 class TtsDecoder:
-    """Turns one ElevenLabs context's audio chunks into 8 kHz PCM16, whatever ``output_format`` was asked.
+    """Turns one ElevenLabs context's audio chunks into PCM16 at ``rate`` (8 kHz, or the carrier's 16),
+    whatever ``output_format`` was asked (mu-law is 8 kHz: it is for an 8 kHz phone path only).
 
     One decoder per context: PCM formats carry resampler state from chunk to chunk, and contexts
     interleave on the same socket. mu-law needs no state; it is decoded as it comes.
@@ -207,17 +210,19 @@ class TtsDecoder:
 
     __slots__ = ("_resampler", "output_format")
 
-    def __init__(self, output_format: str) -> None:
+    def __init__(self, output_format: str, rate: int = SAMPLE_RATE) -> None:
         if output_format not in OUTPUT_FORMATS:
             raise ValueError(
                 f"unsupported ElevenLabs output_format {output_format!r}; expected one of {OUTPUT_FORMATS}"
             )
         self.output_format: Final = output_format
-        codec, _, rate = output_format.partition("_")
-        self._resampler = None if codec == "ulaw" else Resampler(int(rate))
+        codec, _, sample_rate = output_format.partition("_")
+        if codec == "ulaw" and rate != SAMPLE_RATE:
+            raise ValueError(f"{output_format!r} is 8 kHz audio; a {rate} Hz call needs a pcm_ format")
+        self._resampler = None if codec == "ulaw" else Resampler(int(sample_rate), rate)
 
     def decode(self, chunk: bytes) -> bytes:
-        """The 8 kHz PCM16 ready after this chunk (``b""`` while the resampler fills)."""
+        """The PCM16 ready after this chunk (``b""`` while the resampler fills)."""
         if self._resampler is None:
             return ulaw_to_pcm(chunk)
         return self._resampler.process(chunk)

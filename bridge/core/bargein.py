@@ -20,7 +20,7 @@ import numpy as np
 from bridge.core.echo import EchoConfig, EchoGuard
 from bridge.core.limits import within
 from bridge.core.noise import NoiseFloor, ToneDetector, level_dbfs
-from bridge.core.vad import Change, FrameVerdict, SpeechDetector, VadConfig
+from bridge.core.vad import SAMPLE_RATE, Change, FrameVerdict, SpeechDetector, VadConfig
 
 __all__ = ["BargeInConfig", "LineGate", "Listener"]
 
@@ -40,10 +40,10 @@ class BargeInConfig:
 class LineGate:
     """Vetoes voiced frames that are too quiet over the noise floor, a keypad tone, or echo."""
 
-    def __init__(self, vad: VadConfig, echo: EchoConfig) -> None:
-        self.floor = NoiseFloor(vad.snr_db)
-        self.tones = ToneDetector(vad.frame_ms * 8) if vad.reject_tones else None
-        self.echo = EchoGuard(echo)
+    def __init__(self, vad: VadConfig, echo: EchoConfig, rate: int = SAMPLE_RATE) -> None:
+        self.floor = NoiseFloor(vad.snr_db)  # levels are per sample: the same at any rate
+        self.tones = ToneDetector(vad.frame_ms * rate // 1000, rate) if vad.reject_tones else None
+        self.echo = EchoGuard(echo, rate)
         self._frame_s = vad.frame_ms / 1000
         self._reference: np.ndarray | None = None
         self._frame = b""
@@ -82,12 +82,13 @@ class Listener:
         echo: EchoConfig | None = None,
         *,
         keep_verdicts: bool = False,
+        rate: int = SAMPLE_RATE,
     ) -> None:
         barge_in = barge_in or BargeInConfig()
-        self.gate = LineGate(vad, echo or EchoConfig())
+        self.gate = LineGate(vad, echo or EchoConfig(), rate)
         self.detector = SpeechDetector(
             vad, gate=self.gate, confirm_ms=barge_in.confirm_ms, gap_ms=barge_in.gap_ms,
-            commit_ms=barge_in.commit_ms, keep_verdicts=keep_verdicts
+            commit_ms=barge_in.commit_ms, keep_verdicts=keep_verdicts, rate=rate
         )
 
     def played(self, pcm: bytes, start: float) -> None:

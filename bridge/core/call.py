@@ -25,6 +25,7 @@ sends the audio of text it already held (``close_context`` is graceful) and we d
 from __future__ import annotations
 
 from bridge.core.actions import Action, CancelTurn, ConnectTts, EndCall, StartTurn
+from bridge.core.aec import EchoCanceller, Fanout
 from bridge.core.bargein import Listener
 from bridge.core.control import CallControlMixin, Control
 from bridge.core.deadlines import Timer, is_due
@@ -69,8 +70,9 @@ class Call(CallControlMixin):
     def __init__(self, settings: CallSettings | None = None) -> None:
         self.settings = settings or CallSettings()
         s = self.settings
-        self._listener = Listener(s.vad, s.barge_in, s.echo)
-        self._playout = Playout(s.audio, s.lead_ms, s.low_ms, s.mark_every_ms, echo=self._listener)
+        self._listener = Listener(s.vad, s.barge_in, s.echo, rate=s.audio.rate)
+        self._aec = EchoCanceller(s.aec, s.audio.rate, s.audio.frame_samples)
+        self._playout = Playout(s.audio, s.lead_ms, s.low_ms, s.mark_every_ms, echo=Fanout(self._listener, self._aec))
         self._voice = Voice(s.max_contexts, s.keepalive_s, s.drain_timeout_s)
         self._recorder = Recorder(s.audio, s.preroll_ms + s.vad.start_ms, s.max_utterance_s)
         self._max_pause = s.barge_in.max_pause_ms / 1000
@@ -126,6 +128,7 @@ class Call(CallControlMixin):
             reaction_times=tuple(self._reactions),
             ended=self._state is CallState.ENDED,
             reply=reply.state if reply else None,
+            aec_frames=self._aec.frames,
         )
 
     def handle(self, event: Event) -> list[Action]:
@@ -219,8 +222,9 @@ class Call(CallControlMixin):
         if self._state is CallState.CONNECTING:
             self._malformed += 1  # media before start; the codec normally catches it
             return
-        self._recorder.remember(event.pcm)
-        for change in self._listener.feed(event.pcm, event.at):
+        pcm = self._aec.clean(event.pcm, event.at, self._listener.gate.echo)  # our echo out, before anyone listens
+        self._recorder.remember(pcm)  # the cleaned line: the agent's speech-to-text hears the caller, not us
+        for change in self._listener.feed(pcm, event.at):
             reply = self._reply
             paused = reply is not None and reply.paused
             match change:

@@ -42,11 +42,12 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from functools import cache
 from typing import Final
 
 import numpy as np
 
+from bridge.core.bands import BANDS, band_shares, sample_shares
+from bridge.core.bands import DEFAULT_RATE as _RATE
 from bridge.core.limits import within
 
 __all__ = ["EchoConfig", "EchoGuard"]
@@ -69,59 +70,6 @@ _BAND_PERCENTILE: Final = 0.75  # within a band the loss still varies; 0.5 never
 # in the paths tried but held back callers over strongly reverberant echo, 0.9 let band edges through
 _BAND_EVERY: Final = 5  # estimates between two per-band ones (each reads the whole history at 31 delays)
 _BAND_STEP_S: Final = 0.01  # the per-band loss is learnt at candidate delays this far apart (cost)
-BAND_HZ: Final = 500  # width of the frequency bands the echo loss is learnt in
-BANDS: Final = 4000 // BAND_HZ
-_RATE: Final = 8000
-
-
-@cache
-def _band_starts(samples: int) -> np.ndarray:
-    """The first FFT bin of each band, for a frame of ``samples``."""
-    return np.array([round(b * BAND_HZ * samples / _RATE) for b in range(BANDS)])
-
-
-@cache
-def _window(samples: int) -> np.ndarray:
-    """Hann: a voice's strong low harmonics would otherwise leak into every band above them,
-    and a band-limited echo path, which removes them, would look 10 dB quieter than it is."""
-    hann: np.ndarray = np.hanning(samples)
-    scaled: np.ndarray = hann * np.sqrt(samples / float(np.sum(hann**2)))
-    return scaled
-
-
-@cache
-def _analysis(samples: int) -> tuple[np.ndarray, np.ndarray]:
-    """The windowed DFT of a frame as one real matrix (cosine rows, then sine rows), and the 0/1
-    matrix that sums its squares into bands: two small matrix products are several times
-    cheaper per frame than an FFT call and its bookkeeping."""
-    bins = np.arange(samples // 2 + 1)
-    angle = 2 * np.pi * np.outer(bins, np.arange(samples)) / samples
-    window = _window(samples)
-    dft = np.vstack((np.cos(angle) * window, np.sin(angle) * window)).astype(np.float32)
-    band = np.searchsorted(_band_starts(samples), bins, side="right") - 1
-    summing = np.zeros((BANDS, 2 * len(bins)), dtype=np.float32)
-    summing[band, bins] = 1.0
-    summing[band, len(bins) + bins] = 1.0
-    return dft, summing
-
-
-def band_shares(pcm: bytes | memoryview) -> np.ndarray:
-    """How a PCM16 frame's power splits over the bands (sums to 1; flat for silence)."""
-    return _shares(np.frombuffer(pcm, dtype="<i2", count=len(pcm) // 2).astype(np.float32))
-
-
-def _shares(x: np.ndarray) -> np.ndarray:
-    dft, summing = _analysis(len(x))
-    spectrum = dft @ x
-    spectrum *= spectrum
-    sums: np.ndarray = (summing @ spectrum).astype(np.float64)
-    total = float(sums.sum())
-    if total <= 0.0:
-        return np.full(BANDS, 1.0 / BANDS)
-    sums /= total
-    return sums
-
-
 _ONES: Final = np.ones((1, BANDS))
 
 
@@ -167,9 +115,10 @@ class _Reference:
     A frame's band shares come from its whole 20 ms (finer cells would blur the spectrum) and
     are spread over its cells by their power."""
 
-    __slots__ = ("_base", "_cells", "_delays", "_recent", "until")
+    __slots__ = ("_base", "_cells", "_delays", "_rate", "_recent", "until")
 
-    def __init__(self, delays: int) -> None:
+    def __init__(self, delays: int, rate: int) -> None:
+        self._rate = rate
         self._cells = np.zeros((BANDS, 2 * _RING))
         self._base = -_RING // 2  # the cell number of ``_cells[0]``
         self._delays = delays
@@ -177,11 +126,11 @@ class _Reference:
         self.until = float("-inf")  # when the last frame added stops playing
 
     def add(self, pcm: bytes, start: float) -> None:
-        per = round(8000 * CELL_S) * 2  # bytes per cell
+        per = round(self._rate * CELL_S) * 2  # bytes per cell
         cells = max(1, len(pcm) // per)  # a ragged tail shorter than a cell is left out (frames are 20 ms)
         x = np.frombuffer(pcm, dtype="<i2", count=cells * per // 2).astype(np.float32)
         cell_powers = np.square(x, dtype=np.float64).reshape(cells, -1).sum(axis=1) * (2 / per / 32768.0**2)
-        powers = np.outer(_shares(x), cell_powers)
+        powers = np.outer(sample_shares(x, self._rate), cell_powers)
         first = round(start / CELL_S)
         self._span(first, cells)[:] += powers
         self._recent.append((start, first, powers))
@@ -284,13 +233,14 @@ class EchoGuard:
     """The played reference of one call, and the level a caller frame must beat to be speech."""
 
     __slots__ = (
-        "_band_delays", "_count", "_erl", "_evidence", "_reference", "_weights", "_window", "config"
+        "_band_delays", "_count", "_erl", "_evidence", "_rate", "_reference", "_weights", "_window", "config"
     )
 
-    def __init__(self, config: EchoConfig) -> None:
+    def __init__(self, config: EchoConfig, rate: int = _RATE) -> None:
         self.config = config
         delays = round(config.max_delay_ms / 1000 / CELL_S) + 1
-        self._reference = _Reference(delays)
+        self._rate = rate
+        self._reference = _Reference(delays, rate)
         self._evidence = _Evidence(delays)
         self._count = 0
         self._erl: float | None = None
@@ -354,6 +304,14 @@ class EchoGuard:
         self._evidence.clear()
         self._count = 0
 
+    def assume(self, erl_db: float) -> None:
+        """The line now comes through an echo canceller, which told how far down it leaves our
+        echo: use that loss at once (broadband: the residual's spectrum is not the path's), and
+        learn the residual's own from fresh evidence instead of two seconds of the raw line's."""
+        self._erl = erl_db
+        self._weights = _ONES
+        self.doubt()
+
     def learn(
         self, level_db: float, reference: np.ndarray | None, heard: bytes | None = None, end: float = 0.0
     ) -> None:
@@ -361,7 +319,7 @@ class EchoGuard:
         ``heard`` PCM and its ``end``, the loss is learnt per band as well."""
         if reference is None or not self.config.learn_ms:
             return
-        bands = None if heard is None else level_db + _db(band_shares(heard))
+        bands = None if heard is None else level_db + _db(band_shares(heard, self._rate))
         self._evidence.add(reference, level_db, bands, end)
         self._count += 1
         if self._count % _EVERY == 0:

@@ -88,8 +88,8 @@ class ToneDetector:
 
     __slots__ = ("_bank", "_previous", "_scale", "_window", "_window2")
 
-    def __init__(self, frame_samples: int = 160) -> None:
-        self._window, self._window2, self._bank, self._scale = _filter_bank(frame_samples)
+    def __init__(self, frame_samples: int = 160, rate: int = 8000) -> None:
+        self._window, self._window2, self._bank, self._scale = _filter_bank(frame_samples, rate)
         self._previous: tuple[int, int] | None = None
 
     def is_tone(self, pcm: bytes) -> bool:
@@ -122,12 +122,12 @@ class ToneDetector:
 
 
 @functools.cache
-def _filter_bank(frame_samples: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+def _filter_bank(frame_samples: int, rate: int = 8000) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """The window, its square, the bank and the scale for one frame size: built once per process,
     not once per call (it is most of what a new call costs to set up). Read-only from here on."""
     n = np.arange(frame_samples)
     window = np.hanning(frame_samples)
-    phase = 2 * np.pi * np.array(_KEYPAD_HZ)[:, None] * n[None, :] / 8000
+    phase = 2 * np.pi * np.array(_KEYPAD_HZ)[:, None] * n[None, :] / rate
     bank = np.vstack((np.cos(phase), np.sin(phase))) * window
     scale = float(window.sum() ** 2 / (2 * np.dot(window, window)))
     for array in (window, bank):

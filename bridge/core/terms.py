@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from bridge.core.aec import AecConfig
 from bridge.core.audio import AudioFormat
 from bridge.core.bargein import BargeInConfig
 from bridge.core.echo import EchoConfig
@@ -23,6 +24,7 @@ class CallSettings:
     vad: VadConfig = field(default_factory=VadConfig)
     barge_in: BargeInConfig = field(default_factory=BargeInConfig)
     echo: EchoConfig = field(default_factory=EchoConfig)
+    aec: AecConfig = field(default_factory=AecConfig)  # the echo canceller in front of everything that listens
     audio: AudioFormat = field(default_factory=AudioFormat)  # the carrier's rate and frame size
     lead_ms: int = 200
     low_ms: int = 100
@@ -70,3 +72,4 @@ class CallSnapshot:
     reaction_times: tuple[float, ...]
     ended: bool
     reply: ReplyState | None = None  # the live reply's state, if there is one
+    aec_frames: int = 0  # caller frames the echo canceller processed (0: it never ran on this call)

@@ -143,7 +143,8 @@ class _Phase(enum.Enum):
 
 
 class SpeechDetector:
-    """webrtcvad, a gate and hysteresis over a stream of 8 kHz PCM16 chunks."""
+    """webrtcvad, a gate and hysteresis over a stream of PCM16 chunks at ``rate`` (8 or 16 kHz:
+    webrtcvad takes both, and the phone path's rate is the carrier's, `CallSettings.audio`)."""
 
     def __init__(
         self,
@@ -154,11 +155,13 @@ class SpeechDetector:
         gap_ms: int = 100,
         commit_ms: int = 0,
         keep_verdicts: bool = False,
+        rate: int = SAMPLE_RATE,
     ) -> None:
         self.config = config
+        self._rate = rate
         self._vad = webrtcvad.Vad(config.aggressiveness)
         self._gate = gate
-        self._frame_bytes = config.frame_ms * BYTES_PER_MS
+        self._frame_bytes = config.frame_ms * rate * 2 // 1000
         self._frame_s = config.frame_ms / 1000
         self._start_frames = -(-config.start_ms // config.frame_ms)
         self._end_frames = -(-config.end_ms // config.frame_ms)
@@ -203,7 +206,7 @@ class SpeechDetector:
         changes: list[Change] = []
         for start in range(0, whole, size):
             # The chunk's last sample arrived at `at`; earlier frames ended earlier.
-            end = at - (len(data) - start - size) / (2 * SAMPLE_RATE)
+            end = at - (len(data) - start - size) / (2 * self._rate)
             change = self._frame(data[start : start + size], end)
             if change is not None:
                 changes.extend(change)
@@ -212,7 +215,7 @@ class SpeechDetector:
     def _frame(self, frame: bytes, end: float) -> list[Change] | None:
         self._frames_seen += 1
         counted = self._frames_seen > self._warmup_frames
-        vad = counted and self._vad.is_speech(frame, SAMPLE_RATE)
+        vad = counted and self._vad.is_speech(frame, self._rate)
         if self._gate is None:
             verdict = FrameVerdict(end, vad, counted, vad)
         else:  # a tentative sound is judged strictly: it is about to stop the agent for good
@@ -243,7 +246,7 @@ class SpeechDetector:
         if self._commit_s is None or self._shape_judged or end < self._onset + self._commit_s - _EPS:
             return False
         self._shape_judged = True
-        return measure(self._sound_frames, SAMPLE_RATE).is_speech()
+        return measure(self._sound_frames, self._rate).is_speech()
 
     def _sound(self, end: float, voiced: bool) -> list[Change] | None:
         """A speech-like frame: ``voiced`` if it is surely the caller, else masked (maybe our echo)."""

@@ -29,6 +29,7 @@ from bridge.server import factories, guard, metrics
 from bridge.server.call_control import Outcome, Outcomes, answered_by_machine, control_routes
 from bridge.server.carrier_routes import carrier_routes
 from bridge.server.drain import Drainer
+from bridge.server.records import Records
 from bridge.server.session import CallSession
 from bridge.tts.base import TtsClient
 
@@ -68,6 +69,7 @@ def create_app(
     transfers = TransferPolicy.parse(settings.agent.transfer_numbers or "")
     bridge = Bridge(settings, make_tts, make_agent, Outcomes(transfers))
     drainer = Drainer(bridge, settings.server.drain_timeout_s, goodbye=settings.server.drain_goodbye)
+    records = Records(settings)
 
     engine, warning = factories.tts_engine(settings), factories.voice_warning(settings)
 
@@ -88,9 +90,9 @@ def create_app(
             return Response(busy_twiml(BUSY_MESSAGE), media_type="text/xml")
         # Twilio streams only to wss://, whatever scheme reached us (ngrok and proxies end TLS).
         stream_url = "wss://" + media_stream_url(base).split("://", 1)[1]
-        form = await request.form() if request.method == "POST" else request.query_params
-        machine = answered_by_machine(str(form.get("AnsweredBy", "")))  # an outbound call's machine detection
-        parameters = {"mode": "voicemail"} if machine else None
+        caller = await records.caller(request)  # From/To come back in the stream's `start` for the record
+        machine = await answered_by_machine(request)  # an outbound call's answering-machine detection
+        parameters = {**(caller or {}), **({"mode": "voicemail"} if machine else {})}
         return Response(stream_twiml(stream_url, parameters, action=base + AFTER_PATH), media_type="text/xml")
 
     async def media(websocket: WebSocket) -> None:
@@ -118,6 +120,7 @@ def create_app(
             transfers=transfers,
             on_outcome=lambda sid, kind, to: bridge.outcomes.record(sid, Outcome(kind, to)),
         )
+        records.attach(session)
         bridge.calls.add(session)  # before any await, so simultaneous upgrades cannot pass max_calls
         try:
             await websocket.accept()
@@ -146,9 +149,11 @@ def create_app(
         guard.warn_if_unsigned(settings.server.twilio_auth_token)
         guard.warn_carriers_unsigned(settings.carriers)
         drainer.install()  # SIGTERM drains live calls first: see bridge.server.drain
+        await records.start()
         yield
         drainer.uninstall()
         bridge.draining = True
+        await records.stop()
 
     app = Starlette(
         routes=[
@@ -158,11 +163,13 @@ def create_app(
             WebSocketRoute("/twilio/media", media),
             *control_routes(settings, bridge.outcomes, voicemail=switch_to_voicemail),
             *carrier_routes(settings, lambda: bridge.full, serve_call),
+            *records.routes(),
         ],
         lifespan=lifespan,
     )
     app.state.bridge = bridge
     app.state.drainer = drainer
+    app.state.records = records
     return app
 
 

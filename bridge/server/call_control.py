@@ -16,7 +16,6 @@ once (no silence while Twilio listens) and Twilio's verdict arrives later at ``P
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from collections import OrderedDict
@@ -32,11 +31,11 @@ from bridge.carriers.twilio.rest import TwilioRest, TwilioRestError
 from bridge.carriers.twilio.twiml import AFTER_PATH, VOICE_PATH, dial_twiml, hangup_twiml, public_base_url
 from bridge.config import Settings
 from bridge.server import guard
+from bridge.server.records.access import admin_token, api_denied
 
 __all__ = [
-    "AMD_PATH",
-    "MACHINE",
-    "MACHINE_ENDED", "Outcome", "Outcomes", "admin_allowed", "answered_by_machine", "control_routes", "outbound_call",
+    "AMD_PATH", "MACHINE", "MACHINE_ENDED", "Outcome", "Outcomes", "answered_by_machine", "control_routes",
+    "outbound_call",
 ]
 
 log = logging.getLogger("bridge.server.call_control")
@@ -82,24 +81,20 @@ class Outcomes:
         return hangup_twiml()
 
 
-def admin_allowed(request: Request, token: str | None) -> bool:
-    """A Bearer token equal to ``BRIDGE_ADMIN_TOKEN``, compared in constant time; nothing without one."""
-    given = request.headers.get("authorization", "")
-    if not token or not given.startswith("Bearer "):
+async def answered_by_machine(request: Request) -> bool:
+    """Whether the webhook says a machine answered (``AnsweredBy``); a body that does not parse says no."""
+    try:
+        form = await request.form() if request.method == "POST" else request.query_params
+    except Exception:
         return False
-    return hmac.compare_digest(given[len("Bearer ") :].encode(), token.encode())
-
-
-def answered_by_machine(answered_by: str | None) -> bool:
-    return (answered_by or "").strip().lower() in MACHINE
+    return str(form.get("AnsweredBy", "")).strip().lower() in MACHINE
 
 
 async def outbound_call(request: Request, rest: TwilioRest | None, from_number: str | None, webhook_url: str,
-                        admin_token: str | None, amd_url: str | None = None) -> Response:
+                        configured_token: str | None, amd_url: str | None = None) -> Response:
     """``POST /calls`` ``{"to": "+1…", "machine_detection": true}``: place a call; 201 with its SID."""
-    if not admin_allowed(request, admin_token):
-        return JSONResponse({"error": "a valid admin token is required"}, status_code=401,
-                            headers={"WWW-Authenticate": "Bearer"})
+    if (denied := api_denied(request, admin_token(configured_token))) is not None:
+        return denied
     if rest is None or not from_number:
         return JSONResponse({"error": "outbound calls need TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and "
                                       "TWILIO_FROM_NUMBER"}, status_code=503)

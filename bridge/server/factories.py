@@ -46,12 +46,13 @@ def voice_warning(settings: Settings) -> str | None:
 
 
 def call_settings(settings: Settings) -> CallSettings:
-    """The core's settings for one call: [vad], [barge_in] and [echo] already are the core's own."""
+    """The core's settings for one call: [vad], [barge_in], [echo] and [aec] already are the core's own."""
     playback = settings.playback
     return CallSettings(
         vad=settings.vad,
         barge_in=settings.barge_in,
         echo=settings.echo,
+        aec=settings.aec,
         lead_ms=playback.lead_ms,
         low_ms=playback.low_ms,
         mark_every_ms=playback.mark_every_ms,

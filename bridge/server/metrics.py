@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from bridge.core.call import CallSnapshot
 
 __all__ = [
+    "AEC_CALLS",
+    "AEC_FRAMES",
     "BARGE_INS",
     "CALLS",
     "CALLS_REJECTED",
@@ -83,6 +85,9 @@ CALLS = Counter("bridge_calls", "Calls taken: media streams that were accepted")
 CALLS_REJECTED = Counter("bridge_calls_rejected", "Media streams turned away because max_calls was reached or the "
                          "server was draining")
 BARGE_INS = Counter("bridge_barge_ins", "Times a caller interrupted the agent (counted when the call ends)")
+AEC_CALLS = Counter("bridge_aec_calls", "Calls on which the echo canceller ran (counted when the call ends)")
+AEC_FRAMES = Counter("bridge_aec_frames", "Caller frames (20 ms) the echo canceller processed (counted when the call "
+                     "ends)")
 TTS_RECONNECTS = Counter("bridge_tts_reconnects", "TTS connections opened again after a call's first (counted when "
                          "the call ends)")
 TTS_FAILOVERS = Counter("bridge_tts_failovers", "Calls whose voice failed for good and went on in the next voice",
@@ -115,6 +120,9 @@ def call_ended(snapshot: CallSnapshot, tts_connects: int) -> None:
     LIVE_CALLS.dec()
     if snapshot.barge_ins:
         BARGE_INS.inc(snapshot.barge_ins)
+    if snapshot.aec_frames:
+        AEC_CALLS.inc()
+        AEC_FRAMES.inc(snapshot.aec_frames)
     if tts_connects > 1:
         TTS_RECONNECTS.inc(tts_connects - 1)
     if snapshot.dropped_audio_chunks:

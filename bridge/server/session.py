@@ -50,7 +50,7 @@ from bridge.core.actions import (
     SendText,
     StartTurn,
 )
-from bridge.core.call import Call, CallSettings
+from bridge.core.call import Call, CallSettings, CallSnapshot
 from bridge.core.events import (
     AgentControl,
     AgentDone,
@@ -134,6 +134,10 @@ class CallSession:
         self._problems: Counter[str] = Counter()
         self._phone_open = True
         self._turn_began: tuple[float, bool] | None = None  # (when, is the greeting) until its first audio
+        # Observer hooks (call records): each action the core returns, and the call's end. Like on_event,
+        # they run inline and must not raise or block.
+        self.on_action: Callable[[Action], None] | None = None
+        self.on_end: Callable[[CallSnapshot], None] | None = None
 
     def clock(self) -> float:
         return self._loop.time()
@@ -176,6 +180,8 @@ class CallSession:
                 await self._teardown(reader)
             finally:
                 metrics.call_ended(self.call.snapshot, self.tts_supervisor.connects)
+                if self.on_end is not None:
+                    self.on_end(self.call.snapshot)
 
     async def _loop_until_ended(self) -> None:
         inbox = self._inbox
@@ -200,6 +206,9 @@ class CallSession:
             self._observe(event)
             call = self.call
             actions = call.handle(event)
+            if self.on_action is not None:
+                for action in actions:
+                    self.on_action(action)
             for action in actions:
                 await self._execute(action)
             if not call.ended:
@@ -465,6 +474,6 @@ class CallSession:
         )
         log.info(
             "call %s ended (%s): %d turns, %d barge-ins, greeting latency %s, %d late TTS chunks dropped, "
-            "%d bad messages", self.call_id, self.end_reason or "?", snap.turn + 1, snap.barge_ins, latency,
-            snap.dropped_audio_chunks, snap.malformed_messages,
+            "%d bad messages, echo canceller on %d frames", self.call_id, self.end_reason or "?", snap.turn + 1,
+            snap.barge_ins, latency, snap.dropped_audio_chunks, snap.malformed_messages, snap.aec_frames,
         )

@@ -74,6 +74,13 @@ def banner(settings: Settings, sock: socket.socket) -> list[str]:
     ]
     if not settings.server.public_url:
         lines.append("  for a real phone: `bridge tunnel`, or set PUBLIC_URL to this server's public https URL")
+    if settings.server.record_calls:
+        from bridge.server.records import admin_token
+
+        if settings.server.admin_token:  # the person who set it knows it; it stays out of any log
+            lines.append(f"  call records: {local}/calls?token=<BRIDGE_ADMIN_TOKEN>")
+        else:  # made now, and shown only here, like Jupyter's link; the app takes the same token
+            lines.append(f"  call records: {local}/calls?token={admin_token(None)}")
     return lines
 
 

@@ -79,7 +79,7 @@ def _run(aec: EchoCanceller, far: np.ndarray, line: np.ndarray, until: float | N
 def _listen(far: np.ndarray, line: np.ndarray) -> list[Change]:
     """The line through the canceller (auto) into the listener, wired as the core wires them: both
     get the played frames, the canceller is told the ERL the listener's echo guard has learnt."""
-    aec, listener = EchoCanceller(AecConfig()), Listener(VadConfig())
+    aec, listener = EchoCanceller(AecConfig(mode="auto")), Listener(VadConfig())
     changes: list[Change] = []
     frames = len(line) // FRAME
     sent = 0
@@ -129,7 +129,7 @@ def test_a_caller_talking_over_the_echo_keeps_their_level_within_a_few_db() -> N
 def test_a_caller_on_a_line_without_echo_is_not_touched_in_auto_mode() -> None:
     voice = _samples(load_wav("caller_02.wav"))
     far, _, line = _call(_agent(), echo_db=None, caller=(voice, AGENT_AT + 4.0))
-    aec = EchoCanceller(AecConfig())
+    aec = EchoCanceller(AecConfig(mode="auto"))
     out = _run(aec, far, line)
     assert aec.echoic is False and aec.erl_db is not None and aec.erl_db > 60.0
     assert 0 < aec.frames <= 0.8 / FRAME_S  # the probe ran over the first half second of agent audio, no more
@@ -138,7 +138,8 @@ def test_a_caller_on_a_line_without_echo_is_not_touched_in_auto_mode() -> None:
 
 def test_auto_mode_leaves_a_quiet_echo_to_the_level_guard_and_cancels_a_loud_one() -> None:
     agent = _agent()
-    quiet, loud = EchoCanceller(AecConfig(engage_erl_db=25.0)), EchoCanceller(AecConfig(engage_erl_db=25.0))
+    config = AecConfig(mode="auto", engage_erl_db=25.0)
+    quiet, loud = EchoCanceller(config), EchoCanceller(config)
     far, _, line = _call(agent, echo_db=-30.0)
     _run(quiet, far, line)
     far, _, line = _call(agent, echo_db=-20.0)
@@ -204,7 +205,7 @@ def test_a_clear_ends_playback_where_it_happened() -> None:
 
 def test_echo_the_guard_learns_later_engages_a_call_the_probe_found_quiet() -> None:
     far, _, line = _call(_agent(), echo_db=None)
-    aec = EchoCanceller(AecConfig(engage_erl_db=25.0))
+    aec = EchoCanceller(AecConfig(mode="auto", engage_erl_db=25.0))
     _run(aec, far, line[: round(5.0 * RATE)])
     assert aec.echoic is False
     done = aec.frames

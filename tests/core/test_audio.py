@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import math
 import random
-import wave
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,8 +26,8 @@ from bridge.core.audio import (
     pcm_to_ulaw,
     ulaw_to_pcm,
 )
+from tests.support import load_wav
 
-SPEECH = Path(__file__).resolve().parents[1] / "audio"
 RESAMPLED_RATES = [rate for rate in INPUT_RATES if rate != SAMPLE_RATE]
 # Tones above 4 kHz that a careless 8 kHz conversion folds back into the voice band.
 ALIAS_CASES = [
@@ -87,17 +85,11 @@ def spectrum_peak(pcm: bytes) -> tuple[float, float]:
     return float(np.fft.rfftfreq(len(x), 1 / SAMPLE_RATE)[peak]), 20 * math.log10(magnitude[peak] + 1e-9)
 
 
-def read_wav(name: str) -> bytes:
-    with wave.open(str(SPEECH / name), "rb") as w:
-        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (SAMPLE_RATE, 1, 2)
-        return w.readframes(w.getnframes())
-
-
 # mu-law
 
 
 def test_ulaw_round_trip_of_speech_keeps_it_clean() -> None:
-    speech = read_wav("caller_01.wav")
+    speech = load_wav("caller_01.wav")
     ulaw = pcm_to_ulaw(speech)
     assert len(ulaw) == len(speech) // 2
     back = ulaw_to_pcm(ulaw)

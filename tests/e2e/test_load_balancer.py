@@ -29,7 +29,8 @@ import pytest
 from bridge.testing.fake_elevenlabs import FakeElevenLabs
 from bridge.tools.simulator import CallReport, PhoneCall, Timeline
 from tests.e2e.conftest import write_script
-from tests.e2e.test_scaleout import REPO, all_heard, fake, free_port, metric, ready, running, server_env, tail
+from tests.e2e.test_scaleout import REPO, all_heard, fake, metric, ready, running, server_env, tail
+from tests.support import free_port, stop_process
 
 __all__ = ["fake"]  # the fixture, used by name
 
@@ -50,12 +51,7 @@ def haproxy(backends: list[int], log: Path) -> Iterator[int]:
     try:
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 5)
 
 
 def bridge_argv(port: int) -> list[str]:

@@ -34,17 +34,11 @@ from bridge.server.app import WS_MAX_SIZE
 from bridge.testing.fake_elevenlabs import FakeElevenLabs
 from bridge.tools.simulator import CallReport, PhoneCall, Timeline
 from tests.e2e.conftest import API_KEY, write_script
+from tests.support import free_port, stop_process
 from tests.units.test_metrics import samples
 
 REPO = Path(__file__).resolve().parents[2]
 CALL_S = 2.5
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def server_env(fake: FakeElevenLabs, script: Path, **extra: str) -> dict[str, str]:
@@ -71,13 +65,7 @@ def running(argv: list[str], env: dict[str, str], port: int, log: Path) -> Itera
             time.sleep(0.05)
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, 15)
 
 
 def tail(log: Path, chars: int = 3000) -> str:

@@ -32,7 +32,7 @@ def test_a_draining_app_turns_new_calls_away_and_ends_the_live_one_after_the_tim
         phone.listen(0.1)
 
         health = client.get("/healthz")
-        assert health.status_code == 503 and health.json() == {"status": "draining", "calls": 1}
+        assert health.status_code == 503 and health.json().items() >= {"status": "draining", "calls": 1}.items()
         busy = client.post("/twilio/voice", data={"CallSid": "CA1"})
         assert busy.status_code == 200 and "<Hangup/>" in busy.text and "<Stream" not in busy.text
         with pytest.raises(WebSocketDenialResponse) as refused, client.websocket_connect("/twilio/media"):
@@ -47,4 +47,4 @@ def test_a_draining_app_turns_new_calls_away_and_ends_the_live_one_after_the_tim
     assert phone.close_code == 1000, "ended the way a hang-up ends it"
     assert phone.media_pcm(after=began + 0.3), "the live call went on while draining"
     assert shell.tts[0].closed, "the TTS was told goodbye"
-    assert client.get("/healthz").json() == {"status": "draining", "calls": 0}
+    assert client.get("/healthz").json().items() >= {"status": "draining", "calls": 0}.items()

@@ -58,15 +58,15 @@ def test_public_url_names_the_stream_whatever_host_the_request_came_to(tmp_path,
 def test_healthz_reports_ok_and_the_live_calls(tmp_path, client_for):
     shell = build(tmp_path, ["Hello, thanks for calling."])
     client = client_for(shell)
-    assert client.get("/healthz").json() == {"status": "ok", "calls": 0}
+    assert client.get("/healthz").json().items() >= {"status": "ok", "calls": 0}.items()
     with client.websocket_connect("/twilio/media") as ws:
         phone = Phone(ws)
         phone.start()
         assert phone.listen(3.0, until=lambda: bool(phone.received))
         during = client.get("/healthz")
         assert phone.hang_up() == 1000
-    assert during.status_code == 200 and during.json() == {"status": "ok", "calls": 1}
-    assert client.get("/healthz").json() == {"status": "ok", "calls": 0}
+    assert during.status_code == 200 and during.json().items() >= {"status": "ok", "calls": 1}.items()
+    assert client.get("/healthz").json().items() >= {"status": "ok", "calls": 0}.items()
 
 
 def test_metrics_count_a_call_from_start_to_end(tmp_path, client_for):

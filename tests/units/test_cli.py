@@ -40,7 +40,7 @@ from bridge.tools.simulator.cli import (
     summary_lines,
 )
 from tests.e2e.conftest import REPO, bridge_settings, serve, write_script
-from tests.support import SPEECH
+from tests.support import SPEECH, free_port
 
 PYTHON = [sys.executable, "-m", "bridge.tools.cli"]
 
@@ -50,13 +50,6 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("BRIDGE_", "ELEVENLABS_", "TWILIO_", "NGROK_")) and k != "PUBLIC_URL"}
     return env | extra
-
-
-def free_port() -> int:
-    sock = serving.bind("127.0.0.1", 0)
-    port = int(sock.getsockname()[1])
-    sock.close()
-    return port
 
 
 # ------------------------------------------------------------------ bridge call, end to end

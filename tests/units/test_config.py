@@ -20,6 +20,7 @@ from bridge.config import (
     load_settings,
     redacted,
 )
+from bridge.core.aec import AecConfig
 from bridge.core.bargein import BargeInConfig
 from bridge.core.call import CallSettings
 from bridge.core.echo import EchoConfig
@@ -65,6 +66,10 @@ SETTINGS: list[tuple[str, str, str, str, Any]] = [
     ("BRIDGE_ECHO_ASSUMED_ERL_DB", "echo", "assumed_erl_db", "6", 6.0),
     ("BRIDGE_ECHO_MARGIN_DB", "echo", "margin_db", "3.5", 3.5),
     ("BRIDGE_ECHO_LEARN_MS", "echo", "learn_ms", "1000", 1000),
+    ("BRIDGE_AEC_MODE", "aec", "mode", "OFF", "off"),
+    ("BRIDGE_AEC_ENGAGE_ERL_DB", "aec", "engage_erl_db", "30", 30.0),
+    ("BRIDGE_AEC_TAIL_MS", "aec", "tail_ms", "600", 600),
+    ("BRIDGE_AEC_PROBE_MS", "aec", "probe_ms", "800", 800),
     ("BRIDGE_PLAYBACK_LEAD_MS", "playback", "lead_ms", "200", 200),
     ("BRIDGE_PLAYBACK_LOW_MS", "playback", "low_ms", "40", 40),
     ("BRIDGE_PLAYBACK_MARK_EVERY_MS", "playback", "mark_every_ms", "200", 200),
@@ -117,6 +122,12 @@ SETTINGS: list[tuple[str, str, str, str, Any]] = [
     ("EXOTEL_API_TOKEN", "carriers", "exotel_api_token", TOKEN, TOKEN),
     ("EXOTEL_ALLOWED_IPS", "carriers", "exotel_allowed_ips", "10.0.0.0/8, 1.2.3.4", "10.0.0.0/8, 1.2.3.4"),
     ("EXOTEL_RATE", "carriers", "exotel_rate", "16000", 16000),
+    ("BRIDGE_DATABASE_URL", "server", "database_url", "postgresql://b:pw@127.0.0.1:5432/calls",
+     "postgresql://b:pw@127.0.0.1:5432/calls"),
+    ("BRIDGE_RECORD_CALLS", "server", "record_calls", "false", False),
+    ("BRIDGE_RECORD_AUDIO", "server", "record_audio", "true", True),
+    ("BRIDGE_RECORD_RETENTION_DAYS", "server", "record_retention_days", "7", 7),
+    ("BRIDGE_RECORDINGS_DIR", "server", "recordings_dir", "/var/lib/bridge/wav", "/var/lib/bridge/wav"),
 ]
 
 INVALID: list[tuple[str, str]] = [
@@ -139,6 +150,8 @@ INVALID: list[tuple[str, str]] = [
     ("BRIDGE_VAD_WARMUP_MS", "-1"),
     ("BRIDGE_BARGE_IN_CONFIRM_MS", "-10"),
     ("BRIDGE_ECHO_MARGIN_DB", "loud"),
+    ("BRIDGE_AEC_MODE", "sometimes"),
+    ("BRIDGE_AEC_PROBE_MS", "50"),
     ("BRIDGE_PLAYBACK_LEAD_MS", "lots"),
     ("BRIDGE_AGENT", "llm"),
     ("BRIDGE_AGENT", "no_such_module:factory"),
@@ -161,6 +174,7 @@ INVALID: list[tuple[str, str]] = [
     ("BRIDGE_IDLE_HANGUP_S", "-5"),
     ("TWILIO_ACCOUNT_SID", "not-a-sid"),
     ("TWILIO_FROM_NUMBER", "5550001111"),
+    ("BRIDGE_RECORD_RETENTION_DAYS", "0"),
 ]
 
 TOML_KEY = {env: f"[{section}] {key}" for env, section, key, _, _ in SETTINGS}
@@ -413,8 +427,9 @@ def test_describe_names_what_an_operator_needs(workdir: Path) -> None:
 
 # The core's own config dataclasses, and the config section that exposes each; [playback] exposes
 # fields of CallSettings, whose ranges live in bridge.core.limits.PLAYBACK.
-CORE_SECTIONS: dict[str, type[Any]] = {"vad": VadConfig, "barge_in": BargeInConfig, "echo": EchoConfig}
-PREFIX = {"vad": "BRIDGE_VAD_", "barge_in": "BRIDGE_BARGE_IN_", "echo": "BRIDGE_ECHO_",
+CORE_SECTIONS: dict[str, type[Any]] = {"vad": VadConfig, "barge_in": BargeInConfig, "echo": EchoConfig,
+                                       "aec": AecConfig}
+PREFIX = {"vad": "BRIDGE_VAD_", "barge_in": "BRIDGE_BARGE_IN_", "echo": "BRIDGE_ECHO_", "aec": "BRIDGE_AEC_",
           "playback": "BRIDGE_PLAYBACK_"}
 
 
@@ -497,7 +512,8 @@ def test_each_range_is_the_cores(workdir: Path, rule: CoreRule) -> None:
 @pytest.mark.parametrize("rule", CHOSEN, ids=[f"{r.section}.{r.key}" for r in CHOSEN])
 def test_each_choice_list_is_the_cores(workdir: Path, rule: CoreRule) -> None:
     assert [loaded(rule, choice) for choice in rule.choices] == list(rule.choices)
-    assert rule.env in error_for({rule.env: str(max(rule.choices) + 1)})
+    outside = "-".join(map(str, rule.choices)) if isinstance(rule.default, str) else str(max(rule.choices) + 1)
+    assert rule.env in error_for({rule.env: outside})
 
 
 @pytest.mark.parametrize("section", CORE_SECTIONS)

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from bridge.config import Settings
+from bridge.core.aec import AecConfig
 from bridge.core.bargein import BargeInConfig
 from bridge.core.call import CallSettings
 from bridge.core.echo import EchoConfig
@@ -26,10 +27,10 @@ from tests.support import config_toml
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "vad-tuning.md"
 RESULTS = REPO / "bench" / "results" / "turntaking.md"
-SECTIONS = ("vad", "barge_in", "echo")
+SECTIONS = ("vad", "barge_in", "echo", "aec")
 ROW = re.compile(r"^\| `(\w+)\.(\w+)` \| `([^`]*)` \|")
 ALLOWED = re.compile(r"^\| `(\w+)\.(\w+)` \| `[^`]*` \| ([^|]*?) \|")
-CORE = {"vad": VadConfig, "barge_in": BargeInConfig, "echo": EchoConfig}
+CORE = {"vad": VadConfig, "barge_in": BargeInConfig, "echo": EchoConfig, "aec": AecConfig}
 
 
 def toml_defaults() -> dict[tuple[str, str], str]:
@@ -62,6 +63,8 @@ def allowed(f: Field[Any]) -> str:
 
 def written(value: Any) -> str:
     """A default as TOML writes it."""
+    if isinstance(value, str):
+        return f'"{value}"'
     return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 

@@ -1,0 +1,3 @@
+"""Exotel Voicebot (AgentStream): codec, the applet's answer, and its request checks."""
+
+__all__: list[str] = []

@@ -27,15 +27,26 @@ import binascii
 import json
 from typing import Any, Final, assert_never
 
-from bridge.carriers.base import Frame, PhoneMessage, Upsampler, b64decode, bad, load_json, short
+from bridge.carriers.base import (
+    MAX_NAME,
+    Frame,
+    PhoneMessage,
+    Upsampler,
+    b64decode,
+    bad,
+    dtmf_pressed,
+    load_json,
+    mark_played,
+    nested,
+    short,
+)
 from bridge.core.actions import ClearPlayback, SendMark, SendMedia
 from bridge.core.audio import Resampler, ulaw_to_pcm
-from bridge.core.events import CallEnded, CallerAudio, CallStarted, DtmfReceived, Event, MarkPlayed
+from bridge.core.events import CallEnded, CallerAudio, CallStarted, Event
 
 __all__ = ["MIN_CHUNK_BYTES", "RATES", "ExotelCodec"]
 
 RATES: Final = (8000, 16000, 24000)
-_MAX_NAME: Final = 256
 MIN_CHUNK_BYTES: Final = 3200
 
 
@@ -68,17 +79,11 @@ class ExotelCodec:
         if event == "media":
             return self._media(data, at)
         if event == "mark":
-            mark = data.get("mark")
-            name = mark.get("name") if isinstance(mark, dict) else None
-            ok = isinstance(name, str) and len(name) <= _MAX_NAME
-            return [MarkPlayed(at, name)] if ok and isinstance(name, str) else bad(at, "mark without a name")
+            return mark_played(nested(data, "mark", "name"), at, "mark without a name")
         if event == "start":
             return self._start(data, at)
         if event == "dtmf":
-            dtmf = data.get("dtmf")
-            digit = dtmf.get("digit") if isinstance(dtmf, dict) else None
-            ok = isinstance(digit, str) and len(digit) == 1
-            return [DtmfReceived(at, digit)] if ok and isinstance(digit, str) else bad(at, "dtmf without a digit")
+            return dtmf_pressed(nested(data, "dtmf", "digit"), at)
         if event == "stop":
             return [CallEnded(at, "stop")]
         if event == "connected":
@@ -90,7 +95,7 @@ class ExotelCodec:
             return bad(at, "second start")
         start = data.get("start")
         sid = start.get("stream_sid", data.get("stream_sid")) if isinstance(start, dict) else None
-        if not isinstance(start, dict) or not isinstance(sid, str) or not sid or len(sid) > _MAX_NAME:
+        if not isinstance(start, dict) or not isinstance(sid, str) or not sid or len(sid) > MAX_NAME:
             return bad(at, "start without a stream_sid")
         media_format = start.get("media_format")
         rate = str(media_format.get("sample_rate", self.rate)) if isinstance(media_format, dict) else str(self.rate)

@@ -20,16 +20,24 @@ import binascii
 import json
 from typing import Any, Final, assert_never
 
-from bridge.carriers.base import PhoneMessage, b64decode, bad, load_json, short
+from bridge.carriers.base import (
+    MAX_NAME,
+    PhoneMessage,
+    bad,
+    dtmf_pressed,
+    inbound_ulaw,
+    load_json,
+    mark_played,
+    nested,
+    short,
+)
 from bridge.core.actions import ClearPlayback, SendMark, SendMedia
-from bridge.core.audio import ulaw_to_pcm
-from bridge.core.events import CallEnded, CallerAudio, CallStarted, DtmfReceived, Event, MarkPlayed
+from bridge.core.events import CallEnded, CallStarted, Event
 
 __all__ = ["CONTENT_TYPE", "PlivoCodec"]
 
 CONTENT_TYPE: Final = "audio/x-mulaw;rate=8000"
 """What our ``<Stream contentType>`` asks for, both ways: the core's own format, no conversion."""
-_MAX_NAME: Final = 256
 
 
 class PlivoCodec:
@@ -49,16 +57,11 @@ class PlivoCodec:
         if event == "media":
             return self._media(data, at)
         if event == "playedStream":
-            name = data.get("name")
-            ok = isinstance(name, str) and len(name) <= _MAX_NAME
-            return [MarkPlayed(at, name)] if ok and isinstance(name, str) else bad(at, "playedStream without a name")
+            return mark_played(data.get("name"), at, "playedStream without a name")
         if event == "start":
             return self._start(data, at)
         if event == "dtmf":
-            dtmf = data.get("dtmf")
-            digit = dtmf.get("digit") if isinstance(dtmf, dict) else None
-            ok = isinstance(digit, str) and len(digit) == 1
-            return [DtmfReceived(at, digit)] if ok and isinstance(digit, str) else bad(at, "dtmf without a digit")
+            return dtmf_pressed(nested(data, "dtmf", "digit"), at)
         if event == "stop":
             return [CallEnded(at, "stop")]
         if event == "clearedAudio":
@@ -70,7 +73,7 @@ class PlivoCodec:
             return bad(at, "second start")
         start = data.get("start")
         sid = start.get("streamId", data.get("streamId")) if isinstance(start, dict) else None
-        if not isinstance(start, dict) or not isinstance(sid, str) or not sid or len(sid) > _MAX_NAME:
+        if not isinstance(start, dict) or not isinstance(sid, str) or not sid or len(sid) > MAX_NAME:
             return bad(at, "start without a streamId")
         media_format = start.get("mediaFormat")
         encoding = media_format.get("encoding") if isinstance(media_format, dict) else "audio/x-mulaw"
@@ -84,14 +87,7 @@ class PlivoCodec:
     def _media(self, data: dict[str, Any], at: float) -> list[Event]:
         if self.stream_id is None:
             return bad(at, "media before start")
-        media = data.get("media")
-        if not isinstance(media, dict):
-            return bad(at, "media without a media object")
-        track = media.get("track", "inbound")
-        if track != "inbound":
-            return [] if isinstance(track, str) else bad(at, "media track is not a string")
-        ulaw = b64decode(media.get("payload"), self._max_chars)
-        return [CallerAudio(at, ulaw_to_pcm(ulaw))] if isinstance(ulaw, bytes) else bad(at, ulaw)
+        return inbound_ulaw(data, at, self._max_chars)
 
     def encode(self, action: PhoneMessage) -> str:
         """The JSON text frame for one phone action; RuntimeError before ``start`` (our bug)."""

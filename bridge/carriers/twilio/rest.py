@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from bridge.agents.tools import E164
+from bridge.core.numbers import E164
 
 __all__ = ["PlacedCall", "TwilioRest", "TwilioRestError"]
 

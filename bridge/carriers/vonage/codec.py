@@ -22,17 +22,27 @@ from __future__ import annotations
 import json
 from typing import Any, Final, assert_never
 
-from bridge.carriers.base import Frame, PhoneMessage, Upsampler, bad, load_json, short
+from bridge.carriers.base import (
+    MAX_NAME,
+    Frame,
+    PhoneMessage,
+    Upsampler,
+    bad,
+    dtmf_pressed,
+    load_json,
+    mark_played,
+    nested,
+    short,
+)
 from bridge.core.actions import ClearPlayback, SendMark, SendMedia
 from bridge.core.audio import Framer, Resampler, ulaw_to_pcm
-from bridge.core.events import CallerAudio, CallStarted, DtmfReceived, Event, MarkPlayed
+from bridge.core.events import CallerAudio, CallStarted, Event
 
 __all__ = ["CALL_HEADER", "RATES", "VonageCodec", "content_type"]
 
 RATES: Final = (8000, 16000)
 CALL_HEADER: Final = "call_uuid"
 """The NCCO ``headers`` key that carries the call's uuid into ``websocket:connected``."""
-_MAX_NAME: Final = 256
 _CLEAR: Final = '{"action":"clear"}'
 
 
@@ -67,15 +77,10 @@ class VonageCodec:
         if event == "websocket:connected":
             return self._connected(data, at)
         if event == "websocket:notify":
-            payload = data.get("payload")
-            name = payload.get("name") if isinstance(payload, dict) else None
-            ok = isinstance(name, str) and len(name) <= _MAX_NAME
-            return [MarkPlayed(at, name)] if ok and isinstance(name, str) else bad(at, "notify without our name")
+            return mark_played(nested(data, "payload", "name"), at, "notify without our name")
         if event == "websocket:dtmf":
             dtmf = data.get("dtmf")
-            digit = dtmf.get("digit") if isinstance(dtmf, dict) else data.get("digit")
-            ok = isinstance(digit, str) and len(digit) == 1
-            return [DtmfReceived(at, digit)] if ok and isinstance(digit, str) else bad(at, "dtmf without a digit")
+            return dtmf_pressed(dtmf.get("digit") if isinstance(dtmf, dict) else data.get("digit"), at)
         if event == "websocket:cleared":
             return []
         return bad(at, f"unknown event {short(event)!r}" if isinstance(event, str) else "no event name")
@@ -87,7 +92,7 @@ class VonageCodec:
         if kind != content_type(self.rate):
             return bad(at, f"connected with {short(kind)!r}, but the NCCO asked for {content_type(self.rate)}")
         headers = {k: v for k, v in data.items() if isinstance(v, str) and k not in ("event", "content-type")}
-        call = headers.get(CALL_HEADER, "")[:_MAX_NAME]
+        call = headers.get(CALL_HEADER, "")[:MAX_NAME]
         self.stream_id = call or "vonage"
         return [CallStarted(at, self.stream_id, call, headers)]
 

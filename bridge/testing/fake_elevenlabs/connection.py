@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -25,10 +25,21 @@ from bridge.testing.fake_elevenlabs.audio import chunk_alignment, encode_samples
 from bridge.testing.fake_elevenlabs.context import FakeContext, Segment
 from bridge.testing.fake_elevenlabs.protocol import Failure, MultiContextSession, error_frame
 
-if TYPE_CHECKING:
-    from bridge.testing.fake_elevenlabs.server import FakeElevenLabs
+__all__ = ["ConnectionRecord", "ConnectionRunner", "Pacing", "SentFrame", "decode"]
 
-__all__ = ["ConnectionRecord", "ConnectionRunner", "SentFrame", "decode"]
+
+class Pacing(Protocol):
+    """What a connection reads of its server (`FakeElevenLabs`): keys and how audio is paced."""
+
+    @property
+    def keys(self) -> tuple[str, str]: ...
+
+    ttfb: float
+    realtime_factor: float | None
+    ms_per_char: float
+    chunk_ms: tuple[float, float]
+    split_samples: bool
+    generation_gate: asyncio.Event
 
 log = logging.getLogger("bridge.testing.fake_elevenlabs")
 
@@ -88,7 +99,7 @@ class ConnectionRunner:
     """
 
     def __init__(
-        self, fake: FakeElevenLabs, ws: ServerConnection, record: ConnectionRecord, refusal: Failure | None
+        self, fake: Pacing, ws: ServerConnection, record: ConnectionRecord, refusal: Failure | None
     ) -> None:
         self.fake = fake
         self.ws = ws

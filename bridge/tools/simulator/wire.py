@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 __all__ = [
     "AgentClear",
@@ -51,7 +52,9 @@ def _sid(prefix: str) -> str:
 
 
 def _dump(message: Mapping[str, Any]) -> str:
-    return json.dumps(message, separators=(",", ":"))
+    """Compact JSON, as Twilio sends it. orjson, because a load generator builds 50 of these a
+    second per call and its CPU is taken from the machine the server is measured on."""
+    return orjson.dumps(message).decode()
 
 
 def connected() -> str:
@@ -128,8 +131,8 @@ def parse(raw: str | bytes, stream_sid: str) -> ServerMessage:
     if isinstance(raw, bytes):
         return Malformed("binary frame (Twilio accepts text frames only)")
     try:
-        message = json.loads(raw)
-    except ValueError:
+        message = orjson.loads(raw)
+    except ValueError:  # orjson.JSONDecodeError is one
         return Malformed("not JSON")
     if not isinstance(message, dict):
         return Malformed("not a JSON object")

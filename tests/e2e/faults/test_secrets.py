@@ -21,8 +21,8 @@ from twilio.request_validator import RequestValidator
 from bridge.testing.fake_elevenlabs import FakeElevenLabs
 from bridge.tools.simulator import PhoneCall, Timeline
 from tests.e2e.conftest import REPO
-from tests.e2e.faults.test_capacity_and_drain import _free_port, server_process
-from tests.support import SPEECH
+from tests.e2e.faults.test_capacity_and_drain import server_process
+from tests.support import SPEECH, free_port
 
 API_KEY = "sk_LEAKCHECK_5f1e2d3c4b5a69788796a5b4c3d2e1f0"
 TOKEN = "LEAKCHECKtoken0a1b2c3d4e5f60718293"
@@ -74,7 +74,7 @@ async def _calls(port: int, fake: FakeElevenLabs) -> list[str]:
 async def test_no_secret_in_any_log_line_response_or_printed_url(script, tmp_path: Path):
     config = tmp_path / "log.json"
     config.write_text(json.dumps(LOG_CONFIG))
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "uvicorn", "bridge.app:app", "--port", str(port), "--log-level", "debug",
                "--log-config", str(config)]
     async with FakeElevenLabs(api_key=API_KEY, seed=15) as fake:
@@ -86,7 +86,7 @@ async def test_no_secret_in_any_log_line_response_or_printed_url(script, tmp_pat
             proc.send_signal(signal.SIGTERM)
             await asyncio.wait_for(proc.wait(), 10)
             output = (await proc.stdout.read()).decode() if proc.stdout else ""
-        serve_port = _free_port()
+        serve_port = free_port()
         serve_env = {**env, "PUBLIC_URL": "https://bridge.example.com"}
         serve_cmd = [sys.executable, "-m", "bridge.tools.cli", "serve", "--port", str(serve_port)]
         async with server_process(serve_cmd, serve_port, serve_env, tmp_path) as serve_proc:

@@ -1,0 +1,69 @@
+"""The echo canceller wired into the call: what the agent's speech-to-text gets for an
+interruption over a loud echo, and that ``aec = off`` (or no library) leaves the call as it was."""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from bridge.core.aec import AecConfig
+from bridge.core.call import CallSettings
+from tests.support import load_wav
+from tests.turntaking import RATE, Line, Scenario, run, talk_over
+
+AUTO = CallSettings(aec=AecConfig(mode="auto"))
+OFF = CallSettings(aec=AecConfig(mode="off"))
+ONSET = 3.9
+
+
+class Tap:
+    """The call's recorder, and a copy of every chunk it is given: the audio the agent's
+    speech-to-text is cut from (the utterance is these chunks from the pre-roll on)."""
+
+    def __init__(self, recorder: object) -> None:
+        self._recorder = recorder
+        self.chunks: list[bytes] = []
+
+    def remember(self, pcm: bytes) -> None:
+        self.chunks.append(pcm)
+        self._recorder.remember(pcm)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._recorder, name)
+
+
+def recorded(scenario: Scenario, settings: CallSettings) -> np.ndarray:
+    """What the recorder heard over the whole call, one 20 ms chunk per frame from 0 s on."""
+    line = Line(scenario, settings)
+    tap = Tap(line.call._recorder)
+    line.call._recorder = tap  # type: ignore[assignment]
+    line.run()
+    return np.frombuffer(b"".join(tap.chunks), "<i2").astype(np.float64)
+
+
+def level_db(x: np.ndarray, start: float, end: float) -> float:
+    span = x[round(start * RATE) : round(end * RATE)]
+    return 10 * math.log10(float(np.mean(np.square(span))) + 1e-3)
+
+
+def test_what_the_speech_to_text_gets_holds_the_echo_20_db_lower_than_the_raw_line() -> None:
+    """A caller 10 dB under the agent interrupts over a -10 dB echo: the two seconds before their
+    onset hold the echo alone (the utterance's pre-roll comes from there), then their words."""
+    scenario = talk_over("caller_02.wav", ONSET, -10.0, 120.0, caller_db=-10.0)
+    raw, cleaned = recorded(scenario, OFF), recorded(scenario, AUTO)
+    assert level_db(raw, ONSET - 2.0, ONSET) - level_db(cleaned, ONSET - 2.0, ONSET) >= 20.0
+    words = ONSET + len(load_wav("caller_02.wav")) / 2 / RATE
+    assert level_db(raw, ONSET, words) - level_db(cleaned, ONSET, words) <= 6.0  # the caller is still there
+
+
+def test_aec_off_and_a_missing_library_leave_the_call_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+    scenario = talk_over("caller_03.wav", ONSET, -10.0, 120.0)
+    before = run(scenario, OFF).actions
+    assert run(scenario, AUTO).actions != before  # with the library, the canceller does change this call
+    monkeypatch.setitem(sys.modules, "pywebrtc_audio", None)  # import now raises ImportError
+    assert run(scenario, AUTO).actions == before
+    assert run(scenario, replace(AUTO, aec=AecConfig(mode="on"))).actions == before

@@ -1,0 +1,90 @@
+"""The database, on SQLite and on a real PostgreSQL server: migrations, idempotent writes,
+newest-first paging, retention."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
+
+from bridge.server.records import schema
+from bridge.server.records.store import Store
+from tests.records.factory import T0, record
+
+
+async def test_a_fresh_database_is_created_and_migrating_again_changes_nothing(database_url: str) -> None:
+    store = Store(database_url)
+    try:
+        await store.migrate()
+        await store.save([record(1)], {})
+        await store.migrate()  # a restart: upgrade in place, never drop and recreate
+        assert [c["call_id"] for c in await store.list_calls(10, None)] == [record(1).call_id]
+        async with store.engine.connect() as conn:
+            version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar_one()
+            diff = await conn.run_sync(lambda c: compare_metadata(MigrationContext.configure(c), schema.metadata))
+        assert version == "0001"
+        assert diff == [], "schema.py and the migrations describe the same tables"
+    finally:
+        await store.aclose()
+
+
+async def test_saving_a_call_again_replaces_it(database_url: str) -> None:
+    store = Store(database_url)
+    try:
+        await store.migrate()
+        live = record(2, ended=False)
+        await store.save([live], {})
+        await store.save([record(2)], {"CA" + f"{2:032x}": "/tmp/x.wav"})
+        await store.save([record(2)], {"CA" + f"{2:032x}": "/tmp/x.wav"})  # a retried batch
+        call = await store.get_call(live.call_id)
+        assert call is not None
+        assert call["ended_how"] == "caller hung up" and call["duration_s"] == 6.5
+        assert [t["turn"] for t in call["turns"]] == [0, 1]
+        assert [t["heard_text"] for t in call["turns"]] == ["Hello, how", "Sure, it ships today."]
+        assert len(call["barge_ins"]) == 1 and len(call["tts_reconnects"]) == 1 and len(call["segments"]) == 4
+        assert call["started_at"] == live.started_at and call["audio_path"] == "/tmp/x.wav"
+        assert call["median_reply_ms"] == 340.0, "the greeting is not a reply"
+    finally:
+        await store.aclose()
+
+
+async def test_pages_run_newest_first_and_a_cursor_continues_where_the_last_page_ended(database_url: str) -> None:
+    from bridge.server.records.store import encode_cursor
+
+    store = Store(database_url)
+    try:
+        await store.migrate()
+        await store.save([record(n) for n in range(7)], {})
+        await store.save([record(100, started=T0 + timedelta(minutes=3))], {})  # the same start as call 3
+        seen, cursor = [], None
+        while True:
+            page = await store.list_calls(3, cursor)
+            seen += [c["call_id"] for c in page]
+            if len(page) < 3:
+                break
+            cursor = (page[-1]["started_at"], page[-1]["call_id"])
+            assert encode_cursor(*cursor)
+        starts = [(await store.get_call(cid))["started_at"] for cid in seen]  # type: ignore[index]
+        assert len(seen) == 8 == len(set(seen))
+        assert starts == sorted(starts, reverse=True)
+    finally:
+        await store.aclose()
+
+
+async def test_retention_deletes_old_calls_and_their_recordings(database_url: str, tmp_path: Path) -> None:
+    store = Store(database_url)
+    wav = tmp_path / "old.wav"
+    wav.write_bytes(b"RIFF")
+    try:
+        await store.migrate()
+        old, new = record(1), record(2)
+        await store.save([old, new], {old.call_id: str(wav)})
+        gone = await store.purge(30, now=new.started_at + timedelta(days=30, seconds=-30))
+        assert gone == [str(wav)]
+        assert [c["call_id"] for c in await store.list_calls(10, None)] == [new.call_id]
+        assert await store.get_call(old.call_id) is None
+    finally:
+        await store.aclose()
