@@ -49,6 +49,7 @@ class Turn:
     transcript: str | None = None  # None: no transcriber configured
     history: tuple[Message, ...] = ()  # the conversation so far, ending with this turn's caller message
     tentative: bool = False  # the caller only paused: ``confirm`` or ``abandon`` follows
+    idle: bool = False  # the caller has said nothing since the agent's last words: a chance to prompt them
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,9 @@ log = logging.getLogger("bridge.agents")
 
 MAX_CARRY_BYTES = 60 * 16000  # a minute of 8 kHz PCM16: the most audio one transcription gets
 
+IDLE_NOTE = "[the caller has said nothing for a while]"
+"""What the conversation records for an idle turn, so a model knows why it speaks unasked."""
+
 
 class ConversationAgent:
     """An `Agent` that gives ``inner`` the transcript and the heard-text history of each turn."""
@@ -50,7 +53,7 @@ class ConversationAgent:
             yield self.greeting
             return
         started = time.monotonic()
-        full = await self._listen(turn)
+        full = self._idle(turn) if turn.idle else await self._listen(turn)
         if full is None:
             log.debug("turn %d: nothing was said; no reply", turn.number)
             return
@@ -102,6 +105,11 @@ class ConversationAgent:
         if before is not None:
             self.history.restore(before)
         _call(self.inner, "abandon", turn)
+
+    def _idle(self, turn: Turn) -> Turn:
+        """The caller was silent: no words to transcribe, a note in the conversation instead."""
+        self.history.caller(IDLE_NOTE)
+        return Turn(turn.number, b"", turn.digits, None, self.history.messages, idle=True)
 
     def heard(self, turn: int, text: str, interrupted: bool) -> None:
         if text.strip():  # the caller got an answer (the apology, after a timeout): start afresh

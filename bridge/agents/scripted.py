@@ -51,12 +51,15 @@ def split_control(line: str) -> tuple[str, CallControl | None]:
 
 
 class ScriptedAgent:
-    def __init__(self, lines: Sequence[str], *, words_per_piece: int = 3, delay_s: float = 0.01) -> None:
+    def __init__(self, lines: Sequence[str], *, words_per_piece: int = 3, delay_s: float = 0.01,
+                 idle_prompt: str = "Are you still there?") -> None:
+        """``idle_prompt`` is said on an idle turn (the caller has been silent), without using a line."""
         if not lines:
             raise ValueError("a script needs at least a greeting line")
         self._lines = list(lines)
         self._words_per_piece = max(1, words_per_piece)
         self._delay_s = delay_s
+        self._idle_prompt = idle_prompt
         self.history: list[tuple[int, str, bool]] = []
         self._abandoned = 0  # tentative turns the caller talked through: they take no line
 
@@ -71,7 +74,7 @@ class ScriptedAgent:
         return replies[(turn - 1) % len(replies)]
 
     async def reply(self, turn: Turn) -> AsyncIterator[str | CallControl]:
-        line, control = split_control(self.line_for(turn.number - self._abandoned))
+        line, control = split_control(self._idle_prompt if turn.idle else self.line_for(turn.number - self._abandoned))
         words = line.split(" ") if line else []
         step = self._words_per_piece
         for i in range(0, len(words), step):

@@ -73,6 +73,8 @@ def turn_body(conversation: str, turn: Turn, *, audio: bool) -> dict[str, Any]:
         "digits": turn.digits,
         "history": [{"role": m.role, "content": m.content} for m in turn.history],
     }
+    if turn.idle:  # the caller has been silent: the agent may prompt them (docs/agents.md, idle callers)
+        body["idle"] = True
     if audio:
         body["audio"] = {"encoding": "pcm_s16le", "sample_rate": 8000,
                          "base64": base64.b64encode(turn.utterance).decode("ascii")}

@@ -55,9 +55,14 @@ class ClearPlayback:
 
 @dataclass(frozen=True, slots=True)
 class EndCall:
-    """Hang up the phone side (the shell closes the media socket); ``reason`` is for the log."""
+    """Hang up the phone side (the shell closes the media socket); ``reason`` is for the log.
+
+    ``outcome`` is set when the bridge ends the call on purpose: "hangup", or "transfer" to ``to``;
+    the shell records it for the carrier's after-stream request (``bridge.server.call_control``)."""
 
     reason: str
+    outcome: str = ""
+    to: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +115,7 @@ class StartTurn:
     utterance: bytes = b""
     digits: str = ""
     tentative: bool = False
+    idle: bool = False  # no words: the caller has been silent, and the agent may prompt them
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,9 @@ event goes to the part that owns what it is about, and the parts are where the r
 * ``bridge.core.voice`` and ``contexts``: the TTS contexts, their slots and keep-alives;
 * ``bridge.core.bargein`` (with ``vad``, ``echo``, ``noise``): is the caller talking;
 * ``bridge.core.utterance``: the caller's words; ``turns`` and ``turntaking``: when their turn is over;
-* ``bridge.core.deadlines``: every timer, computed in one place (`Call.deadlines`).
+* ``bridge.core.deadlines``: every timer, computed in one place (`Call.deadlines`);
+* ``bridge.core.control``: the call's decisions about itself (hang up, transfer, idle caller,
+  voicemail, the drain's goodbye), hooked in here in a few marked places.
 
 Vocabulary worth knowing: a *reply* is one agent turn being voiced, in one fresh TTS context. A context is
 *live* while its reply is; after a barge-in it is *retired*: the server still sends the audio of text it
@@ -23,8 +25,10 @@ from __future__ import annotations
 from bridge.core.actions import Action, CancelTurn, ConnectTts, EndCall
 from bridge.core.aec import EchoCanceller, Fanout
 from bridge.core.bargein import Listener
+from bridge.core.control import CallControlMixin, Control
 from bridge.core.deadlines import Timer, is_due
 from bridge.core.events import (
+    AgentControl,
     AgentDone,
     AgentFailed,
     AgentText,
@@ -43,6 +47,8 @@ from bridge.core.events import (
     TtsError,
     TtsFinal,
     TurnVerdict,
+    VoicemailDetected,
+    WindDown,
 )
 from bridge.core.playout import Playout
 from bridge.core.reply import Input, Reply, ReplyState
@@ -58,7 +64,7 @@ _TIMERS = tuple(Timer)
 _NONE: tuple[None, ...] = (None,) * len(_TIMERS)
 
 
-class Call(TurnTaking):
+class Call(TurnTaking, CallControlMixin):
     """One phone call's logic. ``handle`` every event; honour ``next_deadline`` with a `Tick`."""
 
     def __init__(self, settings: CallSettings | None = None) -> None:
@@ -81,6 +87,7 @@ class Call(TurnTaking):
         self._barge_ins = 0
         self._malformed = 0
         self._reactions: list[float] = []
+        self._control = Control(s.idle_reprompt_s, s.idle_hangup_s, s.mark_grace_s)
 
     # ----------------------------------------------------------------- public surface
 
@@ -163,8 +170,12 @@ class Call(TurnTaking):
                 self._malformed += 1
             case CallEnded():
                 self._on_ended(event.at, out)
+            case AgentControl() | VoicemailDetected() | WindDown():
+                self._on_control(event, out)
         if not self.ended:
             self._service(event.at, out)
+        if not self.ended and self._reply is None:
+            self._control_step(event.at, out)
         return out
 
     def deadlines(self) -> dict[Timer, float]:
@@ -183,8 +194,10 @@ class Call(TurnTaking):
         connected = self._connected_at
         start = connected + s.start_timeout_s if connected is not None and self._state is CallState.CONNECTING else None
         keepalive, drain, turn_end = (*self._voice.deadlines(), self._eot.deadline())
+        control = self._control
         if reply is None:
-            return start, drain, None, None, None, turn_end, keepalive, None
+            return (start, drain, None, None, None, turn_end, keepalive, None, control.idle_deadline(),
+                    control.ending_deadline())
         return (
             start,
             drain,
@@ -194,6 +207,8 @@ class Call(TurnTaking):
             turn_end,
             keepalive,
             None if reply.paused or reply.held else self._playout.deadline(reply.track, reply.ending),
+            None,
+            control.ending_deadline(),
         )
 
     # ----------------------------------------------------------------- phone side
@@ -205,7 +220,7 @@ class Call(TurnTaking):
         self._state = CallState.LISTENING
         self._started_at = event.at
         out.extend([ConnectTts()] if self._connected_at is None else [])  # no PhoneConnected came first
-        self._start_turn(b"", event.at, out)  # the greeting
+        self._greet(event.parameters, event.at, out)  # the greeting (or a voicemail message)
 
     def _on_caller_audio(self, event: CallerAudio, out: list[Action]) -> None:
         if self._state is CallState.CONNECTING:
@@ -223,7 +238,8 @@ class Call(TurnTaking):
                     self._paused(change, out)
                 case SpeechStarted():
                     self._recorder.begin()
-                    if reply is not None and not paused:
+                    self._control.caller_active()
+                    if reply is not None and not paused and not self._control.firm(reply.turn):
                         reply.pause(change.at)  # soft barge-in: silence the agent now, keep what is unheard
                         self._playout.clear(reply.track, change.at, out)
                 case SpeechConfirmed() if reply is not None and paused:
@@ -255,22 +271,24 @@ class Call(TurnTaking):
             self._malformed += 1
             return
         self._digits += event.digit
+        self._control.caller_active()
         if not self.settings.turn_end_digit or event.digit != self.settings.turn_end_digit:
             return
         self._went_on(event.at, out)  # the key ends the turn now, with everything said: not a held guess
         reply = self._reply
+        if reply is not None and self._control.firm(reply.turn):
+            return  # the bridge's last words (voicemail, drain) are not cut by a key
         if reply is not None:
             # A key pressed over the agent stops it as speech would (an IVR habit), without
             # counting a barge-in. It is a clear like a pause's: the echo guard forgets too.
-            frames = self._playout.heard_frames(reply.track, event.at)
-            self._playout.clear(reply.track, event.at, out)
-            self._cut(reply, event.at, out, frames)
+            self._cut_now(reply, event.at, out)
         utterance = self._recorder.take() or b""  # what the caller said before the key, if anything
         self._start_turn(utterance, event.at, out)
 
     def _cut(self, reply: Reply, at: float, out: list[Action], frames: int | None = None) -> None:
         """End the reply before it played out; the agent hears what the caller heard of it."""
         heard = self._playout.heard_frames(reply.track, at) if frames is None else frames
+        self._control.cut(reply.turn)
         self._advance(reply, Input.CUT, at, out)
         out.append(reply.heard(heard, cut=True))
 
@@ -373,6 +391,8 @@ class Call(TurnTaking):
                 self._turn_over(at, out)  # the caller's pause was long enough: their turn is over
             case Timer.KEEPALIVE:
                 self._voice.keep_alive(at, out)
+            case Timer.IDLE | Timer.ENDING:
+                self._control_tick(at, out, timer is Timer.IDLE)
             case _:
                 pass  # PLAYOUT: the carrier is served after every event
 
@@ -391,6 +411,7 @@ class Call(TurnTaking):
         frames = self._playout.heard_frames(reply.track, at) if reply.salvaging else None
         self._advance(reply, Input.PLAYED_OUT, at, out)
         out.append(reply.heard(frames))
+        self._control.played(reply.turn, reply.track, at)
 
 
     def _on_ended(self, at: float, out: list[Action]) -> None:

@@ -31,6 +31,8 @@ class Timer(enum.Enum):
     TURN_END = "end of turn"  # the caller's pause has lasted long enough: their turn is over
     KEEPALIVE = "keep-alive"  # an open TTS context nears the server's inactivity timeout
     PLAYOUT = "playout"  # the carrier's buffer needs topping up, or a reply has played out
+    IDLE = "idle"  # the caller has been silent since the agent's last audio: prompt them, or say goodbye
+    ENDING = "ending"  # the bridge ends the call: the goodbye's last mark is overdue, or the drain's end came
 
 
 def is_due(now: float, deadline: float | None) -> bool:

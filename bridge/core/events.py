@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 __all__ = [
+    "AgentControl",
     "AgentDone",
     "AgentFailed",
     "AgentText",
@@ -30,6 +31,8 @@ __all__ = [
     "TtsError",
     "TtsFinal",
     "TurnVerdict",
+    "VoicemailDetected",
+    "WindDown",
 ]
 
 
@@ -101,6 +104,37 @@ class AgentDone:
 
     at: float
     turn: int
+
+
+@dataclass(frozen=True, slots=True)
+class AgentControl:
+    """The agent asked, in reply ``turn``, to end the call (``kind`` "hangup") or to hand the caller to
+    ``to`` ("transfer"); the shell has already refused any number off the allow-list. It takes
+    effect once what the agent said before it has played (see ``bridge.core.control``)."""
+
+    at: float
+    turn: int
+    kind: str
+    to: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class VoicemailDetected:
+    """The carrier's answering-machine detection says a machine took the call (Twilio's async AMD
+    callback, ``AnsweredBy=machine_end_beep``): the bridge leaves its voicemail message, then hangs up."""
+
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class WindDown:
+    """The server is shutting down: finish what is being said, say ``text``, and end the call by
+    ``end_by`` at the latest."""
+
+    at: float
+    text: str
+    end_by: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +238,9 @@ Event = (
     | AgentText
     | AgentDone
     | AgentFailed
+    | AgentControl
+    | VoicemailDetected
+    | WindDown
     | TtsAudio
     | TtsFinal
     | TtsError

@@ -41,6 +41,11 @@ class CallSettings:
     turn_end_digit: str = ""  # a DTMF key that ends the caller's turn at once ("" = none)
     agent_timeout_s: float = 10.0  # the agent's limit for its first text, and between two pieces
     start_timeout_s: float = 10.0  # the carrier's limit for ``start`` after the socket opened
+    idle_reprompt_s: float = 0.0  # silence after the agent's audio before it speaks again (0 = never)
+    idle_hangup_s: float = 0.0  # silence after the agent's audio before the goodbye and hang-up (0 = never)
+    goodbye: str = "Goodbye!"  # what the bridge says before it hangs up on a silent caller
+    voicemail_message: str = ""  # what an answering machine is told, once, before the hang-up
+    mark_grace_s: float = 1.0  # how long past the modelled end of a goodbye to wait for its last mark
 
 
 class CallState(enum.Enum):

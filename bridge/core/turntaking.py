@@ -10,6 +10,7 @@ unheard (`AbandonTurn` tells the agent to forget the turn), so nothing of a gues
 from __future__ import annotations
 
 from bridge.core.actions import AbandonTurn, Action, ConfirmTurn, JudgeTurn, StartTurn
+from bridge.core.control import Control
 from bridge.core.deadlines import is_due
 from bridge.core.events import TurnVerdict
 from bridge.core.reply import Input, Reply
@@ -30,6 +31,7 @@ class TurnTaking:
     _reply: Reply | None
     _turn: int
     _digits: str
+    _control: Control
 
     def _advance(self, reply: Reply, happening: Input, at: float, out: list[Action]) -> None:
         raise NotImplementedError  # `Call` moves replies
@@ -39,10 +41,14 @@ class TurnTaking:
         self._eot = EndOfTurn(settings.turn, settings.vad.end_ms)
         return settings.turn.candidate_ms if self._eot.enabled else 0
 
-    def _start_turn(self, utterance: bytes, at: float, out: list[Action], *, tentative: bool = False) -> None:
+    def _start_turn(
+        self, utterance: bytes, at: float, out: list[Action], *, tentative: bool = False, idle: bool = False
+    ) -> None:
+        if self._control.last_words:
+            return  # the bridge is saying its last words (bridge.core.control): no new turn
         self._turn += 1
         self._reply = Reply(self._turn, at, self.settings.audio, held=tentative)
-        out.append(StartTurn(self._turn, utterance, self._digits, tentative))
+        out.append(StartTurn(self._turn, utterance, self._digits, tentative, idle))
         if not tentative:  # a tentative turn's keys come again with its confirmation or the next try
             self._digits = ""
 

@@ -26,7 +26,7 @@ from bridge.carriers.base import CarrierCodec, call_settings_for
 from bridge.carriers.twilio.twiml import AFTER_PATH, busy_twiml, media_stream_url, public_base_url, stream_twiml
 from bridge.config import ConfigError, Settings, load_settings
 from bridge.server import factories, guard, metrics
-from bridge.server.call_control import Outcomes, answered_by_machine, control_routes
+from bridge.server.call_control import Outcome, Outcomes, answered_by_machine, control_routes
 from bridge.server.carrier_routes import carrier_routes
 from bridge.server.drain import Drainer
 from bridge.server.records import Records
@@ -68,7 +68,7 @@ def create_app(
 ) -> Starlette:
     transfers = TransferPolicy.parse(settings.agent.transfer_numbers or "")
     bridge = Bridge(settings, make_tts, make_agent, Outcomes(transfers))
-    drainer = Drainer(bridge, settings.server.drain_timeout_s)
+    drainer = Drainer(bridge, settings.server.drain_timeout_s, goodbye=settings.server.drain_goodbye)
     records = Records(settings)
 
     engine, warning = factories.tts_engine(settings), factories.voice_warning(settings)
@@ -119,6 +119,8 @@ def create_app(
             codec=codec,
             judge=factories.make_judge(settings),
             stt=factories.make_stt(settings),
+            transfers=transfers,
+            on_outcome=lambda sid, kind, to: bridge.outcomes.record(sid, Outcome(kind, to)),
         )
         records.attach(session)
         bridge.calls.add(session)  # before any await, so simultaneous upgrades cannot pass max_calls
@@ -129,6 +131,14 @@ def create_app(
             log.exception("call %s failed; other calls are unaffected", session.call_id)
         finally:
             bridge.calls.discard(session)
+
+    def switch_to_voicemail(call_sid: str) -> bool:
+        """The carrier's late machine verdict for a live call: that call leaves its voicemail message."""
+        for session in bridge.calls:
+            if call_sid and session.call_sid == call_sid:
+                session.voicemail()
+                return True
+        return False
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -153,7 +163,7 @@ def create_app(
             Route("/metrics", metrics.metrics_endpoint, methods=["GET"]),
             Route("/twilio/voice", voice, methods=["POST", "GET"]),
             WebSocketRoute("/twilio/media", media),
-            *control_routes(settings, bridge.outcomes),
+            *control_routes(settings, bridge.outcomes, voicemail=switch_to_voicemail),
             *carrier_routes(settings, lambda: bridge.full, serve_call),
             *records.routes(),
         ],

@@ -9,6 +9,9 @@ the dialling actually happens, so no agent (or prompt injection) can reach any o
 Outbound calls (``POST /calls`` with the admin token, and ``bridge dial``) go through Twilio's REST
 API with the voice webhook as their ``Url``, so an answered call runs the same agent. With machine
 detection Twilio reports ``AnsweredBy``; a machine gets the voicemail message, once, then a hang-up.
+Outbound calls ask for Twilio's *asynchronous* machine detection as well: the call is answered at
+once (no silence while Twilio listens) and Twilio's verdict arrives later at ``POST /twilio/amd``
+(``AsyncAmdStatusCallback``); a machine verdict for a live call switches that call to voicemail.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -30,10 +34,15 @@ from bridge.server import guard
 from bridge.server.records.access import admin_token, api_denied
 
 __all__ = [
-    "MACHINE", "Outcome", "Outcomes", "answered_by_machine", "control_routes", "outbound_call",
+    "AMD_PATH", "MACHINE", "MACHINE_ENDED", "Outcome", "Outcomes", "answered_by_machine", "control_routes",
+    "outbound_call",
 ]
 
 log = logging.getLogger("bridge.server.call_control")
+
+AMD_PATH = "/twilio/amd"
+MACHINE_ENDED = ("machine_end_beep", "machine_end_silence", "machine_end_other")
+"""Verdicts after which a message is recorded (the greeting is over): time to leave ours."""
 
 MACHINE = ("machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax")
 
@@ -82,7 +91,7 @@ async def answered_by_machine(request: Request) -> bool:
 
 
 async def outbound_call(request: Request, rest: TwilioRest | None, from_number: str | None, webhook_url: str,
-                        configured_token: str | None) -> Response:
+                        configured_token: str | None, amd_url: str | None = None) -> Response:
     """``POST /calls`` ``{"to": "+1…", "machine_detection": true}``: place a call; 201 with its SID."""
     if (denied := api_denied(request, admin_token(configured_token))) is not None:
         return denied
@@ -97,8 +106,9 @@ async def outbound_call(request: Request, rest: TwilioRest | None, from_number: 
     if not isinstance(to, str):
         return JSONResponse({"error": "the body must be JSON with 'to' (E.164)"}, status_code=400)
     try:
-        placed = await rest.place_call(to, from_number, webhook_url,
-                                       detect_machine=bool(body.get("machine_detection")))
+        detect = bool(body.get("machine_detection"))
+        placed = await rest.place_call(to, from_number, webhook_url, detect_machine=detect,
+                                       amd_callback=amd_url if detect else None)
     except ValueError as exc:
         return JSONResponse({"error": str(exc)}, status_code=400)
     except TwilioRestError as exc:
@@ -108,8 +118,10 @@ async def outbound_call(request: Request, rest: TwilioRest | None, from_number: 
     return JSONResponse({"sid": placed.sid, "status": placed.status, "to": placed.to}, status_code=201)
 
 
-def control_routes(settings: Settings, outcomes: Outcomes, rest: TwilioRest | None = None) -> list[Route]:
-    """``POST /twilio/after`` (the ``<Connect action>``: hang up or transfer) and ``POST /calls``."""
+def control_routes(settings: Settings, outcomes: Outcomes, rest: TwilioRest | None = None, *,
+                   voicemail: Callable[[str], bool] | None = None) -> list[Route]:
+    """``POST /twilio/after`` (the ``<Connect action>``: hang up or transfer), ``POST /twilio/amd``
+    (the late machine verdict: ``voicemail(call_sid)`` switches a live call) and ``POST /calls``."""
     server = settings.server
     if rest is None and server.twilio_account_sid and server.twilio_auth_token:
         rest = TwilioRest(server.twilio_account_sid, server.twilio_auth_token, base_url=server.twilio_api_base_url)
@@ -127,6 +139,19 @@ def control_routes(settings: Settings, outcomes: Outcomes, rest: TwilioRest | No
         except ValueError:
             return JSONResponse({"error": "set PUBLIC_URL: Twilio needs a public URL for the call's webhook"},
                                 status_code=503)
-        return await outbound_call(request, rest, server.twilio_from_number, base + VOICE_PATH, server.admin_token)
+        return await outbound_call(request, rest, server.twilio_from_number, base + VOICE_PATH, server.admin_token,
+                                   base + AMD_PATH)
 
-    return [Route(AFTER_PATH, after, methods=["POST"]), Route("/calls", calls, methods=["POST"])]
+    async def amd(request: Request) -> Response:
+        if not await guard.voice_allowed(request, server.public_url, server.twilio_auth_token):
+            return Response("Forbidden", status_code=403)
+        form = await request.form()
+        call_sid, answered_by = str(form.get("CallSid", "")), str(form.get("AnsweredBy", "")).strip().lower()
+        if answered_by in MACHINE_ENDED:
+            switched = voicemail is not None and voicemail(call_sid)
+            log.info("call %s: answered by a machine (%s)%s", call_sid[:40], answered_by,
+                     "; leaving the voicemail message" if switched else "; no live call")
+        return Response(status_code=204)
+
+    return [Route(AFTER_PATH, after, methods=["POST"]), Route(AMD_PATH, amd, methods=["POST"]),
+            Route("/calls", calls, methods=["POST"])]

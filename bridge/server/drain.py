@@ -8,9 +8,13 @@ to every WebSocket (every caller cut off mid-sentence) and only then wait, up to
 1. ``draining``: ``/healthz`` answers 503 ``{"status": "draining"}``, the webhook answers the
    polite busy TwiML, media upgrades get HTTP 503; the listening socket stays open for all that;
 2. live calls go on until they end, for at most ``server.drain_timeout_s``;
-3. calls still live then are ended the way a hang-up ends them (``close_socket`` to the TTS, the
+3. at that deadline every call still live *winds down* (``bridge.core.control``): the agent stops,
+   its reply stops at the end of the word being played (never mid-word), the caller hears
+   ``server.drain_goodbye``, and the bridge hangs up within ``goodbye_s`` (1 s) of the deadline,
+   the goodbye itself stopping at a word end if it is longer than that: keep it short;
+4. calls still live then are ended the way a hang-up ends them (``close_socket`` to the TTS, the
    Twilio socket closed with 1000), and we wait a little for their teardown;
-4. uvicorn is asked to exit as its own handler would, by setting ``should_exit`` on its server,
+5. uvicorn is asked to exit as its own handler would, by setting ``should_exit`` on its server,
    so the process exits 0 (uvicorn's handler would also re-raise SIGTERM at exit).
 
 uvicorn installs its handlers before the lifespan starts and restores the originals when it
@@ -42,6 +46,8 @@ _Handler = Callable[[int, FrameType | None], Any] | int | None
 class Endable(Protocol):
     def end(self, reason: str = ...) -> None: ...
 
+    def wind_down(self, text: str, within_s: float) -> None: ...
+
 
 class _Calls(Protocol):
     draining: bool
@@ -53,9 +59,14 @@ class _Calls(Protocol):
 class Drainer:
     """Owns SIGTERM for the life of the app (see the module's docstring for why)."""
 
-    def __init__(self, bridge: _Calls, timeout_s: float, *, teardown_s: float = 5.0, poll_s: float = 0.05) -> None:
+    def __init__(self, bridge: _Calls, timeout_s: float, *, teardown_s: float = 5.0, poll_s: float = 0.05,
+                 goodbye: str = "", goodbye_s: float = 1.0) -> None:
+        """``goodbye`` (empty: none) is said at ``timeout_s`` to every call still live, each ended
+        within ``goodbye_s`` after."""
         self._bridge = bridge
         self.timeout_s = timeout_s
+        self.goodbye = goodbye.strip()
+        self.goodbye_s = goodbye_s
         self._teardown_s = teardown_s
         self._poll_s = poll_s
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -103,6 +114,10 @@ class Drainer:
         await self._wait_for_no_calls(self.timeout_s)
         if bridge.calls:
             log.warning("drain timeout: ending %d call(s) now", len(bridge.calls))
+            if self.goodbye and not self._hurry.is_set():
+                for session in list(bridge.calls):
+                    session.wind_down(self.goodbye, self.goodbye_s)
+                await self._wait_for_no_calls(self.goodbye_s)
             for session in list(bridge.calls):
                 session.end("shutdown")
             self._hurry.clear()

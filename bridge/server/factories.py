@@ -18,14 +18,20 @@ from bridge.agents.openai import OpenAIAgent, OpenAITranscriber
 from bridge.agents.scripted import ScriptedAgent, load_script
 from bridge.agents.stt.base import StreamingTranscriber
 from bridge.agents.stt.deepgram import DeepgramTranscriber
+from bridge.agents.tools import TransferPolicy
 from bridge.agents.webhook import WebhookAgent
 from bridge.config import Settings
 from bridge.core.call import CallSettings
+from bridge.server import metrics
 from bridge.tts.base import TtsClient
 from bridge.tts.elevenlabs import ElevenLabsCodec, ElevenLabsTts, stream_url
+from bridge.tts.fallback import FallbackTts, Voice
 from bridge.turn import HeuristicJudge, TurnJudge
 
-__all__ = ["call_settings", "make_agent", "make_judge", "make_stt", "make_tts", "tts_engine", "voice_warning"]
+__all__ = [
+    "call_settings", "make_agent", "make_judge", "make_stt", "make_tts", "offline_voice_available", "tts_engine",
+    "voice_warning",
+]
 
 log = logging.getLogger("bridge.server.factories")
 
@@ -63,6 +69,10 @@ def call_settings(settings: Settings) -> CallSettings:
         apology=settings.agent.apology,
         turn_end_digit="" if settings.agent.turn_end_digit == "off" else settings.agent.turn_end_digit,
         agent_timeout_s=settings.agent.timeout_s,
+        idle_reprompt_s=settings.agent.idle_reprompt_s,
+        idle_hangup_s=settings.agent.idle_hangup_s,
+        goodbye=settings.agent.goodbye,
+        voicemail_message=settings.agent.voicemail_message,
     )
 
 
@@ -77,19 +87,39 @@ def elevenlabs_query(settings: Settings) -> dict[str, Any]:
     }
 
 
+@functools.cache
+def offline_voice_available() -> bool:
+    """Whether the offline espeak-ng voice can speak here (the ``voice`` extra and the library)."""
+    try:
+        from bridge.tts import espeak, local  # noqa: F401  (optional extra: bridge[voice])
+
+        espeak.find_library()
+    except (ImportError, OSError, RuntimeError):
+        return False
+    return True
+
+
 def make_tts(settings: Settings, clock: Callable[[], float]) -> TtsClient:
+    """The call's voice: ElevenLabs, failing over to the offline voice for the rest of the call when
+    its socket is unusable for good (`FallbackTts`), or the offline voice alone."""
     if tts_engine(settings) == "local":
         from bridge.tts.local import LocalTts  # optional extra: bridge[voice]
 
         return LocalTts(clock=clock)
     el = settings.elevenlabs
     assert el.api_key, "config validation guarantees a key for the elevenlabs engine"
-    return ElevenLabsTts(
+    cloud = ElevenLabsTts(
         url=stream_url(el.base_url, el.voice_id, elevenlabs_query(settings)),
         api_key=el.api_key,
         codec=ElevenLabsCodec(el.output_format, el.voice_settings()),
         clock=clock,
     )
+    if not offline_voice_available():
+        return cloud
+    from bridge.tts.local import LocalTts
+
+    voices = [Voice("elevenlabs", cloud), Voice("offline", LocalTts(clock=clock))]
+    return FallbackTts(voices, clock=clock, on_failover=metrics.tts_failover)
 
 
 def make_agent(settings: Settings) -> Agent:
@@ -101,10 +131,12 @@ def make_agent(settings: Settings) -> Agent:
         stt_url, stt_key = a.stt_endpoint()
         transcriber = OpenAITranscriber(stt_url, stt_key, a.stt_model, language=a.stt_language)
     if a.kind == "scripted":
-        inner = ScriptedAgent(load_script(a.script))  # None (settings built in code): the demo script
+        # a.script None (settings built in code): the demo script
+        inner = ScriptedAgent(load_script(a.script), idle_prompt=a.idle_prompt)
     elif a.kind == "openai":
         inner = OpenAIAgent(a.openai_base_url, a.openai_api_key, a.llm_model, a.system_prompt,
-                            client=transcriber.client if transcriber else None)
+                            client=transcriber.client if transcriber else None, tools=a.tools,
+                            transfers=TransferPolicy.parse(a.transfer_numbers or ""))
     elif a.kind == "webhook":
         assert a.webhook_url, "config validation guarantees a URL for the webhook agent"
         inner = WebhookAgent(a.webhook_url, secret=a.webhook_secret, send_audio=a.webhook_audio)

@@ -50,6 +50,7 @@ __all__ = [
     "FRAME_LATENESS",
     "LIVE_CALLS",
     "REPLY_LATENCY",
+    "TTS_FAILOVERS",
     "TTS_RECONNECTS",
     "TURN_STAGES",
     "call_ended",
@@ -58,6 +59,7 @@ __all__ = [
     "metrics_endpoint",
     "multiprocess_dir",
     "reply_latency",
+    "tts_failover",
     "turn_stage",
 ]
 
@@ -90,6 +92,8 @@ AEC_FRAMES = Counter("bridge_aec_frames", "Caller frames (20 ms) the echo cancel
                      "ends)")
 TTS_RECONNECTS = Counter("bridge_tts_reconnects", "TTS connections opened again after a call's first (counted when "
                          "the call ends)")
+TTS_FAILOVERS = Counter("bridge_tts_failovers", "Calls whose voice failed for good and went on in the next voice",
+                        ["from_voice", "to_voice"])
 DROPPED_AUDIO_CHUNKS = Counter("bridge_dropped_audio_chunks", "TTS audio chunks of retired contexts, dropped unplayed "
                                "(counted when the call ends)")
 DROPPED_AUDIO_BYTES = Counter("bridge_dropped_audio_bytes", "Bytes of PCM in those dropped chunks")
@@ -145,6 +149,12 @@ def reply_latency(seconds: float, greeting: bool) -> None:
 def turn_stage(stage: str, seconds: float) -> None:
     """One stage of one turn (``STAGES``)."""
     TURN_STAGES.labels(stage).observe(max(0.0, seconds))
+
+
+def tts_failover(old: str, new: str, why: str) -> None:
+    """A call's voice failed over (``why`` is for the log, kept out of the labels)."""
+    del why
+    TTS_FAILOVERS.labels(old, new).inc()
 
 
 def frame_lateness(seconds: float) -> None:

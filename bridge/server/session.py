@@ -31,8 +31,9 @@ from typing import assert_never
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from bridge.agents.base import Agent, AgentError, Turn
+from bridge.agents.base import Agent, AgentError, HangUp, Transfer, Turn
 from bridge.agents.stt.base import StreamingTranscriber
+from bridge.agents.tools import TransferPolicy
 from bridge.carriers.base import CarrierCodec, Outbound, frames
 from bridge.carriers.twilio.codec import TwilioCodec
 from bridge.core.actions import (
@@ -55,6 +56,7 @@ from bridge.core.actions import (
 )
 from bridge.core.call import Call, CallSettings, CallSnapshot
 from bridge.core.events import (
+    AgentControl,
     AgentDone,
     AgentFailed,
     AgentText,
@@ -68,6 +70,8 @@ from bridge.core.events import (
     TtsAudio,
     TtsClosed,
     TtsError,
+    VoicemailDetected,
+    WindDown,
 )
 from bridge.server import metrics
 from bridge.server.listening import Listening
@@ -105,8 +109,12 @@ class CallSession:
         codec: CarrierCodec | None = None,
         judge: TurnJudge | None = None,
         stt: StreamingTranscriber | None = None,
+        transfers: TransferPolicy | None = None,
+        on_outcome: Callable[[str, str, str], None] | None = None,
     ) -> None:
-        """``start_timeout_s``, when given, replaces ``settings.start_timeout_s`` (the core keeps the time)."""
+        """``start_timeout_s``, when given, replaces ``settings.start_timeout_s`` (the core keeps the time).
+        ``transfers`` is the allow-list a `Transfer` is checked against (None: no transfers at all);
+        ``on_outcome(call_sid, kind, to)`` is told how the bridge ended the call (``/twilio/after`` asks)."""
         self.websocket = websocket
         if start_timeout_s is not None:
             settings = dataclasses.replace(settings, start_timeout_s=start_timeout_s)
@@ -115,6 +123,10 @@ class CallSession:
         self.tts = tts
         self.agent = agent
         self.on_event = on_event
+        self.transfers = transfers or TransferPolicy()
+        self.on_outcome = on_outcome
+        self.call_sid = ""
+        self.outcome: tuple[str, str, float] | None = None  # (kind, to, when) if the bridge ended the call
         self.call_id = "?"
         self.end_reason = ""  # why the call ended: the phone's reason, the core's, or "error" (a bug)
         self._loop = asyncio.get_running_loop()
@@ -156,6 +168,15 @@ class CallSession:
     def end(self, reason: str = "shutdown") -> None:
         """End the call from outside (server shutdown): as a hang-up would, so teardown is the same."""
         self.put(CallEnded(self.clock(), reason))
+
+    def wind_down(self, text: str, within_s: float) -> None:
+        """The server is going away: finish what is being said, say ``text``, end within ``within_s``."""
+        now = self.clock()
+        self.put(WindDown(now, text, now + within_s))
+
+    def voicemail(self) -> None:
+        """The carrier's machine detection says an answering machine took this call."""
+        self.put(VoicemailDetected(self.clock()))
 
     async def run(self) -> None:
         self.put(PhoneConnected(self.clock()))  # first in the inbox: the core times the carrier's 'start' from it
@@ -244,6 +265,7 @@ class CallSession:
                 metrics.turn_stage("tts_first_audio", event.at - self._opened.pop(event.context_id))
             case CallStarted():
                 self.call_id = event.call_id or event.stream_id
+                self.call_sid = event.call_id
                 log.info("call %s started", self.call_id)
             case CallEnded():
                 self.end_reason = self.end_reason or event.reason
@@ -310,6 +332,8 @@ class CallSession:
                         first = False
                         metrics.turn_stage("agent_first_text", self.clock() - began)
                     put(AgentText(self.clock(), number, text))
+                elif self._control(number, text):
+                    break  # text after a control is not spoken
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -321,6 +345,27 @@ class CallSession:
                 with contextlib.suppress(Exception):
                     await close()
         put(AgentDone(self.clock(), number))
+
+    def _control(self, number: int, control: object) -> bool:
+        """Pass the agent's `HangUp` or `Transfer` to the core; a transfer off the allow-list is
+        refused here too (whatever the agent), and the call goes on. True when one was passed."""
+        match control:
+            case HangUp():
+                log.info("call %s: the agent ends the call after turn %d", self.call_id, number)
+                self.put(AgentControl(self.clock(), number, "hangup", reason=control.reason[:120]))
+                return True
+            case Transfer():
+                refusal = self.transfers.refusal(control.to)
+                if refusal is not None:
+                    log.warning("call %s: refused the agent's transfer to %s: not on the allow-list; the call goes on",
+                                self.call_id, control.to[:20])
+                    return False
+                log.info("call %s: the agent transfers the call to %s after turn %d", self.call_id, control.to, number)
+                self.put(AgentControl(self.clock(), number, "transfer", control.to))
+                return True
+        log.warning("call %s: the agent yielded %s, neither text nor a call control; ignored",
+                    self.call_id, type(control).__name__)
+        return False
 
     def _agent_failed(self, number: int, exc: Exception) -> None:
         reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
@@ -340,6 +385,9 @@ class CallSession:
             self._turn_began = None
             metrics.reply_latency(self.clock() - began, greeting)
             metrics.turn_stage("playout_start", self.clock() - began)
+            voice = getattr(self.tts, "current", None)
+            if voice is not None:
+                log.info("call %s: turn %d voiced by %s", self.call_id, self.call.snapshot.turn, voice)
 
     async def _execute(self, action: Action) -> None:
         match action:
@@ -360,7 +408,7 @@ class CallSession:
                 self._turn_began = (self.clock(), action.turn == 0)
                 await self._cancel_agent()
                 turn = Turn(action.turn, action.utterance, action.digits, self.listening.transcript(),
-                            tentative=action.tentative)
+                            tentative=action.tentative, idle=action.idle)
                 if not action.tentative:
                     self.listening.answered()
                 self._agent_task = asyncio.create_task(self._run_agent(turn), name=f"agent-turn-{action.turn}")
@@ -379,7 +427,10 @@ class CallSession:
                 except Exception:
                     log.exception("call %s: the agent failed to take what the caller heard", self.call_id)
             case EndCall():
-                log.warning("call %s: media stream ended by the bridge: %s", self.call_id, action.reason)
+                if action.outcome:
+                    self._record_outcome(action)
+                else:
+                    log.warning("call %s: media stream ended by the bridge: %s", self.call_id, action.reason)
                 self.end_reason = self.end_reason or action.reason
                 await self._close_phone(1000)
             case _:
@@ -399,6 +450,18 @@ class CallSession:
                 method(action.turn)
             except Exception:
                 log.exception("call %s: the agent failed to take a settled turn", self.call_id)
+    def _record_outcome(self, action: EndCall) -> None:
+        """The bridge ends the call on purpose: the carrier's after-stream request learns how."""
+        began = self.call.started_at
+        at = self.clock() - began if began is not None else 0.0
+        self.outcome = (action.outcome, action.to, at)
+        told = f"transfer to {action.to}" if action.outcome == "transfer" else "hang-up"
+        log.info("call %s: ended by the bridge at %.1f s (%s): %s", self.call_id, at, told, action.reason)
+        if self.on_outcome is not None and self.call_sid:
+            try:
+                self.on_outcome(self.call_sid, action.outcome, action.to)
+            except Exception:
+                log.exception("call %s: recording how the call ended failed", self.call_id)
 
     async def _to_phone(self, out: Outbound) -> None:
         if not self._phone_open:

@@ -14,6 +14,7 @@ import sys
 
 from bridge.carriers.twilio.rest import TwilioRest, TwilioRestError
 from bridge.carriers.twilio.twiml import VOICE_PATH
+from bridge.server.call_control import AMD_PATH
 from bridge.tools.serving import load_or_exit
 
 __all__ = ["add_arguments", "run_from_args"]
@@ -41,7 +42,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     rest = TwilioRest(server.twilio_account_sid, server.twilio_auth_token, base_url=server.twilio_api_base_url)
     webhook = server.public_url.rstrip("/") + VOICE_PATH
     try:
-        placed = asyncio.run(rest.place_call(args.to, from_, webhook, detect_machine=args.detect_machine))
+        amd = server.public_url.rstrip("/") + AMD_PATH  # the late verdict switches a live call to voicemail
+        placed = asyncio.run(rest.place_call(args.to, from_, webhook, detect_machine=args.detect_machine,
+                                             amd_callback=amd if args.detect_machine else None))
     except ValueError as exc:
         print(f"bridge dial: {exc}", file=sys.stderr)
         return 2

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bridge.agents.base import AgentError, Message, Turn
-from bridge.agents.conversation import ConversationAgent
+from bridge.agents.conversation import IDLE_NOTE, ConversationAgent
 from bridge.agents.loader import load_factory
 from bridge.agents.memory import INTERRUPTED, History, caller_text
 from bridge.agents.openai import OpenAIAgent, SseParser, chat_messages, delta_text, wav_bytes
@@ -301,3 +301,10 @@ def test_describe_shows_no_secret_and_no_webhook_path() -> None:
     assert "hooks.example.com" in text and "signed" in text
     for secret in ("t0ken", "Zq9Xj7", "Hb6Yc1"):
         assert secret not in text
+
+
+async def test_an_idle_turn_notes_the_silence_and_the_scripted_agent_prompts() -> None:
+    agent = ConversationAgent(ScriptedAgent(["Hello.", "Fine."], delay_s=0, idle_prompt="Still there?"))
+    said = [t async for t in agent.reply(Turn(1, idle=True)) if isinstance(t, str)]
+    assert "".join(said) == "Still there?"
+    assert agent.history.messages[-1].content == IDLE_NOTE

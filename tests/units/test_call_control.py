@@ -70,6 +70,29 @@ async def test_post_calls_places_a_call_through_twilio(twilio: FakeTwilio) -> No
     assert call.form["To"] == "+15551234567" and call.form["From"] == "+15557654321"
     assert call.form["Url"] == "https://voice.example.com/twilio/voice", "the answered call runs the same agent"
     assert call.form["MachineDetection"] == "DetectMessageEnd"
+    assert call.form["AsyncAmd"] == "true", "the verdict comes later, so the callee hears no silence"
+    assert call.form["AsyncAmdStatusCallback"] == "https://voice.example.com/twilio/amd"
+
+
+class _Live:
+    def __init__(self, call_sid: str) -> None:
+        self.call_sid, self.switched = call_sid, 0
+
+    def voicemail(self) -> None:
+        self.switched += 1
+
+
+async def test_the_async_machine_verdict_reaches_only_its_own_live_call() -> None:
+    app = create_app(settings())  # type: ignore[arg-type]
+    ours, other = _Live("CA-ours"), _Live("CA-other")
+    app.state.bridge.calls.update({ours, other})
+    async with client_for(app) as http:
+        human = await http.post("/twilio/amd", data={"CallSid": "CA-ours", "AnsweredBy": "human"})
+        started = await http.post("/twilio/amd", data={"CallSid": "CA-ours", "AnsweredBy": "machine_start"})
+        beep = await http.post("/twilio/amd", data={"CallSid": "CA-ours", "AnsweredBy": "machine_end_beep"})
+        gone = await http.post("/twilio/amd", data={"CallSid": "CA-gone", "AnsweredBy": "machine_end_beep"})
+    assert {r.status_code for r in (human, started, beep, gone)} == {204}
+    assert (ours.switched, other.switched) == (1, 0)  # only once the beep says the message may be left
 
 
 async def test_post_calls_needs_the_admin_token_and_a_real_number(twilio: FakeTwilio) -> None:

@@ -113,6 +113,18 @@ async def test_bridge_call_dials_like_twilio_and_writes_what_each_side_said(tmp_
     assert loud(left, 0, 1.5) == -np.inf, "left: nothing before the caller spoke"
 
 
+async def test_bridge_call_says_how_the_bridge_ended_the_call(tmp_path):
+    pytest.importorskip("espeakng_loader")
+    settings = bridge_settings(None, write_script(tmp_path / "agent.txt", [
+        "Hello. Let me put you through. [transfer +15551234567]"]), BRIDGE_TTS="local",
+        BRIDGE_TRANSFER_NUMBERS="+15551234567")
+    async with serve(settings) as bridge:
+        code, stdout, stderr = await run_call(bridge.http, "--say", f"9:{SPEECH / 'caller_02.wav'}",
+                                              "--duration", "10", "--out", str(tmp_path / "c.wav"), cwd=tmp_path)
+    assert code == 0, stderr
+    assert re.search(r"the call was ended by the bridge at \d+\.\d+ s: transfer to \+15551234567", stdout), stdout
+
+
 def test_bridge_call_that_cannot_connect_says_so_and_fails(tmp_path):
     done = subprocess.run([*PYTHON, "call", f"http://127.0.0.1:{free_port()}", "--duration", "1",
                            "--say", f"0:{write_wav(tmp_path / 'x.wav')}"],

@@ -41,14 +41,18 @@ class TwilioRest:
         self._client = client
 
     async def place_call(self, to: str, from_: str, webhook_url: str, *, detect_machine: bool = False,
-                         status_callback: str | None = None) -> PlacedCall:
-        """Dial ``to`` from ``from_``; when it answers, Twilio fetches ``webhook_url``."""
+                         status_callback: str | None = None, amd_callback: str | None = None) -> PlacedCall:
+        """Dial ``to`` from ``from_``; when it answers, Twilio fetches ``webhook_url``. With
+        ``amd_callback`` the machine detection is asynchronous: the verdict is POSTed there."""
         for name, number in (("to", to), ("from", from_)):
             if not E164.match(number):
                 raise ValueError(f"--{name} must be an E.164 number such as +15551234567, not {number[:32]!r}")
         form = {"To": to, "From": from_, "Url": webhook_url, "Method": "POST"}
         if detect_machine:
             form["MachineDetection"] = "DetectMessageEnd"
+            if amd_callback:
+                form["AsyncAmd"] = "true"
+                form["AsyncAmdStatusCallback"] = amd_callback
         if status_callback:
             form["StatusCallback"] = status_callback
         url = f"{self.base_url}/2010-04-01/Accounts/{self.account_sid}/Calls.json"

@@ -42,6 +42,7 @@ __all__ = [
     "Target",
     "add_arguments",
     "demo_timeline",
+    "fetch_ending",
     "media_url_from_twiml",
     "noise",
     "parse_say",
@@ -167,6 +168,7 @@ class Stream:
     url: str
     signed_url: str
     parameters: dict[str, str]
+    action: str | None = None  # the <Connect action> URL: what Twilio asks once the stream has closed
 
 
 def media_url_from_twiml(twiml: str, webhook_url: str) -> Stream:
@@ -192,7 +194,35 @@ def media_url_from_twiml(twiml: str, webhook_url: str) -> Stream:
     loopback = media.hostname in ("127.0.0.1", "localhost", "::1")
     if hook.scheme == "http" and scheme == "wss" and (media.netloc == hook.netloc or loopback):
         scheme = "ws"
-    return Stream(urllib.parse.urlunsplit((scheme, media.netloc, media.path, "", "")), signed, params)
+    connect = root.find("./Connect")
+    action = connect.get("action") if connect is not None else None
+    return Stream(urllib.parse.urlunsplit((scheme, media.netloc, media.path, "", "")), signed, params,
+                  urllib.parse.urljoin(webhook_url, action) if action else None)
+
+
+def fetch_ending(stream: Stream, webhook_url: str | None, ids: wire.StreamIds, auth_token: str | None) -> str | None:
+    """Ask the ``<Connect action>`` URL as Twilio does once the bridge closed the stream, and say
+    what Twilio would do next: ``transfer to +1…`` or ``hang-up``. None when it cannot be asked.
+
+    The URL names the public host; the request goes to the host the webhook was reached at (as a
+    tunnel or proxy would forward it), signed for the public URL, as Twilio signs it."""
+    if stream.action is None or webhook_url is None:
+        return None
+    public = urllib.parse.urlsplit(stream.action)
+    reached = urllib.parse.urlsplit(webhook_url)
+    url = urllib.parse.urlunsplit((reached.scheme, reached.netloc, public.path, public.query, ""))
+    form = {"AccountSid": ids.account_sid, "CallSid": ids.call_sid, "CallStatus": "in-progress"}
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "User-Agent": "TwilioProxy/1.1"}
+    if auth_token:
+        headers[SIGNATURE_HEADER] = compute_signature(auth_token, stream.action, form)
+    request = urllib.request.Request(url, data=urllib.parse.urlencode(form).encode(), headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=_TIMEOUT) as response:
+            root = ET.fromstring(response.read(1 << 16).decode("utf-8", "replace"))
+    except (urllib.error.URLError, OSError, ET.ParseError):
+        return None
+    dial = root.find("./Dial")
+    return f"transfer to {(dial.text or '').strip()}" if dial is not None else "hang-up"
 
 
 def _fetch_twiml(webhook_url: str, ids: wire.StreamIds, auth_token: str | None) -> str:
@@ -267,7 +297,7 @@ def _auth_token(given: str | None) -> str | None:
 # ------------------------------------------------------------------ the call
 
 
-async def _dial(plan: _Plan) -> PhoneCall:
+async def _dial(plan: _Plan) -> tuple[PhoneCall, Stream]:
     """Webhook, TwiML, then the media socket: the phone, connected and talking."""
     target, ids = plan.target, plan.ids
     if target.webhook_url is not None and plan.carrier != "twilio":
@@ -296,7 +326,7 @@ async def _dial(plan: _Plan) -> PhoneCall:
         raise DialError(f"the bridge refused the media socket: HTTP {code}{_hint(code)}") from None
     except (OSError, InvalidHandshake, TimeoutError) as exc:
         raise DialError(f"cannot open the media socket {stream.url}: {exc or type(exc).__name__}") from None
-    return phone
+    return phone, stream
 
 
 async def _call(plan: _Plan) -> int:
@@ -305,7 +335,7 @@ async def _call(plan: _Plan) -> int:
     metrics = stages.metrics_url(target)
     before = await asyncio.to_thread(stages.scrape, metrics)
     try:
-        phone = await _dial(plan)
+        phone, stream = await _dial(plan)
     except DialError as exc:
         print(f"bridge call: {exc}", file=sys.stderr)
         return 1
@@ -319,9 +349,12 @@ async def _call(plan: _Plan) -> int:
         print(f"bridge call: cannot write {plan.out}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     print(report.timeline_text(marks=False))
+    ending = None
+    if report.server_closed is not None and report.server_closed < plan.duration - 0.05:
+        ending = await asyncio.to_thread(fetch_ending, stream, plan.target.webhook_url, plan.ids, plan.auth_token)
     print("summary:")
     after = await asyncio.to_thread(stages.scrape, metrics) if before is not None else None
-    for line in [*summary_lines(report), *stages.stage_lines(before, after)]:
+    for line in [*summary_lines(report, ending), *stages.stage_lines(before, after)]:
         print(f"  {line}")
     print(f"wrote {plan.out} (stereo, 8 kHz: caller left, agent as heard right)", flush=True)
     return 0
@@ -331,8 +364,9 @@ def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
 
 
-def summary_lines(report: CallReport) -> list[str]:
-    """The numbers people tune by, one per line: latencies, barge-in reactions, underruns."""
+def summary_lines(report: CallReport, ending: str | None = None) -> list[str]:
+    """The numbers people tune by, one per line: latencies, barge-in reactions, underruns; and
+    how the call ended (``ending``: what ``/twilio/after`` answered, when the bridge closed it)."""
     heard = report.greeting_latency
     lines = [f"greeting latency: {_ms(heard)}" if heard is not None else "greeting latency: no greeting heard"]
     for i, b in enumerate(report.barge_ins, 1):
@@ -352,8 +386,9 @@ def summary_lines(report: CallReport) -> list[str]:
         lines.append(f"LEAK: {sum(report.leaked_frames)} packets of cleared audio were played")
     if report.malformed:
         lines.append(f"malformed messages from the bridge: {len(report.malformed)} ({report.malformed[0][1]})")
-    if report.server_closed is not None and report.server_closed < report.duration - 0.05:
-        lines.append(f"the bridge hung up at {report.server_closed:.3f} s")
+    if report.server_closed is not None and (ending or report.server_closed < report.duration - 0.05):
+        then = f": {ending}" if ending else ""
+        lines.append(f"the call was ended by the bridge at {report.server_closed:.3f} s{then}")
     return lines
 
 
