@@ -265,26 +265,6 @@ class Call(TurnTaking, CallControlMixin):
         self._reactions.append(reply.paused_at - change.onset)
         self._cut(reply, change.at, out)
 
-    def _on_dtmf(self, event: DtmfReceived, out: list[Action]) -> None:
-        """Keys go to the agent with the next turn; the turn-end key starts that turn now."""
-        if self._state is CallState.CONNECTING:
-            self._malformed += 1
-            return
-        self._digits += event.digit
-        self._control.caller_active()
-        if not self.settings.turn_end_digit or event.digit != self.settings.turn_end_digit:
-            return
-        self._went_on(event.at, out)  # the key ends the turn now, with everything said: not a held guess
-        reply = self._reply
-        if reply is not None and self._control.firm(reply.turn):
-            return  # the bridge's last words (voicemail, drain) are not cut by a key
-        if reply is not None:
-            # A key pressed over the agent stops it as speech would (an IVR habit), without
-            # counting a barge-in. It is a clear like a pause's: the echo guard forgets too.
-            self._cut_now(reply, event.at, out)
-        utterance = self._recorder.take() or b""  # what the caller said before the key, if anything
-        self._start_turn(utterance, event.at, out)
-
     def _cut(self, reply: Reply, at: float, out: list[Action], frames: int | None = None) -> None:
         """End the reply before it played out; the agent hears what the caller heard of it."""
         heard = self._playout.heard_frames(reply.track, at) if frames is None else frames
@@ -292,7 +272,6 @@ class Call(TurnTaking, CallControlMixin):
         self._advance(reply, Input.CUT, at, out)
         out.append(reply.heard(heard, cut=True))
 
-    # ----------------------------------------------------------------- agent side
 
     def _on_agent(self, event: AgentText | AgentDone | AgentFailed, out: list[Action]) -> None:
         reply = self._reply

@@ -9,12 +9,14 @@ unheard (`AbandonTurn` tells the agent to forget the turn), so nothing of a gues
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bridge.core.actions import AbandonTurn, Action, ConfirmTurn, JudgeTurn, StartTurn
 from bridge.core.control import Control
 from bridge.core.deadlines import is_due
-from bridge.core.events import TurnVerdict
+from bridge.core.events import DtmfReceived, TurnVerdict
 from bridge.core.reply import Input, Reply
-from bridge.core.terms import CallSettings
+from bridge.core.terms import CallSettings, CallState
 from bridge.core.turns import EndOfTurn
 from bridge.core.utterance import Recorder
 from bridge.core.vad import SpeechPaused
@@ -33,8 +35,35 @@ class TurnTaking:
     _digits: str
     _control: Control
 
+    _state: CallState
+    _malformed: int
+
     def _advance(self, reply: Reply, happening: Input, at: float, out: list[Action]) -> None:
         raise NotImplementedError  # `Call` moves replies
+
+    if TYPE_CHECKING:  # provided by `bridge.core.control.CallControlMixin`, beside this in `Call`
+
+        def _cut_now(self, reply: Reply, at: float, out: list[Action]) -> None: ...
+
+    def _on_dtmf(self, event: DtmfReceived, out: list[Action]) -> None:
+        """Keys go to the agent with the next turn; the turn-end key starts that turn now."""
+        if self._state is CallState.CONNECTING:
+            self._malformed += 1
+            return
+        self._digits += event.digit
+        self._control.caller_active()
+        if not self.settings.turn_end_digit or event.digit != self.settings.turn_end_digit:
+            return
+        self._went_on(event.at, out)  # the key ends the turn now, with everything said: not a held guess
+        reply = self._reply
+        if reply is not None and self._control.firm(reply.turn):
+            return  # the bridge's last words (voicemail, drain) are not cut by a key
+        if reply is not None:
+            # A key pressed over the agent stops it as speech would (an IVR habit), without
+            # counting a barge-in. It is a clear like a pause's: the echo guard forgets too.
+            self._cut_now(reply, event.at, out)
+        utterance = self._recorder.take() or b""  # what the caller said before the key, if anything
+        self._start_turn(utterance, event.at, out)
 
     def _init_turns(self, settings: CallSettings) -> int:
         """Set up the end of turn; returns the silence the listener reports as a candidate (0: none)."""
