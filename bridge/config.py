@@ -269,7 +269,7 @@ class ServerSettings:
     max_message_bytes: int = _opt(64 * 1024, **_range(1024, 16 * 1024 * 1024))
     start_timeout_s: float = _opt(10.0, **_range(0.1, 600.0))
     drain_timeout_s: float = _opt(30.0, **_range(0.0, 3600.0))
-    drain_goodbye: str = _opt("Sorry, we have to end the call now. Please call again. Goodbye.", "any text")
+    drain_goodbye: str = _opt("Sorry, we have to go now. Goodbye.", "any text")
     admin_token: str | None = _opt(None, **_SECRET_RULE, env="BRIDGE_ADMIN_TOKEN")
     twilio_account_sid: str | None = _opt(None, "AC followed by 32 hex digits", regex=r"AC[0-9a-fA-F]{32}",
                                           env="TWILIO_ACCOUNT_SID")

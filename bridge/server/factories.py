@@ -29,8 +29,8 @@ from bridge.tts.fallback import FallbackTts, Voice
 from bridge.turn import HeuristicJudge, TurnJudge
 
 __all__ = [
-    "call_settings", "make_agent", "make_judge", "make_stt", "make_tts", "offline_voice_available", "tts_engine",
-    "voice_warning",
+    "call_settings", "make_agent", "make_cloud_tts", "make_judge", "make_stt", "make_tts", "offline_voice_available",
+    "tts_engine", "voice_warning",
 ]
 
 log = logging.getLogger("bridge.server.factories")
@@ -106,20 +106,25 @@ def make_tts(settings: Settings, clock: Callable[[], float]) -> TtsClient:
         from bridge.tts.local import LocalTts  # optional extra: bridge[voice]
 
         return LocalTts(clock=clock)
-    el = settings.elevenlabs
-    assert el.api_key, "config validation guarantees a key for the elevenlabs engine"
-    cloud = ElevenLabsTts(
-        url=stream_url(el.base_url, el.voice_id, elevenlabs_query(settings)),
-        api_key=el.api_key,
-        codec=ElevenLabsCodec(el.output_format, el.voice_settings()),
-        clock=clock,
-    )
+    cloud = make_cloud_tts(settings, clock)
     if not offline_voice_available():
         return cloud
     from bridge.tts.local import LocalTts
 
     voices = [Voice("elevenlabs", cloud), Voice("offline", LocalTts(clock=clock))]
     return FallbackTts(voices, clock=clock, on_failover=metrics.tts_failover)
+
+
+def make_cloud_tts(settings: Settings, clock: Callable[[], float]) -> TtsClient:
+    """ElevenLabs alone, with no voice behind it (what `make_tts` fails over from)."""
+    el = settings.elevenlabs
+    assert el.api_key, "config validation guarantees a key for the elevenlabs engine"
+    return ElevenLabsTts(
+        url=stream_url(el.base_url, el.voice_id, elevenlabs_query(settings)),
+        api_key=el.api_key,
+        codec=ElevenLabsCodec(el.output_format, el.voice_settings()),
+        clock=clock,
+    )
 
 
 def make_agent(settings: Settings) -> Agent:

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.server import serve as ws_serve
 
+from bridge.server import factories
 from bridge.testing.fake_elevenlabs import FakeElevenLabs, SentFrame
 from bridge.tools.simulator import PhoneCall, Timeline
 from bridge.tts import supervisor
@@ -30,6 +31,10 @@ from tests.support import SPEECH
 GREETING = "Thanks for calling the bridge demo line, where every answer is read out by a friendly voice."
 REPLY = "Sure, one moment please."
 MS_PER_CHAR = 55.0  # the fake's default speaking rate
+
+# The ElevenLabs client and its supervisor alone: with the offline voice behind it a fault that
+# cannot heal fails over instead (tests/e2e/test_call_control.py covers that).
+ONE_VOICE = factories.make_cloud_tts
 
 
 def caller(*placements: tuple[float, str]) -> Timeline:
@@ -53,7 +58,8 @@ async def running(script: Path, env: dict[str, str] | None = None, **fake_option
                   ) -> AsyncIterator[tuple[FakeElevenLabs, RunningBridge]]:
     """A fake ElevenLabs and the bridge using it; on the way out, nothing of the calls may be left."""
     async with FakeElevenLabs(api_key=API_KEY, **fake_options) as fake:  # noqa: SIM117  (fake is needed below)
-        async with serve(bridge_settings(fake, script, **(env or {}))) as bridge, no_leaks(bridge, fake):
+        async with (serve(bridge_settings(fake, script, **(env or {})), make_tts=ONE_VOICE) as bridge,
+                    no_leaks(bridge, fake)):
             yield fake, bridge
 
 
@@ -73,7 +79,7 @@ async def test_a_drop_mid_reply_costs_a_short_gap_and_the_reply_goes_on(short_sc
     fake = FakeElevenLabs(api_key=API_KEY, realtime_factor=1.0, chunk_ms=chunk_ms, seed=5)
     async with fake, ResetProxy(fake.port) as proxy:
         settings = bridge_settings(fake, short_script, ELEVENLABS_BASE_URL=proxy.base_url)
-        async with serve(settings) as bridge, no_leaks(bridge, fake):
+        async with serve(settings, make_tts=ONE_VOICE) as bridge, no_leaks(bridge, fake):
             phone = PhoneCall(bridge.media_url, caller=caller((7.0, "caller_04.wav")), duration=9.5)
             task = asyncio.create_task(phone.run())
             await phone.started.wait()
@@ -162,7 +168,8 @@ async def test_a_fault_that_cannot_heal_is_tried_once_and_the_call_stays_up(shor
                                      "code": 1008}
         else:
             settings_env["ELEVENLABS_BASE_URL"] = refuser.base_url
-        async with serve(bridge_settings(fake, short_script, **settings_env)) as bridge, no_leaks(bridge, fake):
+        async with (serve(bridge_settings(fake, short_script, **settings_env), make_tts=ONE_VOICE) as bridge,
+                    no_leaks(bridge, fake)):
             timeline = caller((1.5, "caller_04.wav"), (3.5, "caller_04.wav"))
             phone = PhoneCall(bridge.media_url, caller=timeline, duration=6.0)
             task = asyncio.create_task(phone.run())
