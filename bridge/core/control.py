@@ -43,13 +43,17 @@ if TYPE_CHECKING:
     from bridge.core.playout import Playout
     from bridge.core.terms import CallSettings
 
-__all__ = ["CallControlMixin", "Control", "Ending", "word_end"]
+__all__ = ["SHUTDOWN", "CallControlMixin", "Control", "Ending", "word_end"]
 
 VOICEMAIL = "voicemail"
 
 WRAP_UP_S = 0.4
 """How long before a hard end the line being said stops at its next word end: one word and the
 carrier's lead fit in it, so the call can end on a whole word."""
+
+
+SHUTDOWN = "server shutting down"
+"""The reason of the `EndCall` a drain ends a call with (call records tell it from the agent's)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +205,7 @@ class CallControlMixin:
                 if reply is not None:
                     control.cut(reply.turn)
                     self._stop_at_word_end(reply, at, out)
-                control.line = (event.text.strip() or "Goodbye.", Ending("hangup", reason="server shutting down",
+                control.line = (event.text.strip() or "Goodbye.", Ending("hangup", reason=SHUTDOWN,
                                                                       firm=True))
 
     def _stop_at_word_end(self, reply: Reply, at: float, out: list[Action]) -> None:
@@ -252,7 +256,7 @@ class CallControlMixin:
             self._start_turn(b"", at, out, idle=True)
 
     def _end_now(self, at: float, out: list[Action]) -> None:
-        ending = self._control.ending or Ending("hangup", reason="server shutting down")
+        ending = self._control.ending or Ending("hangup", reason=SHUTDOWN)
         reply = self._reply
         if reply is not None:
             self._control.cut(reply.turn)

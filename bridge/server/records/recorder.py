@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from bridge.core.actions import Action, ClearPlayback, EndCall, OpenContext, ReplyHeard, SendMedia, SendText, StartTurn
+from bridge.core.control import SHUTDOWN
 from bridge.core.events import AgentText, CallEnded, CallerAudio, CallStarted, Event, TtsAudio, TtsClosed, TtsConnected
 from bridge.server.records.model import BargeIn, CallRecord, Reconnect, Segment, StereoAudio, Turn
 
@@ -119,7 +120,7 @@ class CallRecorder:
             return
         if self._broken:
             if type(action) is EndCall:
-                self._agent_ended = action.reason or "ended by the agent"
+                self._bridge_ended(action)
             return
         try:
             if type(action) is SendMedia:  # 50 a second while the agent speaks
@@ -128,6 +129,13 @@ class CallRecorder:
                 self._on_action(action)
         except Exception:
             self._fail()
+
+    def _bridge_ended(self, action: EndCall) -> None:
+        """The bridge closed the stream: at a drain's deadline (the server's doing), else for the agent."""
+        if action.reason == SHUTDOWN:
+            self._end_reason = "shutdown"
+        else:
+            self._agent_ended = action.reason or "ended by the agent"
 
     def end(self, snapshot: CallSnapshot) -> None:
         """The call is over: close the last spans and submit the final record."""
@@ -223,7 +231,7 @@ class CallRecorder:
             case ReplyHeard():
                 self._heard(action)
             case EndCall():
-                self._agent_ended = action.reason or "ended by the agent"
+                self._bridge_ended(action)
             case _:
                 pass
 
