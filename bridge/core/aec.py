@@ -284,6 +284,11 @@ class EchoCanceller:
         """Whether the cancelling library loads here (``mode = "off"``: never)."""
         return self.config.mode != "off" and self._ready()
 
+    def behind(self, listener: _Reference) -> _Reference:
+        """The playout's echo reference with this canceller beside ``listener``; ``listener`` alone
+        when the canceller is off, so a call that never cancels pays nothing per played frame."""
+        return listener if self.config.mode == "off" else Fanout(listener, self)
+
     def played(self, pcm: bytes, start: float) -> None:
         """One frame of ours will play at the caller from ``start`` (frames come in play order)."""
         if self.config.mode != "off" and not self._missing:
@@ -303,10 +308,10 @@ class EchoCanceller:
         where the policy says so; otherwise the very same bytes. ``erl_db``: the echo return loss
         the echo guard has learnt on this call (None: not yet); after a probe found no echo, a
         louder echo the guard learns on the raw line engages the canceller."""
-        count = len(pcm) // 2
-        start = self._clock(count, at)
         if self.config.mode == "off" or self._missing:
             return pcm
+        count = len(pcm) // 2
+        start = self._clock(count, at)
         if self.echoic is False and erl_db is not None and erl_db < self.config.engage_erl_db - _MARGIN_DB:
             self.echoic = True  # for good: from now on the guard hears the cleaned line, not the echo path
         first = round(start * self._rate)

@@ -23,7 +23,7 @@ already held (``close_context`` is graceful) and we drop it.
 from __future__ import annotations
 
 from bridge.core.actions import Action, CancelTurn, ConnectTts, EndCall
-from bridge.core.aec import EchoCanceller, Fanout
+from bridge.core.aec import EchoCanceller
 from bridge.core.bargein import Listener
 from bridge.core.control import CallControlMixin, Control
 from bridge.core.deadlines import Timer, is_due
@@ -72,7 +72,7 @@ class Call(TurnTaking, CallControlMixin):
         s = self.settings
         self._listener = Listener(s.vad, s.barge_in, s.echo, rate=s.audio.rate, pause_ms=self._init_turns(s))
         self._aec = EchoCanceller(s.aec, s.audio.rate, s.audio.frame_samples)
-        self._playout = Playout(s.audio, s.lead_ms, s.low_ms, s.mark_every_ms, echo=Fanout(self._listener, self._aec))
+        self._playout = Playout(s.audio, s.lead_ms, s.low_ms, s.mark_every_ms, echo=self._aec.behind(self._listener))
         self._voice = Voice(s.max_contexts, s.keepalive_s, s.drain_timeout_s)
         self._recorder = Recorder(s.audio, s.preroll_ms + s.vad.start_ms, s.max_utterance_s)
         self._max_pause = s.barge_in.max_pause_ms / 1000
