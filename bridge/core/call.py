@@ -346,9 +346,11 @@ class Call(TurnTaking, CallControlMixin):
     # ----------------------------------------------------------------- time
 
     def _on_tick(self, at: float, out: list[Action]) -> None:
+        deadlines = self._deadlines()
         for i, timer in enumerate(_TIMERS):  # each timer's check sees what the ones before it did
-            if is_due(at, self._deadlines()[i]):
+            if is_due(at, deadlines[i]):
                 self._expire(timer, at, out)
+                deadlines = self._deadlines()
 
     def _expire(self, timer: Timer, at: float, out: list[Action]) -> None:
         s, reply = self.settings, self._reply
