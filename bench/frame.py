@@ -92,9 +92,10 @@ class _Line:
             if isinstance(action, OpenContext):
                 opened = action.context_id
             elif isinstance(action, SendMedia):
-                for k in range(0, len(action.ulaw), 160):
+                ulaw = pcm_to_ulaw(action.pcm)  # as Twilio carries it
+                for k in range(0, len(ulaw), 160):
                     slot = max(self.play_end, round(self.now / FRAME_S))
-                    self.played[slot] = action.ulaw[k : k + 160]
+                    self.played[slot] = ulaw[k : k + 160]
                     self.play_end = slot + 1
             elif isinstance(action, ClearPlayback):
                 self.play_end = round(self.now / FRAME_S)

@@ -36,9 +36,12 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class SendMedia:
-    """Play one 20 ms frame of 8 kHz mu-law to the caller."""
+    """Play one 20 ms frame to the caller: PCM16 at the call's rate (`CallSettings.audio`).
 
-    ulaw: bytes
+    The carrier's codec puts it in its wire encoding: µ-law for the 8 kHz carriers (Twilio's
+    bytes are the ones the core used to encode itself), the frame as it is for linear PCM lines."""
+
+    pcm: bytes
 
 
 @dataclass(frozen=True, slots=True)

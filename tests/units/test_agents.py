@@ -100,7 +100,7 @@ class Words:
     def __init__(self, *answers: str, wait: asyncio.Event | None = None) -> None:
         self.answers, self.wait, self.audio = list(answers), wait, []
 
-    async def transcribe(self, pcm: bytes) -> str:
+    async def transcribe(self, pcm: bytes, rate: int = 8000) -> str:
         self.audio.append(pcm)
         if self.wait is not None:
             await self.wait.wait()

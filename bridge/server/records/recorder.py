@@ -73,13 +73,13 @@ class CallRecorder:
 
     def __init__(self, submit: Callable[[CallRecord], None], snapshot: Callable[[], CallSnapshot], *,
                  carrier: str = "twilio", end_of_turn_ms: float = 600.0, preroll_ms: float = 300.0,
-                 audio: bool = False) -> None:
+                 audio: bool = False, rate: int = 8000) -> None:
         self._submit = submit
         self._snapshot = snapshot
         self._carrier = carrier
         self._end_of_turn_ms = end_of_turn_ms
         self._preroll_s = preroll_ms / 1000
-        self._audio = StereoAudio() if audio else None
+        self._audio = StereoAudio(rate=rate) if audio else None
         self._base: CallRecord | None = None
         self._t0 = 0.0
         self._now = 0.0
@@ -204,7 +204,7 @@ class CallRecorder:
             span = self._agent_span = [start, start]
         span[1] = self._play_end = start + FRAME_S
         if self._audio is not None:
-            self._audio.agent.append((start, action.ulaw))
+            self._audio.agent.append((start, action.pcm))
         if self._context is not None:
             turn = self._turns.get(self._context_turn.get(self._context, -1))
             if turn is not None and turn.first_sent_at is None:
