@@ -32,7 +32,6 @@ __all__ = ["CallRecorder", "ending"]
 log = logging.getLogger("bridge.server.records")
 
 FRAME_S = 0.02
-PCM_BYTES_PER_S = 16_000  # 8 kHz, 16-bit
 
 
 @dataclass(slots=True)
@@ -79,6 +78,7 @@ class CallRecorder:
         self._carrier = carrier
         self._end_of_turn_ms = end_of_turn_ms
         self._preroll_s = preroll_ms / 1000
+        self._rate = rate
         self._audio = StereoAudio(rate=rate) if audio else None
         self._base: CallRecord | None = None
         self._t0 = 0.0
@@ -237,7 +237,7 @@ class CallRecorder:
 
     def _start_turn(self, action: StartTurn) -> None:
         now = self._now
-        speech_s = len(action.utterance) / PCM_BYTES_PER_S
+        speech_s = len(action.utterance) / (2 * self._rate)  # 16-bit at the call's rate
         turn = _Turn(action.turn, now, speech_s)
         if speech_s > 0:
             # The utterance runs from a pre-roll before the speech onset to this turn's start, the
