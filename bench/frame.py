@@ -1,7 +1,8 @@
 """CPU per 20 ms frame of the bridge's own code, in one process, without sockets.
 
-    python -m bench.frame            # three line conditions, medians of 5 repeats
-    python -m bench.frame --profile  # and the functions that cost the most (cProfile)
+    python -m bench.frame                   # three line conditions, medians of 5 repeats
+    python -m bench.frame --carrier vonage  # the same on Vonage's 16 kHz line, a wideband call
+    python -m bench.frame --profile         # and the functions that cost the most (cProfile)
 
 The load benchmark (`bench.load`) measures the whole server, sockets and event loop included,
 on a shared machine. This one isolates the per-frame work a call adds on top of them, which is
@@ -11,6 +12,8 @@ encoded, exactly as `bridge.server.session` does, but fed from memory with simul
 deterministic and free of I/O, its figures move by a few per cent between runs, not tens. The
 line is made in a first pass (the echo depends on what the core played); a second, fresh call is
 timed on the recorded messages, in CPU time, so other processes on the machine do not count.
+With ``--carrier vonage`` the line is Vonage's: binary 16 kHz PCM frames, and the call runs at
+16 kHz end to end (the speech is raised to 16 kHz once, before the run).
 
 Conditions: the caller silent on a quiet line; the caller talking (real speech from
 ``tests/audio``) while the agent is silent; the agent talking with its echo 20 dB down on the
@@ -26,7 +29,12 @@ import statistics
 import time
 from collections.abc import Callable
 
+import numpy as np
+import soxr
+
+from bridge.carriers.base import CarrierCodec, call_settings_for, frames
 from bridge.carriers.twilio.codec import TwilioCodec
+from bridge.carriers.vonage.codec import VonageCodec
 from bridge.core.actions import ClearPlayback, OpenContext, SendMark, SendMedia
 from bridge.core.audio import pcm_to_ulaw, ulaw_to_pcm
 from bridge.core.call import Call, CallSettings
@@ -40,39 +48,67 @@ __all__ = ["main", "per_frame_us"]
 IDS = wire.StreamIds("ACbench", "MZbench", "CA")
 FRAME_S = 0.02
 PHONE_ACTIONS = (SendMedia, SendMark, ClearPlayback)
+CARRIERS = ("twilio", "vonage")
+Message = str | bytes
 
 
-def _messages(pcm: bytes) -> list[str]:
-    """Twilio inbound media messages, one per 20 ms frame, as Twilio formats them."""
-    ulaw = pcm_to_ulaw(pcm)
-    starts = range(0, len(ulaw) - 159, 160)
-    return [wire.media(i + 2, IDS, i + 1, i * 20, ulaw[k : k + 160]) for i, k in enumerate(starts)]
+class _Carrier:
+    """One carrier's line: its codec, its inbound messages, and what its phone plays of a frame."""
 
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.rate = 8000 if name == "twilio" else 16000
 
-def _quiet(seconds: float) -> bytes:
-    """A quiet line (about -60 dBFS), so no frame is digital silence."""
-    return bytes([2, 0, 254, 255]) * int(8000 * seconds / 2)
+    def codec(self) -> CarrierCodec:
+        if self.name == "twilio":
+            codec: CarrierCodec = TwilioCodec()
+            start = '{"event":"start","streamSid":"MZbench","start":{"streamSid":"MZbench","callSid":"CA"}}'
+        else:
+            codec = VonageCodec()
+            start = '{"event":"websocket:connected","content-type":"audio/l16;rate=16000","call_uuid":"CA"}'
+        codec.decode(start, 0.0)
+        return codec
 
+    def at_rate(self, pcm: bytes) -> bytes:
+        """8 kHz speech (the recordings' rate) at the line's rate."""
+        if self.rate == 8000:
+            return pcm
+        return pcm16(soxr.resample(samples(pcm), 8000, self.rate))
 
-QUIET_FRAME = _quiet(FRAME_S)
+    def messages(self, pcm: bytes) -> list[Message]:
+        """Inbound media, one message per 20 ms frame, as the carrier sends them."""
+        if self.name == "vonage":
+            size = self.rate // 50 * 2
+            return [pcm[k : k + size] for k in range(0, len(pcm) - size + 1, size)]
+        ulaw = pcm_to_ulaw(pcm)
+        starts = range(0, len(ulaw) - 159, 160)
+        return [wire.media(i + 2, IDS, i + 1, i * 20, ulaw[k : k + 160]) for i, k in enumerate(starts)]
+
+    def played(self, frame: bytes) -> np.ndarray:
+        """What the phone plays of one of the core's frames: µ-law's rounding on Twilio."""
+        return samples(ulaw_to_pcm(pcm_to_ulaw(frame)) if self.name == "twilio" else frame)
+
+    def quiet(self, seconds: float) -> bytes:
+        """A quiet line (about -60 dBFS), so no frame is digital silence."""
+        return bytes([2, 0, 254, 255]) * int(self.rate * seconds / 2)
 
 
 class _Line:
     """One call fed frame by frame: the codec in, the core, the codec out; and, when the agent
-    talks, Twilio's playback and the echo of what it played, 100 ms later and 20 dB down."""
+    talks, the carrier's playback and the echo of what it played, 100 ms later and 20 dB down."""
 
     ECHO_FRAMES = 5
     ECHO_GAIN = 0.1
 
-    def __init__(self, agent_pcm: bytes | None) -> None:
-        self.codec = TwilioCodec()
-        self.codec.decode('{"event":"start","streamSid":"MZbench","start":{"streamSid":"MZbench","callSid":"CA"}}',
-                          0.0)
-        self.call = Call(CallSettings())
+    def __init__(self, carrier: _Carrier, agent_pcm: bytes | None) -> None:
+        self.carrier = carrier
+        self.codec = carrier.codec()
+        self.call = Call(call_settings_for(CallSettings(), self.codec))
+        self.quiet = samples(carrier.quiet(FRAME_S))
         self.now = 0.0
-        self.played: dict[int, bytes] = {}  # playback slot (20 ms) -> the mu-law frame Twilio plays then
+        self.played: dict[int, bytes] = {}  # playback slot (20 ms) -> the frame the phone plays then
         self.play_end = 0
-        self.sent: list[str] = []  # the caller's messages, as made
+        self.sent: list[Message] = []  # the caller's messages, as made
         self._feed(CallStarted(0.0, "MZbench", "CA"))
         self._feed(TtsConnected(0.0))
         if agent_pcm is not None:  # one long reply: the agent talks for the whole run
@@ -86,50 +122,49 @@ class _Line:
         actions = self.call.handle(event)
         for action in actions:
             if isinstance(action, PHONE_ACTIONS):
-                self.codec.encode(action)
+                frames(self.codec.encode(action))
         self.call.next_deadline()
         for action in actions:
             if isinstance(action, OpenContext):
                 opened = action.context_id
-            elif isinstance(action, SendMedia):
-                for k in range(0, len(action.ulaw), 160):
-                    slot = max(self.play_end, round(self.now / FRAME_S))
-                    self.played[slot] = action.ulaw[k : k + 160]
-                    self.play_end = slot + 1
+            elif isinstance(action, SendMedia):  # one 20 ms frame
+                slot = max(self.play_end, round(self.now / FRAME_S))
+                self.played[slot] = action.pcm
+                self.play_end = slot + 1
             elif isinstance(action, ClearPlayback):
                 self.play_end = round(self.now / FRAME_S)
                 self.played = {k: v for k, v in self.played.items() if k < self.play_end}
         return opened
 
-    def frame(self, message: str | None, i: int) -> None:
+    def frame(self, message: Message | None, i: int) -> None:
         self.now = (i + 1) * FRAME_S
         if message is None:  # the line carries the echo of what played
             echo = self.played.pop(i - self.ECHO_FRAMES, None)
-            echo_pcm = samples(ulaw_to_pcm(echo)) * self.ECHO_GAIN if echo else 0.0
-            line = pcm16(echo_pcm + samples(QUIET_FRAME))
-            message = _messages(line)[0]
+            echo_pcm = self.carrier.played(echo) * self.ECHO_GAIN if echo else 0.0
+            message = self.carrier.messages(pcm16(echo_pcm + self.quiet))[0]
         self.sent.append(message)
         for event in self.codec.decode(message, self.now):
             self._feed(event)
 
 
-def _conditions() -> dict[str, tuple[list[str | None], bytes | None]]:
+def _conditions(carrier: _Carrier) -> dict[str, tuple[list[Message | None], bytes | None]]:
     speech = b"".join(load_wav(name) for name in ("caller_01.wav", "caller_02.wav", "caller_03.wav"))
     agent = load_wav("caller_05.wav") + load_wav("caller_06.wav") + load_wav("caller_08.wav")
     return {
-        "caller silent, agent silent": ([*_messages(_quiet(10))], None),
-        "caller talking, agent silent": ([*_messages(speech)], None),
-        "agent talking, its echo 20 dB down": ([None], agent * 20),
+        "caller silent, agent silent": ([*carrier.messages(carrier.quiet(10))], None),
+        "caller talking, agent silent": ([*carrier.messages(carrier.at_rate(speech))], None),
+        "agent talking, its echo 20 dB down": ([None], carrier.at_rate(agent) * 20),
     }
 
 
-def per_frame_us(messages: list[str | None], agent: bytes | None, frames: int = 5000) -> float:
+def per_frame_us(messages: list[Message | None], agent: bytes | None, frames: int = 5000,
+                 carrier: str = "twilio") -> float:
     """Microseconds of CPU per frame over ``frames`` frames of one call."""
-    first = _Line(agent)
+    first = _Line(_Carrier(carrier), agent)
     for i in range(frames):
         first.frame(messages[i % len(messages)], i)
     assert agent is None or first.call.snapshot.barge_ins == 0, "the echo must not interrupt the agent"
-    line = _Line(agent)
+    line = _Line(_Carrier(carrier), agent)
     t0 = time.process_time()
     for i, message in enumerate(first.sent):
         line.frame(message, i)
@@ -141,13 +176,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--frames", type=int, default=5000)
     p.add_argument("--profile", action="store_true", help="print the costliest functions of each condition")
+    p.add_argument("--carrier", choices=CARRIERS, default="twilio",
+                   help="the line: Twilio's 8 kHz µ-law JSON, or Vonage's 16 kHz binary PCM (a wideband call)")
     a = p.parse_args(argv)
     print("| line | µs per 20 ms frame (median) | CPU s per call-minute |\n|---|---:|---:|")
-    for name, (messages, agent) in _conditions().items():
-        us = statistics.median(per_frame_us(messages, agent, a.frames) for _ in range(a.repeat))
+    for name, (messages, agent) in _conditions(_Carrier(a.carrier)).items():
+        us = statistics.median(per_frame_us(messages, agent, a.frames, a.carrier) for _ in range(a.repeat))
         print(f"| {name} | {us:.1f} | {us * 3000 / 1e6:.3f} |")
         if a.profile:
-            _profile(lambda m=messages, g=agent: per_frame_us(m, g, a.frames))
+            _profile(lambda m=messages, g=agent: per_frame_us(m, g, a.frames, a.carrier))
     return 0
 
 

@@ -155,11 +155,12 @@ class Line:
     def carry(self, at: float, action: Action) -> None:
         """What Twilio does with each phone action."""
         if isinstance(action, SendMedia):
+            ulaw = pcm_to_ulaw(action.pcm)  # Twilio's line
             if self._pending_resume:
-                self.result.resumes.append((action.ulaw, self._unplayed[0] if self._unplayed else b""))
+                self.result.resumes.append((ulaw, self._unplayed[0] if self._unplayed else b""))
                 self.result.silences.append(at - self.result.clears[-1])
                 self._pending_resume = False
-            self.buffer.push_audio(at, action.ulaw)
+            self.buffer.push_audio(at, ulaw)
             piece = self.buffer.played[-1]
             start = round(piece.start * RATE)
             pcm = samples(ulaw_to_pcm(piece.ulaw))

@@ -1,6 +1,7 @@
 """Where reply text comes from: an agent is an async stream of text per turn.
 
-A turn hands the agent what the caller said: the utterance as 8 kHz PCM16, its transcript when a
+A turn hands the agent what the caller said: the utterance as PCM16 at the call's rate (8 kHz, or
+16 kHz on a wideband line: ``Turn.rate``), its transcript when a
 transcriber is configured, any DTMF digits, and the conversation so far (``history``, ending with
 what the caller just said). The agent yields text as it produces it, and the core streams that
 into a fresh TTS context, flushing at sentence ends. A barge-in cancels the consuming task, so an
@@ -44,12 +45,13 @@ class Message:
 @dataclass(frozen=True, slots=True)
 class Turn:
     number: int  # 0 is the greeting
-    utterance: bytes = b""  # 8 kHz mono PCM16
+    utterance: bytes = b""  # mono PCM16 at ``rate``
     digits: str = ""  # DTMF keys pressed since the last turn, e.g. "12#"
     transcript: str | None = None  # None: no transcriber configured
     history: tuple[Message, ...] = ()  # the conversation so far, ending with this turn's caller message
     tentative: bool = False  # the caller only paused: ``confirm`` or ``abandon`` follows
     idle: bool = False  # the caller has said nothing since the agent's last words: a chance to prompt them
+    rate: int = 8000  # the utterance's sample rate: the call's, 16000 on a wideband line (Vonage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +81,8 @@ class Agent(Protocol):
 
 
 class Transcriber(Protocol):
-    async def transcribe(self, pcm: bytes) -> str:
-        """The words in ``pcm`` (8 kHz mono PCM16); "" when there are none."""
+    async def transcribe(self, pcm: bytes, rate: int = 8000) -> str:
+        """The words in ``pcm`` (mono PCM16 at ``rate``, the call's: 8 or 16 kHz); "" when there are none."""
 
 
 class AgentError(Exception):

@@ -29,7 +29,7 @@ __all__ = ["ConversationAgent"]
 
 log = logging.getLogger("bridge.agents")
 
-MAX_CARRY_BYTES = 60 * 16000  # a minute of 8 kHz PCM16: the most audio one transcription gets
+MAX_CARRY_S = 60  # a minute of the caller's audio: the most one transcription gets
 
 IDLE_NOTE = "[the caller has said nothing for a while]"
 """What the conversation records for an idle turn, so a model knows why it speaks unasked."""
@@ -73,13 +73,13 @@ class ConversationAgent:
 
     async def _listen(self, turn: Turn) -> Turn | None:
         """The full turn, with the caller's words recorded; None when there is nothing to answer."""
-        audio = (self._carry_audio + turn.utterance)[-MAX_CARRY_BYTES:]
+        audio = (self._carry_audio + turn.utterance)[-MAX_CARRY_S * turn.rate * 2:]
         digits = self._carry_digits + turn.digits
         self._carry_audio, self._carry_digits = audio, digits  # kept if this turn is cancelled now
         transcript = turn.transcript.strip() if turn.transcript is not None else None
         if transcript is None and self.transcriber is not None and audio:
             try:
-                transcript = (await self.transcriber.transcribe(audio)).strip()
+                transcript = (await self.transcriber.transcribe(audio, turn.rate)).strip()
             except Exception:
                 self._carry_audio, self._carry_digits = b"", ""  # the caller hears an apology and says it again
                 raise
@@ -91,7 +91,7 @@ class ConversationAgent:
         if turn.tentative:
             self._before[turn.number] = self.history.messages
         self.history.caller(said)
-        return Turn(turn.number, audio, digits, transcript, self.history.messages, turn.tentative)
+        return Turn(turn.number, audio, digits, transcript, self.history.messages, turn.tentative, rate=turn.rate)
 
     def confirm(self, turn: int) -> None:
         """The tentative turn is the caller's turn: what it recorded stays."""

@@ -135,11 +135,12 @@ class OpenAITranscriber(_Endpoint):
         self.model = model
         self.language = language
 
-    async def transcribe(self, pcm: bytes) -> str:
+    async def transcribe(self, pcm: bytes, rate: int = 8000) -> str:
+        """The words in ``pcm``, sent at the call's ``rate`` (a 16 kHz call's audio stays wideband)."""
         fields = {"model": self.model, "response_format": "json"}
         if self.language:
             fields["language"] = self.language
-        files = {"file": ("utterance.wav", wav_bytes(pcm), "audio/wav")}
+        files = {"file": ("utterance.wav", wav_bytes(pcm, rate), "audio/wav")}
         response = await self.client.post(f"{self.base_url}/audio/transcriptions", data=fields, files=files,
                                           headers=self._headers)
         await check_response(response, "transcription")

@@ -6,6 +6,7 @@ So an agent can live in any language and any process: it needs one HTTP route. T
     {"conversation": "9f0c…", "turn": 2, "transcript": "what time do you open" | null,
      "digits": "", "history": [{"role": "assistant", "content": "Hello!"}, {"role": "user", ...}],
      "audio": {"encoding": "pcm_s16le", "sample_rate": 8000, "base64": "…"}}   # only with audio on
+                                            # (the call's rate: 16000 on a wideband line)
 
 The answer is streamed, and each piece is spoken as soon as it arrives (sentence by sentence):
 
@@ -76,7 +77,7 @@ def turn_body(conversation: str, turn: Turn, *, audio: bool) -> dict[str, Any]:
     if turn.idle:  # the caller has been silent: the agent may prompt them (docs/agents.md, idle callers)
         body["idle"] = True
     if audio:
-        body["audio"] = {"encoding": "pcm_s16le", "sample_rate": 8000,
+        body["audio"] = {"encoding": "pcm_s16le", "sample_rate": turn.rate,
                          "base64": base64.b64encode(turn.utterance).decode("ascii")}
     return body
 

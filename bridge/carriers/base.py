@@ -9,8 +9,13 @@ and Exotel holds short audio back until it has the 100 ms chunk its platform ask
 ``encode`` returns a text frame, a binary frame, or a list of frames (possibly empty); the shell
 sends them in order (`frames` flattens the three shapes).
 
-The core works on 8 kHz PCM. A carrier whose line runs at another rate converts at its codec:
-inbound with the core's filtered `Resampler`, outbound with `Upsampler` here.
+A codec states the call's audio (``audio``: the rate and frame the core runs at, which
+`call_settings_for` puts in the call's settings), and takes and gives PCM16 at that rate: the
+caller's audio in `CallerAudio`, the agent's 20 ms frames in `SendMedia`. A linear-PCM line at
+16 kHz (Vonage) runs the call at 16 kHz and converts nothing; a µ-law line (Twilio, Telnyx,
+Plivo) runs at 8 kHz and encodes µ-law. A codec that keeps the call at 8 kHz on a line at
+another rate (Exotel) converts at its edge: inbound with the core's filtered `Resampler`,
+outbound with `Upsampler` here.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import orjson
 import soxr
 
 from bridge.core.actions import ClearPlayback, SendMark, SendMedia
-from bridge.core.audio import ulaw_to_pcm
+from bridge.core.audio import AudioFormat, ulaw_to_pcm
 from bridge.core.call import CallSettings
 from bridge.core.events import CallerAudio, DtmfReceived, Event, MarkPlayed, TelephonyMalformed
 
@@ -76,16 +81,22 @@ MAX_NAME: Final = 256
 class CarrierCodec(Protocol):
     """One media stream's codec; one instance per call."""
 
+    @property
+    def audio(self) -> AudioFormat:
+        """The call's audio: PCM16 at this rate, in these frames, both ways through the codec."""
+
     def decode(self, message: str | bytes, at: float) -> list[Event]: ...
 
     def encode(self, action: PhoneMessage) -> Outbound: ...
 
 
 def call_settings_for(settings: CallSettings, codec: CarrierCodec) -> CallSettings:
-    """The call's settings, with the playout lead the codec needs (``min_lead_ms``) if it needs more.
+    """The call's settings for this carrier: its audio as the codec states it (16 kHz end to end on
+    a wideband line), and the playout lead the codec needs (``min_lead_ms``) if it needs more.
 
     Exotel holds audio back until it has a whole chunk; with the default 200 ms lead the line would
     run dry while it waits. The low-water mark keeps its distance below the lead."""
+    settings = settings if settings.audio == codec.audio else replace(settings, audio=codec.audio)
     floor = int(getattr(codec, "min_lead_ms", 0))
     if floor <= settings.lead_ms:
         return settings

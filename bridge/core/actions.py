@@ -36,9 +36,12 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class SendMedia:
-    """Play one 20 ms frame of 8 kHz mu-law to the caller."""
+    """Play one 20 ms frame to the caller: PCM16 at the call's rate (`CallSettings.audio`).
 
-    ulaw: bytes
+    The carrier's codec puts it in its wire encoding: µ-law for the 8 kHz carriers (Twilio's
+    bytes are the ones the core used to encode itself), the frame as it is for linear PCM lines."""
+
+    pcm: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +109,7 @@ class CloseContext:
 
 @dataclass(frozen=True, slots=True)
 class StartTurn:
-    """Ask the agent for reply ``turn``; ``utterance`` is the caller's speech (8 kHz PCM16).
+    """Ask the agent for reply ``turn``; ``utterance`` is the caller's speech (PCM16 at the call's rate).
 
     ``tentative``: the caller has only paused; the reply is voiced but held. `ConfirmTurn` or
     `AbandonTurn` follows: an abandoned turn's ``utterance`` comes again, whole, in a later turn."""
@@ -139,7 +142,7 @@ class AbandonTurn:
 
 @dataclass(frozen=True, slots=True)
 class JudgeTurn:
-    """Ask the end-of-turn judge about candidate ``candidate``: is ``utterance`` (8 kHz PCM16, the
+    """Ask the end-of-turn judge about candidate ``candidate``: is ``utterance`` (PCM16 at the call's rate, the
     caller's turn so far, up to the pause) a finished turn? The answer is a `TurnVerdict` event
     naming the candidate; ``turn`` is the tentative turn started for it (-1: none)."""
 

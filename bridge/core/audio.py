@@ -1,8 +1,9 @@
-"""Audio plumbing for the phone path: mu-law, resampling to 8 kHz, fixed-size frames, levels.
+"""Audio plumbing for the phone path: mu-law, resampling to the call's rate, fixed-size frames, levels.
 
-Twilio media streams carry 8 kHz mu-law in 20 ms frames; ElevenLabs sends either the same mu-law or
-PCM16 at a higher rate. Everything in bridge works on 8 kHz little-endian signed 16-bit mono PCM
-("PCM16") and converts at the edges with the helpers here.
+Twilio media streams carry 8 kHz mu-law in 20 ms frames; Vonage's carry 16 kHz linear PCM;
+ElevenLabs sends either mu-law or PCM16 at a rate of its own. A call works on little-endian signed
+16-bit mono PCM ("PCM16") at the rate its carrier's line runs at (`AudioFormat`: 8 kHz, or 16 kHz
+end to end on a wideband line) and converts at the edges with the helpers here.
 
 Like the core, this module is pure: no clock, no I/O. The classes hold the per-stream state that
 streaming needs (filter history, a dangling odd byte, a partial frame), so each call or TTS context
@@ -101,7 +102,7 @@ ULAW_FRAME_BYTES: Final = PHONE.ulaw_frame_bytes
 INPUT_RATES: Final = (8000, 16000, 22050, 24000, 44100)
 """PCM rates `Resampler` accepts: ElevenLabs' PCM formats and espeak-ng's 22 050 Hz."""
 OUTPUT_FORMATS: Final = ("ulaw_8000", "pcm_8000", "pcm_16000", "pcm_22050", "pcm_24000", "pcm_44100")
-"""ElevenLabs ``output_format`` values `TtsDecoder` can turn into 8 kHz PCM16."""
+"""ElevenLabs ``output_format`` values `TtsDecoder` can turn into PCM16 at the call's rate."""
 
 RESAMPLE_QUALITY: Final = "MQ"
 """libsoxr preset, chosen by measurement (tests/test_audio.py checks the claims).

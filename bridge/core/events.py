@@ -58,7 +58,7 @@ class CallStarted:
 
 @dataclass(frozen=True, slots=True)
 class CallerAudio:
-    """Caller audio as 8 kHz 16-bit mono PCM, any length (the core re-slices it)."""
+    """Caller audio as 16-bit mono PCM at the call's rate (`CallSettings.audio`), any length (the core re-slices it)."""
 
     at: float
     pcm: bytes
@@ -156,7 +156,7 @@ class Alignment:
 
 @dataclass(frozen=True, slots=True)
 class TtsAudio:
-    """Audio for one context, already 8 kHz 16-bit mono PCM (see ``bridge.core.audio``)."""
+    """Audio for one context, already 16-bit mono PCM at the call's rate (see ``bridge.core.audio``)."""
 
     at: float
     context_id: str

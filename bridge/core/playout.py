@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bridge.core.actions import Action, ClearPlayback, SendMark, SendMedia
-from bridge.core.audio import AudioFormat, Framer, pcm_to_ulaw
+from bridge.core.audio import AudioFormat, Framer
 from bridge.core.deadlines import EPS
 from bridge.core.events import Alignment
 
@@ -136,7 +136,7 @@ class Playout:
         frame_s = self.fmt.frame_s
         while track.queue and self.play_end - now < self._lead - EPS:
             frame = track.queue.popleft()
-            out.append(SendMedia(pcm_to_ulaw(frame)))
+            out.append(SendMedia(frame))
             self.echo.played(frame, self.play_end)  # the echo guard's reference: as it plays
             track.sent.append(frame)
             self.play_end += frame_s

@@ -31,7 +31,6 @@ from bridge.server.carrier_routes import carrier_routes
 from bridge.server.drain import Drainer
 from bridge.server.records import Records
 from bridge.server.session import CallSession
-from bridge.tts.base import TtsClient
 
 __all__ = ["WS_MAX_SIZE", "create_app"]
 
@@ -49,7 +48,7 @@ class Bridge:
     """What the app holds across requests: settings and the calls now live."""
 
     settings: Settings
-    make_tts: Callable[[Settings, Callable[[], float]], TtsClient]
+    make_tts: factories.MakeTts
     make_agent: Callable[[Settings], Agent]
     outcomes: Outcomes  # what each call's agent decided (hang up, transfer), for Twilio's <Connect action>
     calls: set[CallSession] = field(default_factory=set)
@@ -63,7 +62,7 @@ class Bridge:
 def create_app(
     settings: Settings,
     *,
-    make_tts: Callable[[Settings, Callable[[], float]], TtsClient] = factories.make_tts,
+    make_tts: factories.MakeTts = factories.make_tts,
     make_agent: Callable[[Settings], Agent] = factories.make_agent,
 ) -> Starlette:
     transfers = TransferPolicy.parse(settings.agent.transfer_numbers or "")
@@ -108,11 +107,12 @@ def create_app(
             metrics.CALLS_REJECTED.inc()
             await guard.refuse_upgrade(websocket, 503, "busy")
             return
+        terms = factories.call_settings(settings)
+        terms = terms if codec is None else call_settings_for(terms, codec)  # the carrier's rate, 16 kHz on Vonage
         session = CallSession(
             websocket,
-            settings=factories.call_settings(settings) if codec is None
-            else call_settings_for(factories.call_settings(settings), codec),
-            tts=bridge.make_tts(settings, _loop_clock()),
+            settings=terms,
+            tts=bridge.make_tts(settings, _loop_clock(), terms.audio.rate),
             agent=bridge.make_agent(settings),
             start_timeout_s=settings.server.start_timeout_s,
             max_message_bytes=settings.server.max_message_bytes,

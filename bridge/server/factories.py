@@ -21,6 +21,7 @@ from bridge.agents.stt.deepgram import DeepgramTranscriber
 from bridge.agents.tools import TransferPolicy
 from bridge.agents.webhook import WebhookAgent
 from bridge.config import Settings
+from bridge.core.audio import SAMPLE_RATE
 from bridge.core.call import CallSettings
 from bridge.server import metrics
 from bridge.tts.base import TtsClient
@@ -29,11 +30,23 @@ from bridge.tts.fallback import FallbackTts, Voice
 from bridge.turn import HeuristicJudge, TurnJudge
 
 __all__ = [
-    "call_settings", "make_agent", "make_cloud_tts", "make_judge", "make_stt", "make_tts", "offline_voice_available",
-    "tts_engine", "voice_warning",
+    "MakeTts",
+    "call_settings",
+    "make_agent",
+    "make_cloud_tts",
+    "make_judge",
+    "make_stt",
+    "make_tts",
+    "offline_voice_available",
+    "output_format",
+    "tts_engine",
+    "voice_warning",
 ]
 
 log = logging.getLogger("bridge.server.factories")
+
+MakeTts = Callable[[Settings, Callable[[], float], int], TtsClient]
+"""How the app gets a call's voice: ``make_tts(settings, clock, rate)``, ``rate`` the call's (8000 or 16000 Hz)."""
 
 
 def tts_engine(settings: Settings) -> str:
@@ -76,11 +89,17 @@ def call_settings(settings: Settings) -> CallSettings:
     )
 
 
-def elevenlabs_query(settings: Settings) -> dict[str, Any]:
+def output_format(settings: Settings, rate: int = SAMPLE_RATE) -> str:
+    """What a call at ``rate`` asks ElevenLabs for: on an 8 kHz call the configured format; on a
+    wideband call PCM at the call's own rate (``pcm_16000``), which plays with no conversion."""
+    return settings.elevenlabs.output_format if rate == SAMPLE_RATE else f"pcm_{rate}"
+
+
+def elevenlabs_query(settings: Settings, rate: int = SAMPLE_RATE) -> dict[str, Any]:
     el = settings.elevenlabs
     return {
         "model_id": el.model_id,
-        "output_format": el.output_format,
+        "output_format": output_format(settings, rate),
         "inactivity_timeout": el.inactivity_timeout,
         "sync_alignment": el.sync_alignment,
         "auto_mode": el.auto_mode,
@@ -99,30 +118,31 @@ def offline_voice_available() -> bool:
     return True
 
 
-def make_tts(settings: Settings, clock: Callable[[], float]) -> TtsClient:
-    """The call's voice: ElevenLabs, failing over to the offline voice for the rest of the call when
-    its socket is unusable for good (`FallbackTts`), or the offline voice alone."""
+def make_tts(settings: Settings, clock: Callable[[], float], rate: int = SAMPLE_RATE) -> TtsClient:
+    """The call's voice, delivering audio at the call's ``rate``: ElevenLabs, failing over to the
+    offline voice (at the same rate) for the rest of the call when its socket is unusable for good
+    (`FallbackTts`), or the offline voice alone."""
     if tts_engine(settings) == "local":
         from bridge.tts.local import LocalTts  # optional extra: bridge[voice]
 
-        return LocalTts(clock=clock)
-    cloud = make_cloud_tts(settings, clock)
+        return LocalTts(clock=clock, rate=rate)
+    cloud = make_cloud_tts(settings, clock, rate)
     if not offline_voice_available():
         return cloud
     from bridge.tts.local import LocalTts
 
-    voices = [Voice("elevenlabs", cloud), Voice("offline", LocalTts(clock=clock))]
+    voices = [Voice("elevenlabs", cloud), Voice("offline", LocalTts(clock=clock, rate=rate))]
     return FallbackTts(voices, clock=clock, on_failover=metrics.tts_failover)
 
 
-def make_cloud_tts(settings: Settings, clock: Callable[[], float]) -> TtsClient:
+def make_cloud_tts(settings: Settings, clock: Callable[[], float], rate: int = SAMPLE_RATE) -> TtsClient:
     """ElevenLabs alone, with no voice behind it (what `make_tts` fails over from)."""
     el = settings.elevenlabs
     assert el.api_key, "config validation guarantees a key for the elevenlabs engine"
     return ElevenLabsTts(
-        url=stream_url(el.base_url, el.voice_id, elevenlabs_query(settings)),
+        url=stream_url(el.base_url, el.voice_id, elevenlabs_query(settings, rate)),
         api_key=el.api_key,
-        codec=ElevenLabsCodec(el.output_format, el.voice_settings()),
+        codec=ElevenLabsCodec(output_format(settings, rate), el.voice_settings(), rate=rate),
         clock=clock,
     )
 

@@ -29,7 +29,6 @@ __all__ = ["Listening"]
 
 log = logging.getLogger("bridge.server.listening")
 
-RATE = 8000
 MAX_QUEUED = 500  # 10 s of 20 ms chunks: a stalled transcriber never grows a call's memory further
 
 
@@ -37,8 +36,11 @@ class Listening:
     """One call's judge and (optional) live transcription."""
 
     def __init__(self, judge: TurnJudge, stt: StreamingTranscriber | None, put: Callable[[Event], None],
-                 clock: Callable[[], float], name: Callable[[], str]) -> None:
+                 clock: Callable[[], float], name: Callable[[], str], *, rate: int = 8000) -> None:
+        """``rate``: the call's (8 or 16 kHz); the caller's audio reaches the judge and the
+        transcriber at it, unconverted."""
         self.judge = judge
+        self.rate = rate
         self.stt = stt
         self._put, self._clock, self._name = put, clock, name
         self._tasks: set[asyncio.Task[None]] = set()
@@ -72,7 +74,7 @@ class Listening:
 
     async def _transcribe(self, stt: StreamingTranscriber) -> None:
         try:
-            async with stt.stream(rate=RATE) as stream:
+            async with stt.stream(rate=self.rate) as stream:
                 sender = asyncio.create_task(self._send(stream), name="stt-send")
                 try:
                     async for item in stream.transcripts():
@@ -108,7 +110,7 @@ class Listening:
 
     async def _judge(self, action: JudgeTurn, transcript: str | None) -> None:
         try:
-            verdict = await asyncio.to_thread(self.judge.judge, action.utterance, RATE, transcript or None)
+            verdict = await asyncio.to_thread(self.judge.judge, action.utterance, self.rate, transcript or None)
         except asyncio.CancelledError:
             raise
         except Exception:  # no verdict: the core ends the turn at the plain VAD silence

@@ -149,7 +149,9 @@ class CallSession:
         self.on_action: Callable[[Action], None] | None = None
         self.on_end: Callable[[CallSnapshot], None] | None = None
         self._opened: dict[str, float] = {}  # contexts opened, until their first audio
-        self.listening = Listening(judge or HeuristicJudge(), stt, self.put, self.clock, lambda: self.call_id)
+        self.rate = settings.audio.rate  # the call's audio: the caller's, as the judge and speech-to-text get it
+        self.listening = Listening(judge or HeuristicJudge(), stt, self.put, self.clock, lambda: self.call_id,
+                                   rate=self.rate)
 
     def clock(self) -> float:
         return self._loop.time()
@@ -408,7 +410,7 @@ class CallSession:
                 self._turn_began = (self.clock(), action.turn == 0)
                 await self._cancel_agent()
                 turn = Turn(action.turn, action.utterance, action.digits, self.listening.transcript(),
-                            tentative=action.tentative, idle=action.idle)
+                            tentative=action.tentative, idle=action.idle, rate=self.rate)
                 if not action.tentative:
                     self.listening.answered()
                 self._agent_task = asyncio.create_task(self._run_agent(turn), name=f"agent-turn-{action.turn}")

@@ -2,8 +2,8 @@
 
 ElevenLabs' multi-context socket and the embedded offline voice both sit behind `TtsClient`, so
 the core never knows which one it talks to: both take the same `TtsAction`s and report the same
-events (`TtsAudio` already 8 kHz PCM16, `TtsFinal` once a closed context is done, `TtsError`,
-`TtsConnected`, `TtsClosed`).
+events (`TtsAudio` already PCM16 at the call's rate, which each client is built for; `TtsFinal`
+once a closed context is done, `TtsError`, `TtsConnected`, `TtsClosed`).
 """
 
 from __future__ import annotations

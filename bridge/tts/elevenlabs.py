@@ -27,7 +27,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from bridge.core.actions import CloseContext, KeepAlive, OpenContext, SendText, TtsAction
-from bridge.core.audio import TtsDecoder
+from bridge.core.audio import SAMPLE_RATE, TtsDecoder
 from bridge.core.events import Alignment, Event, TtsAudio, TtsClosed, TtsConnected, TtsError, TtsFinal
 from bridge.tts.base import Emit, TtsConnectError
 
@@ -84,10 +84,14 @@ def stream_url(base_url: str, voice_id: str, query: Mapping[str, str | int | boo
 
 
 class ElevenLabsCodec:
-    """Actions to JSON text, and server frames to events, for one socket."""
+    """Actions to JSON text, and server frames to events, for one socket; audio is reported as
+    PCM16 at the call's ``rate`` (``pcm_16000`` on a 16 kHz call passes through unconverted)."""
 
-    def __init__(self, output_format: str, voice_settings: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, output_format: str, voice_settings: Mapping[str, Any] | None = None, *,
+                 rate: int = SAMPLE_RATE) -> None:
+        TtsDecoder(output_format, rate)  # a format the call's rate cannot take fails as the voice is built
         self.output_format = output_format
+        self.rate = rate
         self.voice_settings = dict(voice_settings or {})
         self._decoders: dict[str, TtsDecoder] = {}
 
@@ -144,7 +148,7 @@ class ElevenLabsCodec:
             return [TtsError(at, "malformed_audio", "audio is not valid base64", cid)]
         decoder = self._decoders.get(cid)
         if decoder is None:
-            decoder = self._decoders[cid] = TtsDecoder(self.output_format)
+            decoder = self._decoders[cid] = TtsDecoder(self.output_format, self.rate)
         pcm = decoder.decode(raw)
         return [TtsAudio(at, cid, pcm, _alignment(data.get("alignment")))] if pcm else []
 

@@ -29,16 +29,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bridge.core.actions import CloseContext, KeepAlive, OpenContext, SendText, TtsAction
-from bridge.core.audio import Resampler
+from bridge.core.audio import SAMPLE_RATE, Resampler
 from bridge.core.events import TtsAudio, TtsClosed, TtsConnected, TtsError, TtsFinal
 from bridge.core.text import split_ready_text
 from bridge.tts import espeak
 from bridge.tts.base import Emit, TtsConnectError
 
-__all__ = ["CHUNK_BYTES", "LocalTts"]
+__all__ = ["CHUNK_BYTES", "CHUNK_MS", "LocalTts"]
 
-CHUNK_BYTES = 3200
-"""Largest `TtsAudio` sent: 200 ms of 8 kHz PCM16, about what one ElevenLabs frame carries."""
+CHUNK_MS = 200
+"""Longest `TtsAudio` sent, about what one ElevenLabs frame carries."""
+CHUNK_BYTES = CHUNK_MS * SAMPLE_RATE * 2 // 1000
+"""3200: `CHUNK_MS` of 8 kHz PCM16."""
 
 
 @dataclass(eq=False)
@@ -52,10 +54,16 @@ class _Context:
 
 
 class LocalTts:
-    """Voices a call's contexts with espeak-ng; reports through ``emit`` like `ElevenLabsTts`."""
+    """Voices a call's contexts with espeak-ng; reports through ``emit`` like `ElevenLabsTts`.
 
-    def __init__(self, *, clock: Callable[[], float], voice: str = "en-us", rate_wpm: int = 175) -> None:
+    Audio comes out at the call's ``rate``: espeak-ng speaks at 22 050 Hz, resampled once (filtered)
+    to 8 or 16 kHz."""
+
+    def __init__(self, *, clock: Callable[[], float], voice: str = "en-us", rate_wpm: int = 175,
+                 rate: int = SAMPLE_RATE) -> None:
         self._clock = clock
+        self._rate = rate
+        self._chunk = CHUNK_MS * rate * 2 // 1000
         self._voice = voice
         self._rate_wpm = rate_wpm
         self._emit: Emit | None = None
@@ -66,7 +74,7 @@ class LocalTts:
         self._closing: deque[_Context] = deque()
 
     def __repr__(self) -> str:
-        return f"LocalTts(voice={self._voice!r}, rate_wpm={self._rate_wpm})"
+        return f"LocalTts(voice={self._voice!r}, rate_wpm={self._rate_wpm}, rate={self._rate})"
 
     async def connect(self, emit: Emit) -> None:
         """Load the engine (once per process) and check the voice; no engine is a permanent error."""
@@ -78,7 +86,7 @@ class LocalTts:
         self._emit = emit
         self._wake = asyncio.Event()
         self._abort = threading.Event()
-        self._worker = asyncio.create_task(self._work(emit, Resampler(sample_rate)), name="local-tts")
+        self._worker = asyncio.create_task(self._work(emit, Resampler(sample_rate, self._rate)), name="local-tts")
         emit(TtsConnected(self._clock()))
 
     async def send(self, action: TtsAction) -> None:
@@ -172,6 +180,6 @@ class LocalTts:
 
     async def _stream(self, cid: str, pcm: bytes, emit: Emit) -> None:
         """Hand audio over in ≤ 200 ms pieces, yielding between them so the core keeps up."""
-        for start in range(0, len(pcm), CHUNK_BYTES):
-            emit(TtsAudio(self._clock(), cid, pcm[start : start + CHUNK_BYTES]))
+        for start in range(0, len(pcm), self._chunk):
+            emit(TtsAudio(self._clock(), cid, pcm[start : start + self._chunk]))
             await asyncio.sleep(0)

@@ -95,7 +95,7 @@ def test_audio_goes_out_in_20ms_mulaw_frames_paced_with_a_small_lead():
     d.advance(3.0)
     media = d.since(0, [SendMedia])
     assert len(media) == 100
-    assert all(len(a.ulaw) == 160 for _, a in media)
+    assert all(len(a.pcm) == 320 for _, a in media)  # 20 ms of 8 kHz PCM16
     lead = CallSettings().lead_ms / 1000
     for i, (at, _) in enumerate(media):
         # frame i plays at 0.3 + 0.02*i; it never goes out more than lead_ms ahead of that

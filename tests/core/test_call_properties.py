@@ -130,9 +130,9 @@ class CallMachine(RuleBasedStateMachine):
             case ReplyHeard(turn=turn):
                 assert turn not in self.abandoned, "the agent told of a reply nobody heard"
                 self.heard.add(turn)
-            case SendMedia(ulaw=payload):
-                assert len(payload) == 160
-                owner = self.owner.get(payload[0])
+            case SendMedia(pcm=payload):
+                assert len(payload) == 320
+                owner = self.owner.get(pcm_to_ulaw(payload[:2])[0])
                 assert owner is not None, "a frame played that no context sent"
                 cid, allowed = owner
                 assert allowed, f"audio that {cid} sent after it was retired or finished (or never opened) played"

@@ -13,7 +13,7 @@ import pytest
 import soxr
 
 from bridge.core.actions import Action, ClearPlayback, ReplyHeard, SendMedia, StartTurn
-from bridge.core.audio import AudioFormat, TtsDecoder, ulaw_to_pcm
+from bridge.core.audio import AudioFormat, TtsDecoder
 from bridge.core.call import Call, CallSettings
 from bridge.core.events import AgentDone, AgentText, CallerAudio, CallStarted, Tick, TtsAudio, TtsConnected
 from tests.support import load_wav
@@ -57,7 +57,7 @@ def simulate(rate: int, seconds: float, echo_db: float | None = None, delay_ms: 
     def handle(actions: list[Action], at: float) -> None:
         for action in actions:
             if isinstance(action, SendMedia):
-                queue.append(action.ulaw)
+                queue.append(action.pcm)
             elif isinstance(action, ClearPlayback):
                 queue.clear()
                 result.clears.append(at)
@@ -79,7 +79,7 @@ def simulate(rate: int, seconds: float, echo_db: float | None = None, delay_ms: 
             handle(call.handle(Tick(deadline)), deadline)
         span = slice((k - 1) * n, k * n)
         if queue:
-            heard[span] = np.frombuffer(ulaw_to_pcm(queue.popleft()), "<i2")
+            heard[span] = np.frombuffer(queue.popleft(), "<i2")
         line = mic[span].copy()
         if echo_db is not None:
             line += heard[span.start - delay : span.stop - delay] * 10 ** (echo_db / 20) if span.start >= delay else 0

@@ -150,3 +150,21 @@ def test_a_recorder_fault_never_reaches_the_call_and_the_end_is_still_recorded()
 def test_lists_mask_numbers() -> None:
     assert mask_number("+15551234567") == "+1••••••4567"
     assert mask_number("1234") == "••••" and mask_number(None) is None and mask_number("") == ""
+
+
+def test_a_16_khz_call_is_recorded_at_16_khz(tmp_path) -> None:
+    import wave
+
+    import numpy as np
+
+    from bridge.server.records.model import StereoAudio
+    from bridge.server.records.wav import write_stereo_wav
+
+    frame = (np.sin(2 * np.pi * 5000 * np.arange(320) / 16000) * 8000).astype("<i2").tobytes()  # 20 ms
+    audio = StereoAudio(caller=[b"\x01\x00" * 16000], agent=[(0.5, frame)], rate=16000)
+    write_stereo_wav(tmp_path / "call.wav", audio)
+    with wave.open(str(tmp_path / "call.wav")) as w:
+        assert w.getframerate() == 16000 and w.getnframes() == 16000
+        stereo = np.frombuffer(w.readframes(16000), "<i2").reshape(-1, 2)
+    assert stereo[8000:8320, 1].tobytes() == frame, "the agent's frame at 0.5 s, as played"
+    assert not stereo[:8000, 1].any() and not stereo[8320:, 1].any()

@@ -142,7 +142,7 @@ def build(tmp_path: Path, lines: list[str], **env: str) -> Shell:
     tts: list[ToneTts] = []
     agents: list[ScriptedAgent] = []
 
-    def make_tts(_: Settings, clock: Callable[[], float]) -> ToneTts:
+    def make_tts(_: Settings, clock: Callable[[], float], rate: int = 8000) -> ToneTts:
         tts.append(ToneTts(clock))
         return tts[-1]
 

@@ -98,10 +98,11 @@ class Words:
     """A transcriber that answers from a list, and can be made to wait (to cancel it midway)."""
 
     def __init__(self, *answers: str, wait: asyncio.Event | None = None) -> None:
-        self.answers, self.wait, self.audio = list(answers), wait, []
+        self.answers, self.wait, self.audio, self.rates = list(answers), wait, [], list[int]()
 
-    async def transcribe(self, pcm: bytes) -> str:
+    async def transcribe(self, pcm: bytes, rate: int = 8000) -> str:
         self.audio.append(pcm)
+        self.rates.append(rate)
         if self.wait is not None:
             await self.wait.wait()
         return self.answers.pop(0)
@@ -125,6 +126,14 @@ async def test_the_inner_agent_gets_transcript_digits_and_the_heard_history() ->
     agent.heard(1, "Sure.", True)
     assert agent.history.messages[-1] == Message("assistant", f"Sure. {INTERRUPTED}")
     assert inner.heard_calls[-1] == (1, "Sure.", True)
+
+
+async def test_a_16_khz_turn_is_transcribed_at_16_khz_and_reaches_the_agent_so() -> None:
+    words, inner = Words("Hello."), Recorder()
+    agent = ConversationAgent(inner, transcriber=words)
+    await collect(agent, Turn(1, b"\x01\x00" * 3200, rate=16000))
+    assert words.rates == [16000] and words.audio == [b"\x01\x00" * 3200]
+    assert inner.turns[0].rate == 16000
 
 
 async def test_speech_cut_off_before_its_transcript_is_carried_into_the_next_turn() -> None:

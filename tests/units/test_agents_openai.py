@@ -91,6 +91,16 @@ async def test_transcription_uploads_the_utterance_as_a_wav_file() -> None:
     assert record.fields == {"model": "whisper-1", "response_format": "json", "language": "en"}
 
 
+async def test_a_16_khz_utterance_is_uploaded_at_16_khz() -> None:
+    wide = load_wav("caller_04.wav")[:16000] * 2  # the rate is what is checked, not the words
+    async with FakeOpenAI(transcribe=lambda pcm, rate: f"at {rate} Hz", api_key=KEY) as api:
+        stt = OpenAITranscriber(api.base_url, KEY, "whisper-1")
+        text = await stt.transcribe(wide, 16000)
+        await stt.aclose()
+    [record] = api.transcriptions
+    assert text == "at 16000 Hz" and record.sample_rate == 16000 and record.pcm == wide
+
+
 async def test_transcription_errors_are_agent_errors() -> None:
     async with FakeOpenAI(api_key=KEY) as api:
         stt = OpenAITranscriber(api.base_url, "sk-wrong", "whisper-1")

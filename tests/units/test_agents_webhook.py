@@ -18,7 +18,7 @@ import uvicorn
 from starlette.types import Receive, Scope, Send
 
 from bridge.agents.base import AgentError, Message, Turn
-from bridge.agents.webhook import WebhookAgent, verify_signature
+from bridge.agents.webhook import WebhookAgent, turn_body, verify_signature
 from bridge.testing import webhook_example
 
 SECRET = "whsec-Zq9Xj7Wv3Kp2Lm8N"
@@ -90,6 +90,11 @@ async def test_the_documented_example_answers_a_signed_turn(monkeypatch: pytest.
     assert greeting.strip() == "Hello! This is the webhook agent. How can I help?"
     assert " ".join(reply.split()) == "You said: Yes.. You pressed 1 2. What else can I do for you?"
     assert "\n" not in reply, "a newline between chunks is spoken as a space"
+
+
+def test_a_16_khz_turns_audio_is_labelled_16000() -> None:
+    audio = turn_body("c", Turn(1, b"\x01\x00" * 4, rate=16000), audio=True)["audio"]
+    assert audio["sample_rate"] == 16000 and base64.b64decode(audio["base64"]) == b"\x01\x00" * 4
 
 
 async def test_ndjson_reply_signed_body_and_audio() -> None:

@@ -248,3 +248,51 @@ async def test_first_audio_of_a_one_sentence_reply_is_quick(tts: LocalTts) -> No
         await rec.until(lambda: bool(rec.audio("c1")))
 
     assert await _measure(reply) < 0.25
+
+
+async def voice(client: TtsClient, text: str) -> bytes:
+    """What ``client`` voices for ``text`` in one context, once everything has come."""
+    rec = Recorder()
+    await client.connect(rec)
+    try:
+        await client.send(OpenContext("c1"))
+        await client.send(SendText("c1", text + " ", flush=True))
+        await rec.until(lambda: bool(rec.audio("c1")))
+        await rec.quiet()
+        return rec.audio("c1")
+    finally:
+        await client.aclose()
+
+
+def share_above(pcm: bytes, rate: int, hz: float) -> float:
+    x = np.frombuffer(pcm, "<i2").astype(np.float64)
+    power = np.abs(np.fft.rfft(x)) ** 2
+    return float(power[np.fft.rfftfreq(len(x), 1 / rate) > hz].sum() / power.sum())
+
+
+async def test_on_a_16_khz_call_the_offline_voice_speaks_at_16_khz() -> None:
+    narrow = await voice(LocalTts(clock=time.monotonic), GREETING)
+    wide = await voice(LocalTts(clock=time.monotonic, rate=16000), GREETING)
+    assert abs(len(wide) - 2 * len(narrow)) <= 2 * 16000 * 0.02, "the same speech, twice the samples"
+    assert share_above(narrow, 8000, 3900) < 0.001
+    assert share_above(wide, 16000, 4200) > 0.005, "the sibilants above 4 kHz that 8 kHz cannot carry"
+
+
+async def test_the_voice_keeps_the_calls_rate_when_it_fails_over_to_the_offline_voice() -> None:
+    from bridge.config import load_settings
+    from bridge.server.factories import make_tts
+    from bridge.testing.fake_elevenlabs import FakeElevenLabs
+    from bridge.tts.fallback import FallbackTts
+
+    async with FakeElevenLabs(api_key="the-right-key") as fake:
+        settings = load_settings({"ELEVENLABS_API_KEY": "a-wrong-key", "ELEVENLABS_BASE_URL": fake.base_url,
+                                  "BRIDGE_TTS": "elevenlabs"}, config_path=None, dotenv=False)
+        client = make_tts(settings, time.monotonic, 16000)
+        assert isinstance(client, FallbackTts)
+        rec = Recorder()
+        await client.connect(rec)  # the handshake is accepted, then the key refused: the socket closes
+        await rec.until(lambda: any(isinstance(e, TtsClosed) for e in rec.events))
+        wide = await voice(client, GREETING)  # the reconnect (the supervisor's) goes to the next voice
+        assert client.served == ["elevenlabs", "offline"]
+    assert fake.connections[0].query["output_format"] == "pcm_16000"
+    assert share_above(wide, 16000, 4200) > 0.005, "still 16 kHz after the failover"

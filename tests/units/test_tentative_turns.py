@@ -12,7 +12,7 @@ from bridge.agents.scripted import ScriptedAgent
 class Words:
     """A transcriber that hears the number of bytes (so a longer utterance reads differently)."""
 
-    async def transcribe(self, pcm: bytes) -> str:
+    async def transcribe(self, pcm: bytes, rate: int = 8000) -> str:
         return f"words {len(pcm)}"
 
 
@@ -55,7 +55,7 @@ async def test_an_abandoned_turn_is_retracted_and_the_next_one_is_recorded_once(
 
 async def test_a_live_transcript_is_used_as_is_without_transcribing_again():
     class Refuses:
-        async def transcribe(self, pcm: bytes) -> str:
+        async def transcribe(self, pcm: bytes, rate: int = 8000) -> str:
             raise AssertionError("transcribed twice")
 
     inner = Echo()

@@ -14,8 +14,6 @@ from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 
 import httpx
-import numpy as np
-import soxr
 
 from bridge.agents.base import AgentError, Transcriber
 from bridge.agents.stt.base import SttClosed, SttError, SttEvent, Transcript
@@ -25,7 +23,7 @@ __all__ = ["BatchStream", "BatchTranscriber"]
 
 log = logging.getLogger("bridge.agents.stt.batch")
 
-_RATE = 8000  # what `Transcriber.transcribe` takes
+_RATE = 8000  # the narrowband phone path's rate
 
 
 class BatchTranscriber:
@@ -68,7 +66,7 @@ class BatchStream:
         self._chunks = []
         seconds = len(pcm) // 2 / self._rate
         try:
-            text = await self._transcriber.transcribe(_to_8k(pcm, self._rate))
+            text = await self._transcriber.transcribe(pcm, self._rate)
         except (AgentError, httpx.HTTPError) as exc:
             reason = str(exc) if isinstance(exc, AgentError) else f"transcription: {type(exc).__name__}"
             log.error("batch transcription failed: %s", reason)
@@ -84,10 +82,3 @@ class BatchStream:
     def transcripts(self) -> AsyncIterator[Transcript]:
         return self._feed.transcripts()
 
-
-def _to_8k(pcm: bytes, rate: int) -> bytes:
-    """The phone path's rate, which the batch transcribers take; a no-op at 8 kHz."""
-    if rate == _RATE:
-        return pcm
-    samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2")
-    return bytes(soxr.resample(samples, rate, _RATE, quality="HQ").astype("<i2").tobytes())

@@ -41,7 +41,7 @@ from bridge.carriers.base import (
     short,
 )
 from bridge.core.actions import ClearPlayback, SendMark, SendMedia
-from bridge.core.audio import Resampler, ulaw_to_pcm
+from bridge.core.audio import PHONE, Resampler
 from bridge.core.events import CallEnded, CallerAudio, CallStarted, Event
 
 __all__ = ["MIN_CHUNK_BYTES", "RATES", "ExotelCodec"]
@@ -52,6 +52,9 @@ MIN_CHUNK_BYTES: Final = 3200
 
 class ExotelCodec:
     """One Exotel Voicebot stream at ``rate`` Hz (the applet's sample rate)."""
+
+    audio: Final = PHONE
+    """The call runs at 8 kHz whatever the line's rate: this codec resamples both ways."""
 
     def __init__(self, *, rate: int = 8000, max_media_bytes: int = 64_000, max_message_bytes: int = 128 * 1024) -> None:
         if rate not in RATES:
@@ -128,7 +131,7 @@ class ExotelCodec:
             raise RuntimeError(f"{type(action).__name__} before the stream started")
         match action:
             case SendMedia():
-                self._held += self._outbound.process(ulaw_to_pcm(action.ulaw))
+                self._held += self._outbound.process(action.pcm)
                 if len(self._held) < self.chunk_bytes:
                     return []
                 return [self._media_frame()]

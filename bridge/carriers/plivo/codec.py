@@ -32,6 +32,7 @@ from bridge.carriers.base import (
     short,
 )
 from bridge.core.actions import ClearPlayback, SendMark, SendMedia
+from bridge.core.audio import PHONE, pcm_to_ulaw
 from bridge.core.events import CallEnded, CallStarted, Event
 
 __all__ = ["CONTENT_TYPE", "PlivoCodec"]
@@ -42,6 +43,9 @@ CONTENT_TYPE: Final = "audio/x-mulaw;rate=8000"
 
 class PlivoCodec:
     """One Plivo stream; it remembers ``streamId`` from ``start`` for every outbound event."""
+
+    audio: Final = PHONE
+    """``audio/x-mulaw;rate=8000`` both ways: the call runs at 8 kHz."""
 
     def __init__(self, *, max_media_bytes: int = 16000, max_message_bytes: int = 64 * 1024) -> None:
         self.stream_id: str | None = None
@@ -95,7 +99,7 @@ class PlivoCodec:
             raise RuntimeError(f"{type(action).__name__} before the stream started")
         match action:
             case SendMedia():
-                payload = binascii.b2a_base64(action.ulaw, newline=False).decode("ascii")
+                payload = binascii.b2a_base64(pcm_to_ulaw(action.pcm), newline=False).decode("ascii")
                 return ('{"event":"playAudio","streamId":' + self._sid + ',"media":{"contentType":"audio/x-mulaw",'
                         '"sampleRate":8000,"payload":"' + payload + '"}}')
             case SendMark():

@@ -34,6 +34,7 @@ from bridge.carriers.base import (
     short,
 )
 from bridge.core.actions import ClearPlayback, SendMark, SendMedia
+from bridge.core.audio import PHONE, pcm_to_ulaw
 from bridge.core.events import CallEnded, CallStarted, Event
 
 __all__ = ["TelnyxCodec"]
@@ -43,6 +44,9 @@ _CLEAR: Final = '{"event":"clear"}'
 
 class TelnyxCodec:
     """One Telnyx media stream. It refuses media before ``start`` and any encoding but PCMU."""
+
+    audio: Final = PHONE
+    """PCMU at 8 kHz both ways: the call runs at 8 kHz."""
 
     def __init__(self, *, max_media_bytes: int = 16000, max_message_bytes: int = 64 * 1024) -> None:
         self.stream_id: str | None = None
@@ -100,7 +104,7 @@ class TelnyxCodec:
             raise RuntimeError(f"{type(action).__name__} before the stream started")
         match action:
             case SendMedia():
-                payload = binascii.b2a_base64(action.ulaw, newline=False).decode("ascii")
+                payload = binascii.b2a_base64(pcm_to_ulaw(action.pcm), newline=False).decode("ascii")
                 return '{"event":"media","media":{"payload":"' + payload + '"}}'
             case SendMark():
                 return '{"event":"mark","mark":{"name":' + json.dumps(action.name) + "}}"

@@ -19,7 +19,7 @@ from typing import Any, Final, assert_never
 import orjson
 
 from bridge.core.actions import ClearPlayback, SendMark, SendMedia
-from bridge.core.audio import ulaw_to_pcm
+from bridge.core.audio import PHONE, pcm_to_ulaw, ulaw_to_pcm
 from bridge.core.events import (
     CallEnded,
     CallerAudio,
@@ -45,6 +45,9 @@ def _bad(at: float, reason: str) -> list[Event]:
 class TwilioCodec:
     """One media stream's codec. It remembers the ``streamSid`` from ``start``, which every
     outbound message must carry, and refuses media before it."""
+
+    audio: Final = PHONE
+    """8 kHz µ-law on the wire: the call runs at 8 kHz, and media is µ-law-encoded here."""
 
     def __init__(self, *, max_media_bytes: int = MAX_MEDIA_BYTES, max_message_bytes: int = 64 * 1024) -> None:
         self.stream_id: str | None = None
@@ -152,7 +155,7 @@ class TwilioCodec:
             raise RuntimeError(f"{type(action).__name__} before the stream started")
         match action:
             case SendMedia():
-                payload = binascii.b2a_base64(action.ulaw, newline=False).decode("ascii")
+                payload = binascii.b2a_base64(pcm_to_ulaw(action.pcm), newline=False).decode("ascii")
                 return self._media_prefix + payload + '"}}'
             case SendMark():
                 name = json.dumps(action.name)

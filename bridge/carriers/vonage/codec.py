@@ -11,10 +11,11 @@ level; every message after it is either a binary frame of 16-bit signed little-e
 ``websocket:cleared``. We send binary frames of exactly 20 ms (Vonage buffers up to 3072 of them
 and plays them in order), ``{"action": "notify", "payload": {...}}`` and ``{"action": "clear"}``.
 
-The core works at 8 kHz; the line's rate (``audio/l16;rate=16000`` by default, or 8000) is this
-codec's parameter. Inbound audio goes through the core's filtered `Resampler`; outbound through
-`bridge.carriers.base.Upsampler` and is cut into exact 20 ms frames. Only the codec knows the line
-is wideband, so the day the core runs at 16 kHz this conversion simply drops out.
+The call runs at the line's rate (``audio/l16;rate=16000`` by default, or 8000; this codec's
+parameter), end to end: `audio` states it, `bridge.carriers.base.call_settings_for` gives it to
+the call, and the core's outbound frames (`SendMedia`) already are 20 ms of PCM16 at that rate.
+So nothing is converted here: a binary frame in is the caller's audio as it came, and every
+`SendMedia` goes out as one binary frame, unchanged. A wideband call never passes through 8 kHz.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from bridge.carriers.base import (
     MAX_NAME,
     Frame,
     PhoneMessage,
-    Upsampler,
     bad,
     dtmf_pressed,
     load_json,
@@ -35,7 +35,7 @@ from bridge.carriers.base import (
     short,
 )
 from bridge.core.actions import ClearPlayback, SendMark, SendMedia
-from bridge.core.audio import Framer, Resampler, ulaw_to_pcm
+from bridge.core.audio import AudioFormat
 from bridge.core.events import CallerAudio, CallStarted, Event
 
 __all__ = ["CALL_HEADER", "RATES", "VonageCodec", "content_type"]
@@ -58,12 +58,11 @@ class VonageCodec:
         if rate not in RATES:
             raise ValueError(f"Vonage streams L16 at {RATES} Hz, not {rate}")
         self.rate: Final = rate
-        self.frame_bytes: Final = rate // 50 * 2
+        self.audio: Final = AudioFormat(rate, 20)
+        """The call's audio is the line's: 16-bit PCM at ``rate`` in 20 ms frames, both ways."""
+        self.frame_bytes: Final = self.audio.pcm_frame_bytes
         self.stream_id: str | None = None
         self._max_message = max_message_bytes
-        self._inbound = Resampler(rate)
-        self._outbound = Upsampler(rate)
-        self._framer = Framer(self.frame_bytes)
 
     # ------------------------------------------------------------------ inbound
 
@@ -103,23 +102,22 @@ class VonageCodec:
             return bad(at, "empty binary frame")
         if len(pcm) > self._max_message:
             return bad(at, f"binary frame too large ({len(pcm)} bytes)")
-        pcm = self._inbound.process(pcm)
-        return [CallerAudio(at, pcm)] if pcm else []
+        if len(pcm) % 2:
+            return bad(at, f"binary frame of {len(pcm)} bytes (16-bit samples come in pairs of bytes)")
+        return [CallerAudio(at, pcm)]
 
     # ----------------------------------------------------------------- outbound
 
-    def encode(self, action: PhoneMessage) -> list[Frame]:
-        """Binary 20 ms frames for media (possibly none yet), text for notify and clear."""
+    def encode(self, action: PhoneMessage) -> Frame:
+        """One binary 20 ms frame for media (the core's frame as it is), text for notify and clear."""
         if self.stream_id is None:
             raise RuntimeError(f"{type(action).__name__} before the stream started")
         match action:
             case SendMedia():
-                return list(self._framer.push(self._outbound.process(ulaw_to_pcm(action.ulaw))))
+                return action.pcm
             case SendMark():
-                return ['{"action":"notify","payload":{"name":' + json.dumps(action.name) + "}}"]
+                return '{"action":"notify","payload":{"name":' + json.dumps(action.name) + "}}"
             case ClearPlayback():
-                self._framer.reset()
-                self._outbound.reset()
-                return [_CLEAR]
+                return _CLEAR
             case _:
                 assert_never(action)

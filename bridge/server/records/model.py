@@ -75,10 +75,12 @@ class Segment:
 @dataclass(slots=True)
 class StereoAudio:
     """The call's sound, kept only with ``record_audio``: caller PCM in arrival order, and each agent
-    frame (mu-law, 20 ms) at the time the caller heard it. Written as a WAV by the writer."""
+    frame (PCM, 20 ms) at the time the caller heard it, both at the call's ``rate``. Written as a
+    WAV by the writer."""
 
     caller: list[bytes] = field(default_factory=list)
-    agent: list[tuple[float, bytes]] = field(default_factory=list)  # (play start in s, mu-law frame)
+    agent: list[tuple[float, bytes]] = field(default_factory=list)  # (play start in s, PCM16 frame)
+    rate: int = 8000
 
 
 @dataclass(frozen=True, slots=True)

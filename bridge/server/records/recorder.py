@@ -32,7 +32,6 @@ __all__ = ["CallRecorder", "ending"]
 log = logging.getLogger("bridge.server.records")
 
 FRAME_S = 0.02
-PCM_BYTES_PER_S = 16_000  # 8 kHz, 16-bit
 
 
 @dataclass(slots=True)
@@ -73,13 +72,14 @@ class CallRecorder:
 
     def __init__(self, submit: Callable[[CallRecord], None], snapshot: Callable[[], CallSnapshot], *,
                  carrier: str = "twilio", end_of_turn_ms: float = 600.0, preroll_ms: float = 300.0,
-                 audio: bool = False) -> None:
+                 audio: bool = False, rate: int = 8000) -> None:
         self._submit = submit
         self._snapshot = snapshot
         self._carrier = carrier
         self._end_of_turn_ms = end_of_turn_ms
         self._preroll_s = preroll_ms / 1000
-        self._audio = StereoAudio() if audio else None
+        self._rate = rate
+        self._audio = StereoAudio(rate=rate) if audio else None
         self._base: CallRecord | None = None
         self._t0 = 0.0
         self._now = 0.0
@@ -204,7 +204,7 @@ class CallRecorder:
             span = self._agent_span = [start, start]
         span[1] = self._play_end = start + FRAME_S
         if self._audio is not None:
-            self._audio.agent.append((start, action.ulaw))
+            self._audio.agent.append((start, action.pcm))
         if self._context is not None:
             turn = self._turns.get(self._context_turn.get(self._context, -1))
             if turn is not None and turn.first_sent_at is None:
@@ -237,7 +237,7 @@ class CallRecorder:
 
     def _start_turn(self, action: StartTurn) -> None:
         now = self._now
-        speech_s = len(action.utterance) / PCM_BYTES_PER_S
+        speech_s = len(action.utterance) / (2 * self._rate)  # 16-bit at the call's rate
         turn = _Turn(action.turn, now, speech_s)
         if speech_s > 0:
             # The utterance runs from a pre-roll before the speech onset to this turn's start, the

@@ -12,29 +12,28 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.core.audio import ulaw_to_pcm
 from bridge.server.records.model import StereoAudio
 
-__all__ = ["RATE", "write_stereo_wav"]
-
-RATE = 8000
+__all__ = ["write_stereo_wav"]
 
 
 def write_stereo_wav(path: Path, audio: StereoAudio) -> None:
+    """At the call's rate: 16 kHz for a wideband call, as the caller heard it."""
+    rate = audio.rate
     caller = np.frombuffer(b"".join(audio.caller), dtype="<i2")
-    agent_end = max((round(at * RATE) + len(frame) for at, frame in audio.agent), default=0)
+    agent_end = max((round(at * rate) + len(frame) // 2 for at, frame in audio.agent), default=0)
     frames = max(len(caller), agent_end)
     stereo = np.zeros((frames, 2), dtype="<i2")
     stereo[: len(caller), 0] = caller
     for at, frame in audio.agent:
-        start = round(at * RATE)
-        pcm = np.frombuffer(ulaw_to_pcm(frame), dtype="<i2")
+        start = round(at * rate)
+        pcm = np.frombuffer(frame, dtype="<i2")
         stereo[start:start + len(pcm), 1] = pcm
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".part")
     with wave.open(str(tmp), "wb") as out:
         out.setnchannels(2)
         out.setsampwidth(2)
-        out.setframerate(RATE)
+        out.setframerate(rate)
         out.writeframes(stereo.tobytes())
     tmp.replace(path)

@@ -29,9 +29,10 @@ TONE_PEAK = 10 ** (-12 / 20)  # -12 dBFS: loud enough for any VAD, far from clip
 ENVELOPE_HZ = 4.0  # roughly the syllable rate, so energy-based detectors see "speech-like" bursts
 
 
-def tone_frequency(index: int) -> float:
-    """Frequency for the ``index``-th context of a connection: 400 to 2650 Hz, below 8 kHz Nyquist."""
-    return 400.0 + 150.0 * (index % 16)
+def tone_frequency(index: int, base_hz: float = 400.0) -> float:
+    """Frequency for the ``index``-th context of a connection: ``base_hz`` and 150 Hz steps above it
+    (by default 400 to 2650 Hz, which 8 kHz carries; from 5000 Hz, tones only a 16 kHz path keeps)."""
+    return base_hz + 150.0 * (index % 16)
 
 
 def render_tone(frequency: float, rate: int, start: int, count: int) -> np.ndarray:

@@ -60,10 +60,11 @@ class FakeContext:
     audio_after_close: bytearray = field(default_factory=bytearray)
     final_sent: bool = False
     samples_rendered: int = 0
+    tone_hz: float = 400.0  # the first context's tone (`tone_frequency`)
 
     @property
     def frequency(self) -> float:
-        return tone_frequency(self.index)
+        return tone_frequency(self.index, self.tone_hz)
 
     @property
     def timed_out(self) -> bool:

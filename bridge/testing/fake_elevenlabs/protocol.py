@@ -75,6 +75,7 @@ class SessionParams:
     inactivity_timeout: float = DEFAULT_INACTIVITY_S  # effective seconds, already scaled
     close_race_s: float = 0.0
     seed: int = 0
+    tone_hz: float = 400.0  # the first context's tone; each next one 150 Hz higher
 
     @property
     def sample_rate(self) -> int:
@@ -194,6 +195,7 @@ class MultiContextSession:
             generation_config=message.get("generation_config"),
             schedule=self._schedule_of(message.get("generation_config")),
             last_input=now,
+            tone_hz=self.params.tone_hz,
         )
         if implicit:
             self.violations.append(f"context {context_id!r} opened implicitly by {describe(message)}")

@@ -9,6 +9,7 @@ It accepts on the multi-context path only, hands each socket to a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 from collections.abc import Callable
@@ -62,6 +63,7 @@ class FakeElevenLabs(FaultKnobs):
         close_race_ms: float = 0.0,
         timeout_scale: float = 1.0,
         seed: int = 0,
+        tone_hz: float = 400.0,
         reject_connections: int = 0,
         error_on_connect: dict[str, Any] | None = None,
     ) -> None:
@@ -73,6 +75,8 @@ class FakeElevenLabs(FaultKnobs):
             casing: ``"snake"`` sends ``context_id``/``is_final`` instead of ``contextId``/``isFinal``.
             chunk_ms: range of the random audio chunk durations.
             split_samples: let pcm chunks end in the middle of a 16-bit sample.
+            tone_hz: the first context's tone, each next one 150 Hz higher (`tone_frequency`); from
+                5000 Hz, only a call that stays wideband end to end (16 kHz) carries them.
             close_race_ms, timeout_scale, seed, reject_connections, error_on_connect: the fault
                 knobs, see :class:`FaultKnobs`.
         """
@@ -96,6 +100,7 @@ class FakeElevenLabs(FaultKnobs):
         self.casing: Casing = casing
         self.chunk_ms = chunk_ms
         self.split_samples = split_samples
+        self.tone_hz = tone_hz
         self.connections: list[ConnectionRecord] = []
         self.rejected: list[tuple[str, int]] = []  # (request path, HTTP status) of refused handshakes
         self._server: Server | None = None
@@ -182,7 +187,7 @@ class FakeElevenLabs(FaultKnobs):
         query = dict(parse_qsl(parts.query))
         refusal: Failure | None = None
         try:
-            params = self.session_params(query)
+            params = dataclasses.replace(self.session_params(query), tone_hz=self.tone_hz)
         except ValueError as exc:
             params = SessionParams(seed=self.seed)
             refusal = Failure(error_frame("invalid_request", str(exc)))

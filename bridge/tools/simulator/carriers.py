@@ -10,6 +10,8 @@ the clear itself and never the checkpoints it dropped.
 
 The playback model works in 8 kHz mu-law whatever the line carries, so a wideband (Vonage) frame
 is brought down to it here: two samples averaged into one, which keeps each frame's timing exact.
+The Vonage dialect also keeps the line's own 16 kHz audio as it arrived (`VonageDialect.line`), so
+what only a wideband path carries (energy above 4 kHz) can be checked at the phone.
 """
 
 from __future__ import annotations
@@ -289,13 +291,20 @@ class ExotelDialect(Dialect):
 
 
 class VonageDialect(Dialect):
-    """Vonage Voice WebSocket at 16 kHz: JSON first, then binary 20 ms frames (developer.vonage.com)."""
+    """Vonage Voice WebSocket at 16 kHz: JSON first, then binary 20 ms frames (developer.vonage.com).
+
+    ``line`` holds every binary frame the bridge sent, as it came (16 kHz PCM16), and ``clears`` the
+    byte offset into it at each clear: what came before a clear is the interrupted audio."""
 
     name = "vonage"
     echo_cleared_marks = False
     query_allowed = True
     RATE: Final = 16000
     FRAME: Final = 640
+
+    def __init__(self) -> None:
+        self.line = bytearray()
+        self.clears: list[int] = []
 
     def connected(self, ids: StreamIds) -> Message:
         return _dump({"event": "websocket:connected", "content-type": f"audio/l16;rate={self.RATE}",
@@ -326,6 +335,7 @@ class VonageDialect(Dialect):
     def parse(self, raw: str | bytes, ids: StreamIds) -> ServerMessage:
         if isinstance(raw, bytes):
             warning = None if len(raw) == self.FRAME else f"binary frame of {len(raw)} bytes (Vonage wants 640)"
+            self.line += raw
             wide = np.frombuffer(raw[: len(raw) & ~3], dtype="<i2").astype(np.int32)
             narrow = ((wide[0::2] + wide[1::2]) // 2).astype("<i2")
             return AgentMedia(pcm_to_ulaw(narrow.tobytes()), warning)
@@ -334,6 +344,7 @@ class VonageDialect(Dialect):
             return message
         action = message.get("action")
         if action == "clear":
+            self.clears.append(len(self.line))
             return AgentClear()
         if action == "notify" and isinstance(message.get("payload"), dict):
             return AgentMark(_dump(message["payload"]))
