@@ -392,8 +392,8 @@ class CallSession:
     async def _execute(self, action: Action) -> None:
         match action:
             case SendMedia():
-                # One 20 ms frame per message, as Twilio sends its own: batching a refill's frames
-                # into one message saved no measurable CPU (docs/benchmarks.md).
+                # The frames of one refill, joined by the core's playout (``playback.message_ms``);
+                # a codec that needs other sizes cuts or holds them (Vonage, Exotel).
                 self._note_first_audio()
                 await self._to_phone(self.codec.encode(action))
             case SendMark() | ClearPlayback():

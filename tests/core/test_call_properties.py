@@ -131,12 +131,13 @@ class CallMachine(RuleBasedStateMachine):
                 assert turn not in self.abandoned, "the agent told of a reply nobody heard"
                 self.heard.add(turn)
             case SendMedia(ulaw=payload):
-                assert len(payload) == 160
-                owner = self.owner.get(payload[0])
-                assert owner is not None, "a frame played that no context sent"
-                cid, allowed = owner
-                assert allowed, f"audio that {cid} sent after it was retired or finished (or never opened) played"
-                assert cid not in self.retired, f"audio of retired {cid} played"
+                assert payload and len(payload) % 160 == 0, "whole 20 ms frames"
+                for frame in range(0, len(payload), 160):
+                    owner = self.owner.get(payload[frame])
+                    assert owner is not None, "a frame played that no context sent"
+                    cid, allowed = owner
+                    assert allowed, f"audio that {cid} sent after it was retired or finished (or never opened) played"
+                    assert cid not in self.retired, f"audio of retired {cid} played"
             case _:
                 name = getattr(action, "name", None)
                 if isinstance(name, str):

@@ -31,7 +31,7 @@ __all__ = ["CallRecorder", "ending"]
 
 log = logging.getLogger("bridge.server.records")
 
-FRAME_S = 0.02
+RATE = 8000  # mu-law bytes a second: what a media message of agent audio lasts
 PCM_BYTES_PER_S = 16_000  # 8 kHz, 16-bit
 
 
@@ -202,7 +202,7 @@ class CallRecorder:
         if span is None or span[1] < start - 1e-6:
             self._close_agent_span(now)
             span = self._agent_span = [start, start]
-        span[1] = self._play_end = start + FRAME_S
+        span[1] = self._play_end = start + len(action.ulaw) / RATE  # a message holds one or more frames
         if self._audio is not None:
             self._audio.agent.append((start, action.ulaw))
         if self._context is not None:
