@@ -46,7 +46,7 @@ from typing import Final
 
 import numpy as np
 
-from bridge.core.bands import BANDS, band_shares, frame_shares
+from bridge.core.bands import BANDS, frame_shares
 from bridge.core.bands import DEFAULT_RATE as _RATE
 from bridge.core.limits import within
 
@@ -221,34 +221,58 @@ class _Reference:
 
 class _Evidence:
     """Frames heard with the agent playing: our level at each delay, and what the line carried,
-    in all and per band (rows without a band split hold NaN there)."""
+    in all and per band (rows without a band split hold NaN there).
 
-    __slots__ = ("_bands", "_ends", "_levels", "_next", "_rows", "filled")
+    A frame's band split is only needed when the per-band losses are next estimated (every
+    `_EVERY` x `_BAND_EVERY` frames once learnt), so the heard frames are kept as they come and
+    split together then, in one matrix product, rather than one small chain of numpy calls each."""
 
-    def __init__(self, delays: int) -> None:
+    __slots__ = ("_bands", "_ends", "_levels", "_next", "_rate", "_rows", "_unsplit", "filled")
+
+    def __init__(self, delays: int, rate: int) -> None:
+        self._rate = rate
         self._rows = np.zeros((_HISTORY, delays))
         self._levels = np.zeros(_HISTORY)
         self._bands = np.full((_HISTORY, BANDS), np.nan)
         self._ends = np.zeros(_HISTORY)
+        self._unsplit: dict[int, bytes] = {}  # row -> heard PCM not yet split into bands
         self._next = 0
         self.filled = 0
 
-    def add(self, reference: np.ndarray, level_db: float, bands_db: np.ndarray | None, end: float) -> None:
+    def add(self, reference: np.ndarray, level_db: float, heard: bytes | None, end: float) -> None:
         self._rows[self._next] = reference
         self._levels[self._next] = max(level_db, _SILENT_DB)
-        self._bands[self._next] = np.nan if bands_db is None else np.maximum(bands_db, _SILENT_DB)
+        self._bands[self._next] = np.nan
+        if heard is None:
+            self._unsplit.pop(self._next, None)
+        else:
+            self._unsplit[self._next] = heard
         self._ends[self._next] = end
         self._next = (self._next + 1) % _HISTORY
         self.filled = min(self.filled + 1, _HISTORY)
 
+    def _split(self) -> None:
+        """The band levels (dBFS) of the heard frames not yet split: the frame's level spread over
+        the bands by their shares of its power."""
+        while self._unsplit:
+            rows = list(self._unsplit)
+            size = len(self._unsplit[rows[0]])
+            rows = [row for row in rows if len(self._unsplit[row]) == size]  # one frame length at a time
+            x = np.frombuffer(b"".join(self._unsplit.pop(row)[: size & ~1] for row in rows), dtype="<i2")
+            shares = frame_shares(x.astype(np.float32).reshape(len(rows), size // 2), self._rate)
+            index = np.array(rows)
+            self._bands[index] = np.maximum(self._levels[index, None] + _db(shares), _SILENT_DB)
+
     def heard_bands(self) -> tuple[np.ndarray, np.ndarray]:
         """The frames that were split into bands: their ends, and their band levels (dBFS)."""
+        self._split()
         bands, ends = self._bands[: self.filled], self._ends[: self.filled]
         split = ~np.isnan(bands[:, 0])
         return ends[split], bands[split]
 
     def clear(self) -> None:
         self._next = self.filled = 0
+        self._unsplit.clear()
 
     def bounds(self, needed: int) -> np.ndarray | None:
         """Per delay, the 90th percentile of played-minus-heard over frames where we played
@@ -271,7 +295,7 @@ class EchoGuard:
         delays = round(config.max_delay_ms / 1000 / CELL_S) + 1
         self._rate = rate
         self._reference = _Reference(delays, rate)
-        self._evidence = _Evidence(delays)
+        self._evidence = _Evidence(delays, rate)
         self._count = 0
         self._erl: float | None = None
         # The rows `look` weighs the bands by: ours, then, once learnt, the echo's share of each (1/ERL).
@@ -349,8 +373,7 @@ class EchoGuard:
         ``heard`` PCM and its ``end``, the loss is learnt per band as well."""
         if reference is None or not self.config.learn_ms:
             return
-        bands = None if heard is None else level_db + _db(band_shares(heard, self._rate))
-        self._evidence.add(reference, level_db, bands, end)
+        self._evidence.add(reference, level_db, heard, end)
         self._count += 1
         if self._count % _EVERY == 0:
             self._estimate()
