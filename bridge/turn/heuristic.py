@@ -98,7 +98,8 @@ def audio_prob(pcm: bytes, rate: int) -> float | None:
     level = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
     speech = level > level.max() - 30.0
     last = int(np.flatnonzero(speech)[-1])
-    f0 = _pitch(frames, rate)
+    f0 = np.zeros(len(frames))
+    f0[speech] = _pitch(frames[speech], rate)  # only speech frames can count as voiced: the rest is not tracked
     voiced = speech & (f0 > 0)
     if voiced.sum() < 10:
         return None
