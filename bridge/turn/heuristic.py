@@ -179,6 +179,7 @@ class HeuristicJudge:
 
     def judge(self, pcm: bytes, rate: int, transcript: str | None = None) -> TurnVerdict:
         by_text = text_prob(transcript) if self.use_text and transcript is not None else None
+        by_audio: float | None
         if self.audio is not None:
             by_audio = self.audio.judge(pcm, rate).complete_prob
         else:
