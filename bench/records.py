@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.core_cost import _best, scripted_call
 from bench.load import RESULTS, _arguments, run_once
 from bench.procs import machine_description
 
@@ -194,34 +195,9 @@ def recorder_cost(cycles: int = 6, repeat: int = 5) -> dict[str, float]:
     scripted once; then the core handles its events alone, and a recorder is handed each event and
     each action exactly as the session hands them (with and without audio recording)."""
     from bridge.core.call import Call
-    from bridge.core.events import AgentDone, AgentText, CallEnded, CallStarted, TtsAudio, TtsConnected
     from bridge.server.records.recorder import CallRecorder
-    from tests.support import Driver, load_wav, tone
 
-    events: list[Any] = []
-
-    class Logged(Driver):
-        def _handle(self, event: Any) -> Any:
-            events.append(event)
-            return super()._handle(event)
-
-    d = Logged(Call())
-    d.send(CallStarted(0.0, "MZ1", "CA1"))
-    d.line_at = 0.0
-    d.send(TtsConnected(0.0))
-    speech, opened = load_wav("caller_02.wav"), 0
-    for turn in range(cycles):
-        d.send(AgentText(d.now + 0.05, turn, "Here is a long answer that the caller will not wait for. " * 3))
-        d.send(AgentDone(d.now + 0.01, turn))
-        contexts = [a.context_id for _, a in d.log if type(a).__name__ == "OpenContext"]
-        if len(contexts) > opened:
-            opened = len(contexts)
-            d.send(TtsAudio(d.now + 0.1, contexts[-1], tone(440 + 40 * turn, 6.0)))
-        d.advance(d.now + 3.0)
-        d.caller(speech, start=d.now)
-        d.advance(d.now + 1.5)
-    d.send(CallEnded(d.now + 0.1, "stop"))
-    call_s = d.now
+    events, call_s = scripted_call(cycles)
 
     call = Call()
     steps = [(event, call.handle(event)) for event in events]  # what the session hands the recorder
@@ -270,15 +246,6 @@ def write_cost(repeat: int = 10) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as folder:
         return asyncio.run(measure(folder))
 
-
-def _best(repeat: int, work: Any) -> float:
-    """The least CPU time of ``repeat`` runs: the run least disturbed by anything else."""
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.process_time()
-        work()
-        best = min(best, time.process_time() - t0)
-    return best
 
 
 def _update_docs(result: dict[str, Any], args: argparse.Namespace) -> None:

@@ -185,6 +185,7 @@ class PlaybackSettings:
     lead_ms: int = _playback("lead_ms")
     low_ms: int = _playback("low_ms")
     mark_every_ms: int = _playback("mark_every_ms")
+    message_ms: int = _playback("message_ms")
 
 
 @dataclass(frozen=True, slots=True)

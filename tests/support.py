@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.config import Settings
-from bridge.core.actions import Action
+from bridge.core.actions import Action, SendMedia
 from bridge.core.audio import PHONE
 from bridge.core.call import Call, CallSettings
 from bridge.core.events import CallerAudio, CallStarted, Event, Tick, TtsConnected
@@ -151,6 +151,13 @@ class Driver:
 
     def all(self, kind: type) -> list:
         return [a for _, a in self.log if isinstance(a, kind)]
+
+    def frames(self, t: float = 0.0) -> list[tuple[float, bytes]]:
+        """The 20 ms frames of agent audio sent from ``t`` on, with when the message holding each was
+        sent (a message joins the frames of one refill, up to ``playback.message_ms``)."""
+        size = self.call.settings.audio.pcm_frame_bytes
+        return [(at, a.pcm[i : i + size]) for at, a in self.log if at >= t and isinstance(a, SendMedia)
+                for i in range(0, len(a.pcm), size)]
 
     def since(self, t: float, kinds: Iterable[type] | None = None) -> list[tuple[float, Action]]:
         wanted = tuple(kinds) if kinds else None

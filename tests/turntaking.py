@@ -42,6 +42,7 @@ from tests.support import load_wav
 
 RATE = 8000
 FRAME_S = 0.02
+FRAME = 160  # mu-law bytes in one 20 ms frame
 AGENT_FILES = ("caller_05.wav", "caller_06.wav", "caller_08.wav", "caller_01.wav")
 REPLY_AT = 0.3  # first TTS audio
 CHUNK_S = 0.25  # TTS chunks, arriving five times faster than real time
@@ -157,7 +158,7 @@ class Line:
         if isinstance(action, SendMedia):
             ulaw = pcm_to_ulaw(action.pcm)  # Twilio's line
             if self._pending_resume:
-                self.result.resumes.append((ulaw, self._unplayed[0] if self._unplayed else b""))
+                self.result.resumes.append((ulaw[:FRAME], self._unplayed[0] if self._unplayed else b""))
                 self.result.silences.append(at - self.result.clears[-1])
                 self._pending_resume = False
             self.buffer.push_audio(at, ulaw)
@@ -165,16 +166,19 @@ class Line:
             start = round(piece.start * RATE)
             pcm = samples(ulaw_to_pcm(piece.ulaw))
             self.heard[start : start + len(pcm)] = pcm[: max(0, len(self.heard) - start)]
-            self.result.media += 1
+            self.result.media += len(ulaw) // FRAME  # frames, however many a message joins
         elif isinstance(action, SendMark):
             self.buffer.push_mark(at, action.name)
         elif isinstance(action, ClearPlayback):
             before = list(self.buffer.played)
             echoes = self.buffer.clear(at)
             kept = len(self.buffer.played)
-            self._unplayed = [p.ulaw for p in before[kept:]] if kept < len(before) else []
+            rest = b""
             if kept and len(before[kept - 1].ulaw) != len(self.buffer.played[-1].ulaw):
-                self._unplayed.insert(0, before[kept - 1].ulaw)  # cut mid-frame: its whole frame is unheard
+                whole = len(self.buffer.played[-1].ulaw) // FRAME * FRAME  # cut mid-frame: that frame is unheard
+                rest = before[kept - 1].ulaw[whole:]
+            rest += b"".join(p.ulaw for p in before[kept:])
+            self._unplayed = [rest[i : i + FRAME] for i in range(0, len(rest), FRAME)]  # 20 ms frames
             cut = self.buffer.clears[-1].cut
             self.heard[round(cut * RATE) :] = 0.0
             self.marks += [(e.at, e.name) for e in echoes]

@@ -135,6 +135,74 @@ def pcm_level_dbfs(pcm: bytes) -> float:
     return 20.0 * math.log10(rms / 32768.0) if rms else -math.inf
 
 
+def _half_band_taps() -> np.ndarray:
+    """A low-pass FIR for 2:1 decimation: Kaiser-windowed sinc, cut-off 0.247 of the input rate
+    (3.95 kHz from 16 kHz), 65 taps, beta 5.65 (about 60 dB down in the stop band).
+
+    Measured (tests/core/test_audio.py): 300-3400 Hz within 1 dB of 1 kHz; tones of 4.5 kHz
+    and up folded back at least 60 dB down (4.5 kHz 62, 5 kHz 72, 7 kHz 79)."""
+    n = np.arange(HalfBand.TAPS) - HalfBand.DELAY
+    taps = 2 * 0.247 * np.sinc(2 * 0.247 * n) * np.kaiser(HalfBand.TAPS, 5.65)
+    out: np.ndarray = (taps / taps.sum()).astype(np.float32)
+    return out
+
+
+class HalfBand:
+    """Streaming 2:1 decimator (16 kHz to 8 kHz) with a fixed delay of 2 ms, as libsoxr's
+    interface (`resample_chunk`, `clear`, `delay`) so that `Resampler` can use either.
+
+    libsoxr ("MQ") filters in blocks and holds 10-120 ms of a stream back, releasing it in bursts:
+    the first audio of every TTS context came late, and the playout's lead held less than it
+    counted on (docs/benchmarks.md, "short calls"). A 65-tap FIR holds back exactly its 32-sample
+    half (2 ms at 16 kHz), chunk after chunk. Its output is trimmed by that half, so the output
+    lines up with the input from the first sample and a flushed stream is exactly half as long
+    as what went in (odd counts round up); chunk borders change nothing (the filter's history
+    carries over)."""
+
+    TAPS: Final = 65
+    DELAY: Final = 32  # input samples: the filter's centre
+
+    __slots__ = ("_history", "_phase", "_skip")
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        """A new stream: no history, output starts at its first sample."""
+        self._history = np.zeros(self.TAPS - 1, dtype=np.float32)
+        self._phase = 0  # where in the next input the next kept (even) sample falls: 0 or 1
+        self._skip = self.DELAY // 2  # outputs that only hold the filter's start-up
+
+    def delay(self) -> float:
+        """Output samples fed in but not yet returned (libsoxr's ``delay()``): the filter's half."""
+        return float(self.DELAY // 2 - self._skip)
+
+    def resample_chunk(self, x: np.ndarray, last: bool = False) -> np.ndarray:
+        if last:  # push the held half through with silence
+            x = np.concatenate((x, np.zeros(self.DELAY, dtype=np.int16)))
+        buf = np.concatenate((self._history, x.astype(np.float32)))
+        self._history = buf[len(buf) - (self.TAPS - 1):]
+        # Only the kept (even) outputs are computed: polyphase, the even taps over the samples of
+        # the kept parity and the odd taps over the others (output k is input 2k's neighbourhood).
+        even, odd = buf[self._phase :: 2], buf[self._phase + 1 :: 2]
+        count = (len(x) - self._phase + 1) // 2
+        filtered = np.convolve(even, _EVEN, "valid")[:count] + np.convolve(odd, _ODD, "valid")[:count]
+        self._phase = (self._phase + len(x)) % 2
+        if self._skip:
+            cut = min(self._skip, len(filtered))
+            filtered = filtered[cut:]
+            self._skip -= cut
+        out: np.ndarray = np.clip(np.rint(filtered), -32768, 32767).astype(np.int16)
+        if last:
+            self.clear()
+        return out
+
+
+_TAPS: Final = _half_band_taps()
+_EVEN: Final = _TAPS[0::2].copy()
+_ODD: Final = _TAPS[1::2].copy()
+
+
 class Resampler:
     """Streaming PCM16 mono resampler from ``in_rate`` to ``out_rate`` (the phone path's rate, 8 kHz
     unless the carrier's is 16), for one continuous stream.
@@ -144,8 +212,10 @@ class Resampler:
     history across calls to `process`, so chunk borders leave no clicks. Chunks may have any size,
     odd byte counts included: a trailing half sample is held until the next chunk completes it.
 
-    The filter works in blocks, so some output lags the input (see `delay_ms`); `flush` releases it
-    at the end of the stream and leaves the resampler ready for a new, unrelated stream.
+    libsoxr filters in blocks, so some output lags the input (see `delay_ms`); `flush` releases it
+    at the end of the stream and leaves the resampler ready for a new, unrelated stream. From
+    exactly twice ``out_rate`` (16 kHz TTS audio or a 16 kHz carrier, to 8 kHz) a `HalfBand` FIR
+    does it instead, holding back a fixed 2 ms rather than libsoxr's 10-120 ms.
     Input at ``out_rate`` passes through unchanged (still re-pairing odd bytes).
     """
 
@@ -157,8 +227,10 @@ class Resampler:
         self.in_rate: Final = in_rate
         self.out_rate: Final = out_rate
         self._carry = b""
-        self._stream: soxr.ResampleStream | None = None
-        if in_rate != out_rate:
+        self._stream: soxr.ResampleStream | HalfBand | None = None
+        if in_rate == 2 * out_rate:
+            self._stream = HalfBand()
+        elif in_rate != out_rate:
             # int16 in and out: no numpy conversions on the hot path. libsoxr dithers its int16
             # output (TPDF, about 1 LSB), so different chunkings may differ by a couple of LSB.
             self._stream = soxr.ResampleStream(
@@ -194,7 +266,8 @@ class Resampler:
         """Audio fed in but not yet returned, in ms of output (libsoxr's own count).
 
         It swings with libsoxr's block processing: at MQ, from about 10 ms (the filter's delay) to
-        75-120 ms just before a block completes, 45-65 ms on average. `flush` returns it.
+        75-120 ms just before a block completes, 45-65 ms on average; 2 ms for `HalfBand` (2:1).
+        `flush` returns it.
         """
         if self._stream is None:
             return 0.0

@@ -72,7 +72,7 @@ class Call(TurnTaking, CallControlMixin):
         s = self.settings
         self._listener = Listener(s.vad, s.barge_in, s.echo, rate=s.audio.rate, pause_ms=self._init_turns(s))
         self._aec = EchoCanceller(s.aec, s.audio.rate, s.audio.frame_samples)
-        self._playout = Playout(s.audio, s.lead_ms, s.low_ms, s.mark_every_ms, echo=self._aec.behind(self._listener))
+        self._playout = Playout(s, echo=self._aec.behind(self._listener))
         self._voice = Voice(s.max_contexts, s.keepalive_s, s.drain_timeout_s)
         self._recorder = Recorder(s.audio, s.preroll_ms + s.vad.start_ms, s.max_utterance_s)
         self._max_pause = s.barge_in.max_pause_ms / 1000

@@ -46,7 +46,7 @@ from typing import Final
 
 import numpy as np
 
-from bridge.core.bands import BANDS, band_shares, sample_shares
+from bridge.core.bands import BANDS, frame_shares
 from bridge.core.bands import DEFAULT_RATE as _RATE
 from bridge.core.limits import within
 
@@ -113,9 +113,13 @@ class _Reference:
     take back after a ``clear``, and to read at every candidate delay with one moving sum. The
     cells live in a buffer that slides forward as the call goes on, keeping the last few seconds.
     A frame's band shares come from its whole 20 ms (finer cells would blur the spectrum) and
-    are spread over its cells by their power."""
+    are spread over its cells by their power.
 
-    __slots__ = ("_base", "_cells", "_delays", "_rate", "_recent", "until")
+    Frames are taken in as they are sent (a refill's at once, up to a lead ahead of their play)
+    but only analysed when the reference is next read or taken back: then all those waiting go
+    through one matrix product, not one small numpy call chain each."""
+
+    __slots__ = ("_base", "_cells", "_delays", "_pending", "_rate", "_recent", "until")
 
     def __init__(self, delays: int, rate: int) -> None:
         self._rate = rate
@@ -123,21 +127,43 @@ class _Reference:
         self._base = -_RING // 2  # the cell number of ``_cells[0]``
         self._delays = delays
         self._recent: deque[tuple[float, int, np.ndarray]] = deque(maxlen=64)  # (start, first cell, powers)
+        self._pending: list[tuple[bytes, float]] = []  # frames added, not yet analysed
         self.until = float("-inf")  # when the last frame added stops playing
 
     def add(self, pcm: bytes, start: float) -> None:
-        per = round(self._rate * CELL_S) * 2  # bytes per cell
-        cells = max(1, len(pcm) // per)  # a ragged tail shorter than a cell is left out (frames are 20 ms)
-        x = np.frombuffer(pcm, dtype="<i2", count=cells * per // 2).astype(np.float32)
-        cell_powers = np.square(x, dtype=np.float64).reshape(cells, -1).sum(axis=1) * (2 / per / 32768.0**2)
-        powers = np.outer(sample_shares(x, self._rate), cell_powers)
-        first = round(start / CELL_S)
-        self._span(first, cells)[:] += powers
-        self._recent.append((start, first, powers))
+        cells = max(1, len(pcm) // (round(self._rate * CELL_S) * 2))  # a ragged tail shorter than a cell
+        self._pending.append((pcm, start))  # is left out (frames are 20 ms)
         self.until = max(self.until, start + cells * CELL_S)
+
+    def _settle(self) -> None:
+        """Analyse the frames added since the last read: their power per band per cell."""
+        pending, self._pending = self._pending, []
+        per = round(self._rate * CELL_S) * 2  # bytes per cell
+        while pending:
+            cells = max(1, len(pending[0][0]) // per)
+            size = cells * per
+            run = 1  # frames of the same length go through together
+            while run < len(pending) and len(pending[run][0]) // per == cells:
+                run += 1
+            group, pending = pending[:run], pending[run:]
+            x = np.frombuffer(b"".join(pcm[:size].ljust(size, b"\0") for pcm, _ in group), dtype="<i2")
+            x = x.astype(np.float32).reshape(run, size // 2)
+            cell_powers = np.square(x, dtype=np.float64).reshape(run, cells, -1).sum(axis=2) * (2 / per / 32768.0**2)
+            powers = frame_shares(x, self._rate)[:, :, None] * cell_powers[:, None, :]  # (frames, bands, cells)
+            firsts = [round(start / CELL_S) for _, start in group]
+            if firsts[-1] - firsts[0] == (run - 1) * cells:  # back to back, as a refill's frames are
+                self._span(firsts[0], run * cells)[:] += powers.transpose(1, 0, 2).reshape(BANDS, run * cells)
+            else:
+                for first, frame_powers in zip(firsts, powers, strict=True):
+                    self._span(first, cells)[:] += frame_powers
+            self._recent.extend((start, first, frame_powers)
+                                for (_, start), first, frame_powers in zip(group, firsts, powers, strict=True))
 
     def take_back(self, at: float) -> None:
         """Frames due to start at ``at`` or later never play (the one in flight does)."""
+        while self._pending and self._pending[-1][1] >= at - _EPS:
+            self._pending.pop()
+        self._settle()
         while self._recent and self._recent[-1][0] >= at - _EPS:
             _, first, powers = self._recent.pop()
             cells = self._span(first, powers.shape[1])
@@ -151,6 +177,8 @@ class _Reference:
         This runs for every caller frame while the agent talks, so it is a handful of numpy calls
         on small fresh arrays: the bands weighted and summed, a moving sum over the frame's width
         (reversed, so that column 0 is delay 0), then dB in place."""
+        if self._pending:
+            self._settle()
         last = round(end / CELL_S)
         width = max(1, round(frame_s / CELL_S))
         span = width + self._delays - 1
@@ -164,6 +192,8 @@ class _Reference:
     def band_levels(self, ends: np.ndarray, delays: np.ndarray, frame_s: float) -> np.ndarray:
         """Our level (dBFS) over each caller frame ending at ``ends``, per band, moved back by each
         of ``delays`` (in cells): shape (frames, bands, delays)."""
+        if self._pending:
+            self._settle()
         width = max(1, round(frame_s / CELL_S))
         lasts = np.rint(ends / CELL_S).astype(int)[:, None] - delays[None, :]
         first = int(lasts.min()) - width
@@ -191,34 +221,58 @@ class _Reference:
 
 class _Evidence:
     """Frames heard with the agent playing: our level at each delay, and what the line carried,
-    in all and per band (rows without a band split hold NaN there)."""
+    in all and per band (rows without a band split hold NaN there).
 
-    __slots__ = ("_bands", "_ends", "_levels", "_next", "_rows", "filled")
+    A frame's band split is only needed when the per-band losses are next estimated (every
+    `_EVERY` x `_BAND_EVERY` frames once learnt), so the heard frames are kept as they come and
+    split together then, in one matrix product, rather than one small chain of numpy calls each."""
 
-    def __init__(self, delays: int) -> None:
+    __slots__ = ("_bands", "_ends", "_levels", "_next", "_rate", "_rows", "_unsplit", "filled")
+
+    def __init__(self, delays: int, rate: int) -> None:
+        self._rate = rate
         self._rows = np.zeros((_HISTORY, delays))
         self._levels = np.zeros(_HISTORY)
         self._bands = np.full((_HISTORY, BANDS), np.nan)
         self._ends = np.zeros(_HISTORY)
+        self._unsplit: dict[int, bytes] = {}  # row -> heard PCM not yet split into bands
         self._next = 0
         self.filled = 0
 
-    def add(self, reference: np.ndarray, level_db: float, bands_db: np.ndarray | None, end: float) -> None:
+    def add(self, reference: np.ndarray, level_db: float, heard: bytes | None, end: float) -> None:
         self._rows[self._next] = reference
         self._levels[self._next] = max(level_db, _SILENT_DB)
-        self._bands[self._next] = np.nan if bands_db is None else np.maximum(bands_db, _SILENT_DB)
+        self._bands[self._next] = np.nan
+        if heard is None:
+            self._unsplit.pop(self._next, None)
+        else:
+            self._unsplit[self._next] = heard
         self._ends[self._next] = end
         self._next = (self._next + 1) % _HISTORY
         self.filled = min(self.filled + 1, _HISTORY)
 
+    def _split(self) -> None:
+        """The band levels (dBFS) of the heard frames not yet split: the frame's level spread over
+        the bands by their shares of its power."""
+        while self._unsplit:
+            rows = list(self._unsplit)
+            size = len(self._unsplit[rows[0]])
+            rows = [row for row in rows if len(self._unsplit[row]) == size]  # one frame length at a time
+            x = np.frombuffer(b"".join(self._unsplit.pop(row)[: size & ~1] for row in rows), dtype="<i2")
+            shares = frame_shares(x.astype(np.float32).reshape(len(rows), size // 2), self._rate)
+            index = np.array(rows)
+            self._bands[index] = np.maximum(self._levels[index, None] + _db(shares), _SILENT_DB)
+
     def heard_bands(self) -> tuple[np.ndarray, np.ndarray]:
         """The frames that were split into bands: their ends, and their band levels (dBFS)."""
+        self._split()
         bands, ends = self._bands[: self.filled], self._ends[: self.filled]
         split = ~np.isnan(bands[:, 0])
         return ends[split], bands[split]
 
     def clear(self) -> None:
         self._next = self.filled = 0
+        self._unsplit.clear()
 
     def bounds(self, needed: int) -> np.ndarray | None:
         """Per delay, the 90th percentile of played-minus-heard over frames where we played
@@ -241,7 +295,7 @@ class EchoGuard:
         delays = round(config.max_delay_ms / 1000 / CELL_S) + 1
         self._rate = rate
         self._reference = _Reference(delays, rate)
-        self._evidence = _Evidence(delays)
+        self._evidence = _Evidence(delays, rate)
         self._count = 0
         self._erl: float | None = None
         # The rows `look` weighs the bands by: ours, then, once learnt, the echo's share of each (1/ERL).
@@ -319,8 +373,7 @@ class EchoGuard:
         ``heard`` PCM and its ``end``, the loss is learnt per band as well."""
         if reference is None or not self.config.learn_ms:
             return
-        bands = None if heard is None else level_db + _db(band_shares(heard, self._rate))
-        self._evidence.add(reference, level_db, bands, end)
+        self._evidence.add(reference, level_db, heard, end)
         self._count += 1
         if self._count % _EVERY == 0:
             self._estimate()

@@ -8,7 +8,7 @@ start-up, with an error that names the setting. Booleans need no rule. Nothing h
 the metadata is data for whoever loads settings.
 
 `PLAYBACK` holds the ranges of ``CallSettings``' playback fields (``lead_ms``, ``low_ms``,
-``mark_every_ms``), whose defaults stay on ``CallSettings`` itself.
+``mark_every_ms``, ``message_ms``), whose defaults stay on ``CallSettings`` itself.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ PLAYBACK: Final[Mapping[str, tuple[int, int]]] = {
     "lead_ms": (20, 10_000),  # at least one 20 ms frame queued at the carrier
     "low_ms": (0, 10_000),
     "mark_every_ms": (20, 60_000),
+    "message_ms": (20, 10_000),  # a whole number of 20 ms frames; one frame per message at the least
 }
 
 

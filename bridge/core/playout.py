@@ -5,7 +5,11 @@ comes back. So the core keeps its own model of the carrier's buffer: ``play_end`
 frame sent will have finished playing. From it follow the three things this module owns:
 
 * pacing: the buffer is topped up to ``lead_ms`` ahead of real time whenever it falls to
-  ``low_ms``, so a ``clear`` (barge-in) throws little away and a late refill never starves it;
+  ``low_ms``, so a ``clear`` (barge-in) throws little away and a late refill never starves it.
+  A refill's frames go out joined, up to ``message_ms`` of audio per `SendMedia`: the carrier
+  plays its queue out in 20 ms packets whatever the message size, and a ``clear`` drops all of
+  it but the packet in flight, so fewer, larger messages cost the server less per second of
+  audio (one encode and one WebSocket send per message) and change nothing the caller hears;
 * the echo reference: every frame is handed to the echo guard with the moment it starts playing,
   and a ``clear`` takes back the frames that never started (`EchoReference`);
 * what was heard: marks echoed by the carrier, or else ``play_end`` against the clock, say how many
@@ -27,7 +31,7 @@ from bridge.core.audio import AudioFormat, Framer
 from bridge.core.deadlines import EPS
 from bridge.core.events import Alignment
 
-__all__ = ["CHARS_PER_SECOND", "EchoReference", "Playout", "Track"]
+__all__ = ["CHARS_PER_SECOND", "EchoReference", "PlaybackTerms", "Playout", "Track"]
 
 CHARS_PER_SECOND = 14.0
 """Speaking rate used to guess heard text when the TTS gives no alignment."""
@@ -39,6 +43,21 @@ class EchoReference(Protocol):
     def played(self, pcm: bytes, start: float) -> None: ...
 
     def cleared(self, at: float) -> None: ...
+
+
+class PlaybackTerms(Protocol):
+    """The settings the playout reads (``CallSettings`` has them; the call's terms import this module)."""
+
+    @property
+    def audio(self) -> AudioFormat: ...
+    @property
+    def lead_ms(self) -> int: ...
+    @property
+    def low_ms(self) -> int: ...
+    @property
+    def mark_every_ms(self) -> int: ...
+    @property
+    def message_ms(self) -> int: ...
 
 
 class Track:
@@ -109,19 +128,22 @@ class Playout:
     """The carrier's buffer as the core models it, for the replies of one call in turn."""
 
     __slots__ = (
-        "_keep_sent", "_last_mark_at", "_lead", "_low", "_mark_every", "_marks", "echo", "first_audio_at", "fmt",
-        "frames_sent", "play_end",
+        "_keep_sent", "_last_mark_at", "_lead", "_low", "_mark_every", "_marks", "_per_message", "echo",
+        "first_audio_at", "fmt", "frames_sent", "play_end",
     )
 
-    def __init__(self, fmt: AudioFormat, lead_ms: int, low_ms: int, mark_every_ms: int, echo: EchoReference) -> None:
+    def __init__(self, settings: PlaybackTerms, echo: EchoReference) -> None:
+        fmt = settings.audio
+        lead_ms = settings.lead_ms
         self.fmt = fmt
         self.echo = echo
         self.play_end = 0.0  # when the last frame sent will have played
         self.frames_sent = 0  # over the whole call
         self.first_audio_at: float | None = None
         self._lead = lead_ms / 1000
-        self._low = low_ms / 1000
-        self._mark_every = mark_every_ms / 1000
+        self._low = settings.low_ms / 1000
+        self._mark_every = settings.mark_every_ms / 1000
+        self._per_message = max(1, settings.message_ms // fmt.frame_ms)  # frames joined into one SendMedia
         self._keep_sent = lead_ms // fmt.frame_ms + 2  # frames that can be waiting at the carrier
         self._last_mark_at = float("-inf")
         self._marks: deque[_Mark] = deque()
@@ -134,13 +156,20 @@ class Playout:
             return
         sent = 0
         frame_s = self.fmt.frame_s
+        per_message = self._per_message
+        joined: list[bytes] = []
         while track.queue and self.play_end - now < self._lead - EPS:
             frame = track.queue.popleft()
-            out.append(SendMedia(frame))
+            joined.append(frame)
+            if len(joined) == per_message:
+                out.append(SendMedia(b"".join(joined)))
+                joined.clear()
             self.echo.played(frame, self.play_end)  # the echo guard's reference: as it plays
             track.sent.append(frame)
             self.play_end += frame_s
             sent += 1
+        if joined:
+            out.append(SendMedia(b"".join(joined)))
         while len(track.sent) > self._keep_sent:
             track.sent.popleft()
         if sent:

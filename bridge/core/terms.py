@@ -31,6 +31,7 @@ class CallSettings:
     lead_ms: int = 200
     low_ms: int = 100
     mark_every_ms: int = 200
+    message_ms: int = 100  # agent audio per media message (the frames of one refill, joined)
     max_contexts: int = 5
     keepalive_s: float = 10.0
     drain_timeout_s: float = 20.0

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -26,6 +27,7 @@ from bridge.carriers.base import CarrierCodec, call_settings_for
 from bridge.carriers.twilio.twiml import AFTER_PATH, busy_twiml, media_stream_url, public_base_url, stream_twiml
 from bridge.config import ConfigError, Settings, load_settings
 from bridge.server import factories, guard, metrics
+from bridge.server.asgi import KeepAsgiChannel
 from bridge.server.call_control import Outcome, Outcomes, answered_by_machine, control_routes
 from bridge.server.carrier_routes import carrier_routes
 from bridge.server.drain import Drainer
@@ -168,6 +170,7 @@ def create_app(
             *records.routes(),
         ],
         lifespan=lifespan,
+        middleware=[Middleware(KeepAsgiChannel)],  # the calls' media skip Starlette's wrappers (bridge.server.asgi)
     )
     app.state.bridge = bridge
     app.state.drainer = drainer

@@ -79,6 +79,7 @@ def call_settings(settings: Settings) -> CallSettings:
         lead_ms=playback.lead_ms,
         low_ms=playback.low_ms,
         mark_every_ms=playback.mark_every_ms,
+        message_ms=playback.message_ms,
         apology=settings.agent.apology,
         turn_end_digit="" if settings.agent.turn_end_digit == "off" else settings.agent.turn_end_digit,
         agent_timeout_s=settings.agent.timeout_s,

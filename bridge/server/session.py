@@ -26,9 +26,10 @@ import contextlib
 import dataclasses
 import logging
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import assert_never
 
+from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from bridge.agents.base import Agent, AgentError, HangUp, Transfer, Turn
@@ -74,6 +75,7 @@ from bridge.core.events import (
     WindDown,
 )
 from bridge.server import metrics
+from bridge.server.asgi import CHANNEL
 from bridge.server.listening import Listening
 from bridge.tts import supervisor
 from bridge.tts.base import TtsClient
@@ -116,6 +118,11 @@ class CallSession:
         ``transfers`` is the allow-list a `Transfer` is checked against (None: no transfers at all);
         ``on_outcome(call_sid, kind, to)`` is told how the bridge ended the call (``/twilio/after`` asks)."""
         self.websocket = websocket
+        # The server's own receive and send, used once the socket is accepted (bridge.server.asgi);
+        # a stand-in WebSocket without them (tests) is used through its methods.
+        channel = getattr(websocket, "scope", {}).get(CHANNEL)
+        self._receive: Callable[[], Awaitable[Message]] = channel[0] if channel else websocket.receive
+        self._send: Callable[[Message], Awaitable[None]] | None = channel[1] if channel else None
         if start_timeout_s is not None:
             settings = dataclasses.replace(settings, start_timeout_s=start_timeout_s)
         self.call = Call(settings)
@@ -289,12 +296,12 @@ class CallSession:
     # ----------------------------------------------------------------- readers
 
     async def _read_phone(self) -> None:
-        ws, codec, put, inbox = self.websocket, self.codec, self.put, self._inbox
+        receive, codec, put, inbox = self._receive, self.codec, self.put, self._inbox
         handled = 0
         try:
             while True:
                 try:
-                    message = await ws.receive()
+                    message = await receive()
                 except (WebSocketDisconnect, RuntimeError, OSError):
                     put(CallEnded(self.clock(), "dropped"))  # the line is gone: only a read can say so
                     return
@@ -394,8 +401,8 @@ class CallSession:
     async def _execute(self, action: Action) -> None:
         match action:
             case SendMedia():
-                # One 20 ms frame per message, as Twilio sends its own: batching a refill's frames
-                # into one message saved no measurable CPU (docs/benchmarks.md).
+                # The frames of one refill, joined by the core's playout (``playback.message_ms``);
+                # a codec that needs other sizes cuts or holds them (Vonage, Exotel).
                 self._note_first_audio()
                 await self._to_phone(self.codec.encode(action))
             case SendMark() | ClearPlayback():
@@ -468,9 +475,13 @@ class CallSession:
     async def _to_phone(self, out: Outbound) -> None:
         if not self._phone_open:
             return
+        send = self._send
         try:
             for frame in frames(out):  # a text frame, a binary one (Vonage), or none yet (Exotel)
-                if isinstance(frame, str):
+                if send is not None:
+                    await send({"type": "websocket.send", "text": frame} if isinstance(frame, str)
+                               else {"type": "websocket.send", "bytes": frame})
+                elif isinstance(frame, str):
                     await self.websocket.send_text(frame)
                 else:
                     await self.websocket.send_bytes(frame)

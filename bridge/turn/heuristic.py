@@ -40,7 +40,7 @@ from numpy.typing import NDArray
 
 from bridge.turn.base import TurnJudge, TurnVerdict, WaitPolicy
 
-__all__ = ["HeuristicJudge", "audio_prob", "text_prob"]
+__all__ = ["HeuristicJudge", "PitchTrack", "audio_prob", "text_prob"]
 
 
 
@@ -88,8 +88,9 @@ def _is_number(word: str) -> bool:
     return word in _NUMBERS or word.isdigit()
 
 
-def audio_prob(pcm: bytes, rate: int) -> float | None:
-    """P(complete) from the end's pitch and loudness; None when there is too little voiced speech."""
+def audio_prob(pcm: bytes, rate: int, track: PitchTrack | None = None) -> float | None:
+    """P(complete) from the end's pitch and loudness; None when there is too little voiced speech.
+    ``track``: the pitch already found in an earlier, shorter version of the same utterance."""
     x = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.float64) / 32768.0
     hop, size = rate // 100, rate * 40 // 1000
     if x.size < size * 4:
@@ -98,8 +99,11 @@ def audio_prob(pcm: bytes, rate: int) -> float | None:
     level = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
     speech = level > level.max() - 30.0
     last = int(np.flatnonzero(speech)[-1])
-    f0 = np.zeros(len(frames))
-    f0[speech] = _pitch(frames[speech], rate)  # the pitch of silence is never read: do not pay for it
+    if track is not None:
+        f0 = track.f0(pcm, frames, rate)
+    else:
+        f0 = np.zeros(len(frames))
+        f0[speech] = _pitch(frames[speech], rate)  # only speech frames can count as voiced
     voiced = speech & (f0 > 0)
     if voiced.sum() < 10:
         return None
@@ -127,6 +131,34 @@ def _pitch(frames: NDArray[np.float64], rate: int) -> NDArray[np.float64]:
     return np.where(peak > 0.5, rate / (best + lo), 0.0)
 
 
+class PitchTrack:
+    """The pitch of one caller's utterance as it grows, kept from one candidate end to the next.
+
+    A call asks the judge at every candidate end of a turn, each time with the turn so far: the
+    same audio and a little more. Each 40 ms frame's pitch depends on that frame alone, so the
+    frames of the audio already judged keep theirs and only the new ones are tracked. (Before,
+    the whole utterance was tracked at every candidate: the judge was a fifth of a saturated
+    worker's CPU, docs/benchmarks.md.) Audio that does not begin with the last is tracked anew.
+    One per call (its judge's). Two judgements of a call may overlap in worker threads: the state
+    is read and replaced whole, so an overlap only costs a recomputation."""
+
+    __slots__ = ("_state",)
+
+    def __init__(self) -> None:
+        self._state: tuple[bytes, NDArray[np.float64]] = (b"", np.zeros(0))
+
+    def f0(self, pcm: bytes, frames: NDArray[np.float64], rate: int) -> NDArray[np.float64]:
+        """F0 of every frame of ``pcm`` (``frames``, as `audio_prob` cuts them), 0 where unvoiced."""
+        seen, known = self._state
+        reuse = min(len(known), len(frames)) if seen and pcm.startswith(seen) else 0
+        f0 = np.empty(len(frames))
+        f0[:reuse] = known[:reuse]
+        if reuse < len(frames):
+            f0[reuse:] = _pitch(frames[reuse:], rate)
+        self._state = (pcm, f0)
+        return f0
+
+
 class HeuristicJudge:
     """Text rules plus the end's prosody; ``use_text=False`` judges the audio alone.
 
@@ -141,12 +173,17 @@ class HeuristicJudge:
         self.policy = policy or WaitPolicy()
         self.use_text = use_text
         self.audio = audio
+        self.track = PitchTrack()  # one judge per call: its utterances grow from candidate to candidate
         base = audio.name if audio is not None else "heuristic"
         self.name = f"{base}+text" if use_text and audio is not None else base if use_text else f"{base}-audio"
 
     def judge(self, pcm: bytes, rate: int, transcript: str | None = None) -> TurnVerdict:
         by_text = text_prob(transcript) if self.use_text and transcript is not None else None
-        by_audio = self.audio.judge(pcm, rate).complete_prob if self.audio is not None else audio_prob(pcm, rate)
+        by_audio: float | None
+        if self.audio is not None:
+            by_audio = self.audio.judge(pcm, rate).complete_prob
+        else:
+            by_audio = audio_prob(pcm, rate, self.track)
         if by_text is None:
             prob = by_audio if by_audio is not None else 0.5
         elif by_audio is None:

@@ -248,3 +248,40 @@ def test_level_in_dbfs() -> None:
     assert pcm_level_dbfs(sine(1000, 0.1, SAMPLE_RATE, 32767)) == pytest.approx(-3.01, abs=0.05)
     assert pcm_level_dbfs(sine(1000, 0.1, SAMPLE_RATE, 3277)) == pytest.approx(-23.0, abs=0.05)
     assert pcm_level_dbfs(b"\x00\x10\x00") == pcm_level_dbfs(b"\x00\x10")  # dangling byte ignored
+
+
+# 16 kHz to 8 kHz: a fixed short delay
+
+
+def test_16khz_audio_comes_out_as_it_goes_in_not_in_bursts() -> None:
+    """Every chunk of a 16 kHz stream gives back all but 2 ms of itself at once, from the first."""
+    resampler = Resampler(16000)
+    data = sine(1000, 1.0, 16000)
+    fed = out = 0
+    for chunk in random_chunks(data, seed=5, largest=1200):
+        fed += len(chunk) // 2
+        out += len(resampler.process(chunk)) // 2
+        if fed >= 64:
+            assert (fed - out * 2) / 16 <= 2.2, "no more than 2 ms held back"
+    assert resampler.delay_ms <= 2.0
+
+
+def test_16khz_flush_delivers_every_sample_in_place() -> None:
+    data = sine(1000, 0.5, 16000, amplitude=12000)
+    resampler = Resampler(16000)
+    out = resampler.process(data) + resampler.flush()
+    assert len(out) // 2 == 4000, "half as many samples, none lost"
+    assert resampler.delay_ms == 0.0
+    reference = np.frombuffer(sine(1000, 0.5, 8000, amplitude=12000), dtype=np.int16).astype(np.float64)
+    middle = slice(80, -80)  # the same tone at the same moments: no shift
+    assert np.max(np.abs(samples(out)[middle] - reference[middle])) < 120
+    again = resampler.process(data) + resampler.flush()
+    assert again == out, "flush leaves the resampler ready for a new stream"
+
+
+def test_16khz_keeps_a_1khz_tone_at_its_level_and_rejects_5khz() -> None:
+    tone = resample_once(16000, sine(1000, 1.0, 16000, amplitude=12000))
+    expected = 20 * math.log10(12000 / math.sqrt(2) / 32768)
+    assert pcm_level_dbfs(tone[800:-800]) == pytest.approx(expected, abs=0.2)
+    above = resample_once(16000, sine(5000, 1.0, 16000, amplitude=12000))
+    assert pcm_level_dbfs(above[800:-800]) < expected - 60

@@ -87,17 +87,17 @@ def test_close_waits_for_the_first_audio():
     assert d.all(CloseContext) == [CloseContext(cid)]
 
 
-def test_audio_goes_out_in_20ms_mulaw_frames_paced_with_a_small_lead():
+def test_audio_goes_out_in_100ms_mulaw_messages_paced_with_a_small_lead():
     d = Driver.started()
     cid = greet(d)
     d.send(TtsAudio(0.3, cid, REPLY_AUDIO))  # 2 s of audio at once
     d.send(TtsFinal(0.31, cid))
     d.advance(3.0)
     media = d.since(0, [SendMedia])
-    assert len(media) == 100
-    assert all(len(a.pcm) == 320 for _, a in media)  # 20 ms of 8 kHz PCM16
+    assert len(media) == 20 and all(len(a.pcm) == 1600 for _, a in media), "one message per 100 ms of audio"
+    assert b"".join(a.pcm for _, a in media) == REPLY_AUDIO, "together, exactly the reply"
     lead = CallSettings().lead_ms / 1000
-    for i, (at, _) in enumerate(media):
+    for i, (at, _) in enumerate(d.frames()):
         # frame i plays at 0.3 + 0.02*i; it never goes out more than lead_ms ahead of that
         assert at >= 0.3 + 0.02 * i - lead - 1e-9
         assert at <= 0.3 + 0.02 * i + 1e-9  # and never late
@@ -268,7 +268,7 @@ def test_settings_change_the_lead():
         d = Driver.started(settings)
         cid = greet(d)
         d.send(TtsAudio(0.3, cid, REPLY_AUDIO))
-        return len([a for at, a in d.log if at == 0.3 and isinstance(a, SendMedia)])
+        return len([f for at, f in d.frames() if at == 0.3])
 
     assert first_burst(CallSettings()) == 10  # the default 200 ms
     assert first_burst(CallSettings(lead_ms=400, low_ms=200)) == 20

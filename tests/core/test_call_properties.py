@@ -131,12 +131,13 @@ class CallMachine(RuleBasedStateMachine):
                 assert turn not in self.abandoned, "the agent told of a reply nobody heard"
                 self.heard.add(turn)
             case SendMedia(pcm=payload):
-                assert len(payload) == 320
-                owner = self.owner.get(pcm_to_ulaw(payload[:2])[0])
-                assert owner is not None, "a frame played that no context sent"
-                cid, allowed = owner
-                assert allowed, f"audio that {cid} sent after it was retired or finished (or never opened) played"
-                assert cid not in self.retired, f"audio of retired {cid} played"
+                assert payload and len(payload) % 320 == 0, "whole 20 ms frames"
+                for frame in range(0, len(payload), 320):
+                    owner = self.owner.get(pcm_to_ulaw(payload[frame : frame + 2])[0])
+                    assert owner is not None, "a frame played that no context sent"
+                    cid, allowed = owner
+                    assert allowed, f"audio that {cid} sent after it was retired or finished (or never opened) played"
+                    assert cid not in self.retired, f"audio of retired {cid} played"
             case _:
                 name = getattr(action, "name", None)
                 if isinstance(name, str):

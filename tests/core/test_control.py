@@ -205,7 +205,7 @@ def test_the_drain_cuts_the_reply_at_a_word_end_then_says_goodbye_then_ends():
     [heard] = [a for a in d.all(ReplyHeard) if a.turn == 0]
     assert heard.text == "one two three" and heard.interrupted
     # "one two three" ends 1.3 s into the audio: 65 frames of 20 ms, and the space's; "four" never starts
-    assert len(d.all(SendMedia)) == 66
+    assert len(d.frames()) == 66
     gone = voice(d, 1.45, 2.0)
     d.advance(9.0)
     [(at, end)] = end_calls(d)
@@ -231,6 +231,6 @@ def test_a_goodbye_longer_than_the_time_left_stops_on_a_word_end_by_the_deadline
     d.advance(3.0)
     [(at, _)] = end_calls(d)
     assert at <= 1.5
-    frames = len(d.all(SendMedia))
+    frames = len(d.frames())
     last_char = (frames - 1) * 20 // 100  # the last character whose audio began
     assert last_char < len(WORDS) - 1 and WORDS[last_char] == " "  # the call ended on a word's end

@@ -57,7 +57,7 @@ def simulate(rate: int, seconds: float, echo_db: float | None = None, delay_ms: 
     def handle(actions: list[Action], at: float) -> None:
         for action in actions:
             if isinstance(action, SendMedia):
-                queue.append(action.pcm)
+                queue.extend(action.pcm[i : i + 2 * n] for i in range(0, len(action.pcm), 2 * n))  # its 20 ms frames
             elif isinstance(action, ClearPlayback):
                 queue.clear()
                 result.clears.append(at)

@@ -35,8 +35,10 @@ def test_the_greeting_is_played_in_frames_with_marks_and_the_agent_learns_it_was
 
     media = phone.of(AgentMedia)
     assert media, "the greeting's audio reached the phone"
-    assert all(len(m.ulaw) == 160 for _, m in media), "one 20 ms frame of 8 kHz mu-law per message"
-    played_s, spoken_s = len(media) * 0.02, tts.spoken_s[cid]
+    sizes = [len(m.ulaw) for _, m in media]
+    assert all(s % 160 == 0 and 0 < s <= 800 for s in sizes), "whole 20 ms frames of 8 kHz mu-law, 100 ms at most"
+    assert max(sizes) == 800, "a refill's frames go out as one message"
+    played_s, spoken_s = sum(sizes) / 8000, tts.spoken_s[cid]
     assert spoken_s >= len(GREETING) * MS_PER_CHAR / 1000
     assert 0 <= played_s - spoken_s < 0.02, (played_s, spoken_s)  # all of it (the last frame padded), no more
     assert abs(pitch(b"".join(phone.media_pcm())) - tts.pitches[cid]) < 10, "the greeting's own voice"
@@ -56,7 +58,8 @@ def test_a_caller_who_talks_over_the_greeting_gets_clear_then_the_reply_in_a_fre
     with client.websocket_connect("/twilio/media") as ws:
         phone = Phone(ws)
         phone.start()
-        assert phone.listen(3.0, until=lambda: len(phone.of(AgentMedia)) > 25), "the greeting is playing"
+        assert phone.listen(3.0, until=lambda: sum(len(m.ulaw) for _, m in phone.of(AgentMedia)) > 25 * 160), (
+            "the greeting is playing")
         began, ended = phone.talk(load_wav("caller_02.wav"))
         replied = phone.listen(6.0, until=lambda: bool(len(shell.tts[0].opened()) > 1
                                                           and phone.of(AgentMedia, after=ended)

@@ -8,7 +8,8 @@ import pytest
 from bench.turn_model import Candidate, candidates, load_clips
 from bridge.turn import HeuristicJudge, TurnVerdict, WaitPolicy, best_judge
 from bridge.turn.features import FRAMES, N_MELS, WINDOW_SAMPLES, log_mel, mel_filters, window
-from bridge.turn.heuristic import audio_prob, text_prob
+from bridge.turn.heuristic import PitchTrack, audio_prob, text_prob
+from tests.support import load_wav
 
 
 def all_candidates() -> list[Candidate]:
@@ -98,3 +99,14 @@ def test_without_the_model_the_best_judge_is_the_heuristic(monkeypatch: pytest.M
 
     monkeypatch.setattr(smart_turn, "find_model", missing)
     assert isinstance(best_judge(), HeuristicJudge)
+
+
+def test_the_judge_of_a_growing_utterance_answers_as_if_it_heard_each_whole() -> None:
+    """Candidate ends of one turn hand the judge the turn so far: what it kept from the shorter
+    versions changes no answer, and audio that is not a continuation is judged afresh."""
+    speech = load_wav("caller_02.wav")
+    track = PitchTrack()
+    for end in range(8000, len(speech) + 1, 3200):  # every 100 ms from 0.5 s on
+        assert audio_prob(speech[:end], 8000, track) == audio_prob(speech[:end], 8000)
+    other = load_wav("caller_07.wav")
+    assert audio_prob(other, 8000, track) == audio_prob(other, 8000)

@@ -86,6 +86,7 @@ SETTINGS: list[tuple[str, str, str, str, Any]] = [
     ("BRIDGE_PLAYBACK_LEAD_MS", "playback", "lead_ms", "200", 200),
     ("BRIDGE_PLAYBACK_LOW_MS", "playback", "low_ms", "40", 40),
     ("BRIDGE_PLAYBACK_MARK_EVERY_MS", "playback", "mark_every_ms", "200", 200),
+    ("BRIDGE_PLAYBACK_MESSAGE_MS", "playback", "message_ms", "60", 60),
     ("BRIDGE_AGENT", "agent", "kind", "Scripted", "scripted"),
     ("BRIDGE_AGENT_SCRIPT", "agent", "script", "other.txt", Path("other.txt")),
     ("BRIDGE_AGENT_GREETING", "agent", "greeting", "Hi, this is Ada.", "Hi, this is Ada."),

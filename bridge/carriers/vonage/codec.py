@@ -25,7 +25,7 @@ from typing import Any, Final, assert_never
 
 from bridge.carriers.base import (
     MAX_NAME,
-    Frame,
+    Outbound,
     PhoneMessage,
     bad,
     dtmf_pressed,
@@ -108,13 +108,15 @@ class VonageCodec:
 
     # ----------------------------------------------------------------- outbound
 
-    def encode(self, action: PhoneMessage) -> Frame:
-        """One binary 20 ms frame for media (the core's frame as it is), text for notify and clear."""
+    def encode(self, action: PhoneMessage) -> Outbound:
+        """Binary 20 ms frames for media (the core's PCM as it is, one frame per message, as Vonage
+        asks), text for notify and clear."""
         if self.stream_id is None:
             raise RuntimeError(f"{type(action).__name__} before the stream started")
         match action:
             case SendMedia():
-                return action.pcm
+                pcm, size = action.pcm, self.frame_bytes
+                return pcm if len(pcm) <= size else [pcm[i : i + size] for i in range(0, len(pcm), size)]
             case SendMark():
                 return '{"action":"notify","payload":{"name":' + json.dumps(action.name) + "}}"
             case ClearPlayback():

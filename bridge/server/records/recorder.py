@@ -31,7 +31,6 @@ __all__ = ["CallRecorder", "ending"]
 
 log = logging.getLogger("bridge.server.records")
 
-FRAME_S = 0.02
 
 
 @dataclass(slots=True)
@@ -202,7 +201,7 @@ class CallRecorder:
         if span is None or span[1] < start - 1e-6:
             self._close_agent_span(now)
             span = self._agent_span = [start, start]
-        span[1] = self._play_end = start + FRAME_S
+        span[1] = self._play_end = start + len(action.pcm) / (2 * self._rate)  # a message holds one or more frames
         if self._audio is not None:
             self._audio.agent.append((start, action.pcm))
         if self._context is not None:
