@@ -37,7 +37,7 @@ MOVED = "Saturday afternoon works well. I have moved your delivery, and a text m
 APOLOGY = "Sorry, one moment."
 MS_PER_CHAR = 55.0
 END_MS = 600  # the VAD's default silence before a turn ends
-CANDIDATE_MS = 200  # the silence at which the agent starts on a tentative turn
+CANDIDATE_MS = 150  # the silence at which the agent starts on a tentative turn
 
 
 def openai_env(api: FakeOpenAI, **extra: str) -> dict[str, str]:

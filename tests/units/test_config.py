@@ -62,7 +62,7 @@ SETTINGS: list[tuple[str, str, str, str, Any]] = [
     ("BRIDGE_BARGE_IN_GAP_MS", "barge_in", "gap_ms", "150", 150),
     ("BRIDGE_BARGE_IN_MAX_PAUSE_MS", "barge_in", "max_pause_ms", "5000", 5000),
     ("BRIDGE_BARGE_IN_COMMIT_MS", "barge_in", "commit_ms", "250", 250),
-    ("BRIDGE_TURN_CANDIDATE_MS", "turn", "candidate_ms", "200", 200),
+    ("BRIDGE_TURN_CANDIDATE_MS", "turn", "candidate_ms", "150", 150),
     ("BRIDGE_TURN_PREEMPTIVE", "turn", "preemptive", "off", False),
     ("BRIDGE_TURN_MIN_MS", "turn", "min_ms", "250", 250),
     ("BRIDGE_TURN_MAX_MS", "turn", "max_ms", "2000", 2000),
