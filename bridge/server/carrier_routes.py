@@ -39,6 +39,7 @@ from bridge.carriers.twilio.twiml import public_base_url
 from bridge.carriers.vonage.answer import busy_ncco, connect_ncco
 from bridge.config import Settings
 from bridge.server import guard, metrics
+from bridge.server.warm import WarmPool, webhook_call_id
 
 __all__ = ["OTHER_CARRIERS", "carrier_routes", "stream_url"]
 
@@ -83,8 +84,10 @@ def _answer(carrier: str, settings: Settings, request: Request, full: bool) -> R
             return JSONResponse(stream_url_json(url, c.exotel_rate))
 
 
-def carrier_routes(settings: Settings, full: Callable[[], bool], serve_call: ServeCall) -> list[BaseRoute]:
-    """Every carrier's webhook and media routes; ``serve_call`` runs an allowed call (see app.py)."""
+def carrier_routes(settings: Settings, full: Callable[[], bool], serve_call: ServeCall,
+                   pool: WarmPool | None = None) -> list[BaseRoute]:
+    """Every carrier's webhook and media routes; ``serve_call`` runs an allowed call (see app.py), and
+    ``pool`` opens the TTS socket of each call answered (`bridge.server.warm`)."""
 
     def webhook(carrier: str) -> Callable[[Request], Awaitable[Response]]:
         async def answer(request: Request) -> Response:
@@ -92,7 +95,10 @@ def carrier_routes(settings: Settings, full: Callable[[], bool], serve_call: Ser
                 return Response("Forbidden", status_code=403)
             if carrier == "vonage" and request.method == "POST":
                 request = await _vonage_post_as_query(request)
-            return _answer(carrier, settings, request, full())
+            busy = full()
+            if pool is not None and not busy:
+                pool.warm(await webhook_call_id(carrier, request))
+            return _answer(carrier, settings, request, busy)
         return answer
 
     async def vonage_events(request: Request) -> Response:

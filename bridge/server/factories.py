@@ -6,6 +6,7 @@ call's parts the same way the server does.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Callable
@@ -23,14 +24,15 @@ from bridge.agents.webhook import WebhookAgent
 from bridge.config import Settings
 from bridge.core.call import CallSettings
 from bridge.server import metrics
+from bridge.server.warm import WarmPool
 from bridge.tts.base import TtsClient
 from bridge.tts.elevenlabs import ElevenLabsCodec, ElevenLabsTts, stream_url
 from bridge.tts.fallback import FallbackTts, Voice
 from bridge.turn import HeuristicJudge, TurnJudge
 
 __all__ = [
-    "call_settings", "make_agent", "make_cloud_tts", "make_judge", "make_stt", "make_tts", "offline_voice_available",
-    "tts_engine", "voice_warning",
+    "call_settings", "make_agent", "make_cloud_tts", "make_judge", "make_stt", "make_tts", "make_warm_pool",
+    "offline_voice_available", "tts_engine", "voice_warning",
 ]
 
 log = logging.getLogger("bridge.server.factories")
@@ -125,6 +127,16 @@ def make_cloud_tts(settings: Settings, clock: Callable[[], float]) -> TtsClient:
         codec=ElevenLabsCodec(el.output_format, el.voice_settings()),
         clock=clock,
     )
+
+
+def make_warm_pool(settings: Settings, make: Callable[[], TtsClient]) -> WarmPool | None:
+    """The worker's TTS sockets opened at the voice webhook (`bridge.server.warm`), or None: with the
+    offline voice alone there is no socket to open early, and ``warm_tts_s = 0`` turns it off. A warm
+    socket waits at most half the TTS's inactivity timeout, so the server never drops it idle."""
+    ttl = min(settings.server.warm_tts_s, settings.elevenlabs.inactivity_timeout / 2)
+    if ttl <= 0 or tts_engine(settings) == "local":
+        return None
+    return WarmPool(make, ttl_s=ttl, size=settings.server.max_calls, clock=lambda: asyncio.get_running_loop().time())
 
 
 def make_agent(settings: Settings) -> Agent:

@@ -119,6 +119,7 @@ SETTINGS: list[tuple[str, str, str, str, Any]] = [
     ("BRIDGE_TTS", "server", "tts", "local", "local"),
     ("BRIDGE_MAX_MESSAGE_BYTES", "server", "max_message_bytes", "131072", 131072),
     ("BRIDGE_START_TIMEOUT_S", "server", "start_timeout_s", "2.5", 2.5),
+    ("BRIDGE_WARM_TTS_S", "server", "warm_tts_s", "0", 0.0),
     ("BRIDGE_DRAIN_TIMEOUT_S", "server", "drain_timeout_s", "45", 45.0),
     ("BRIDGE_DRAIN_GOODBYE", "server", "drain_goodbye", "We are closing.", "We are closing."),
     ("BRIDGE_ADMIN_TOKEN", "server", "admin_token", TOKEN, TOKEN),
