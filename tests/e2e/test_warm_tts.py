@@ -13,7 +13,7 @@ import httpx
 
 from bridge.testing.fake_elevenlabs import FakeElevenLabs
 from bridge.tools.simulator import PhoneCall, Timeline
-from tests.e2e.conftest import RunningBridge, bridge_settings, serve
+from tests.e2e.conftest import API_KEY, RunningBridge, bridge_settings, serve
 
 CALL = "CA" + "1" * 32
 OTHER = "CA" + "2" * 32
@@ -93,7 +93,7 @@ async def test_a_warm_socket_lost_before_its_call_came_is_not_used(fake_tts, scr
 
 
 async def test_a_warm_socket_that_could_not_open_leaves_the_call_its_own(script: Path) -> None:
-    async with FakeElevenLabs(api_key="sk-test-0123456789abcdef", seed=3, reject_connections=1) as fake:
+    async with FakeElevenLabs(api_key=API_KEY, seed=3, reject_connections=1) as fake:
         async with serve(bridge_settings(fake, script)) as bridge:
             await answer_webhook(bridge, CALL)
             await fake.wait_until(lambda: len(fake.rejected) == 1)  # the warm socket was refused
@@ -108,3 +108,16 @@ async def test_other_carriers_webhooks_warm_their_calls_too(fake_tts, script: Pa
         await answer_webhook(bridge, "", path="/plivo/voice", CallUUID="plivo-call")
         await fake_tts.wait_until(lambda: fake_tts.live_connections == 2)
         await fake_tts.wait_until(lambda: fake_tts.live_connections == 0, timeout=3.0)  # nobody came
+
+
+async def test_the_greeting_does_not_wait_for_the_tts_handshake(script: Path) -> None:
+    """A cloud TTS takes a TLS and upgrade round trip to answer; the warm socket took it before ``start``."""
+    fake = FakeElevenLabs(api_key=API_KEY, seed=5, ttfb=0.12, handshake_s=0.3)
+    async with fake, serve(bridge_settings(fake, script)) as bridge:
+        await answer_webhook(bridge, CALL)
+        await fake.wait_until(lambda: fake.live_connections == 1)
+        latency = await phone(bridge, CALL)
+        await hung_up(bridge, fake)
+    assert latency is not None
+    print(f"\ngreeting latency at a 120 ms TTS first audio, 300 ms handshake, warm socket: {latency * 1000:.0f} ms")
+    assert latency < 0.12 + 0.1, "heard long before a fresh handshake (300 ms) could even have finished"
