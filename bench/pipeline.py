@@ -9,7 +9,7 @@ the TTS's first audio after each context opens. Each delay profile runs twice:
 
 * **sequential**: no candidate ends (``[turn] candidate_ms = 0``): the turn ends after the VAD's
   ``end_ms`` of silence, and only then do transcription, LLM and TTS run, one after the other;
-* **preemptive**: the defaults: at 200 ms of silence the judge is asked and the agent starts on
+* **preemptive**: the defaults: at 150 ms of silence the judge is asked and the agent starts on
   the words so far, its reply held until the end of turn is confirmed;
 * **preemptive, live STT**: the same with a streaming transcriber (``BRIDGE_STT=deepgram``): the
   words are transcribed while the caller talks, so transcription adds nothing after the pause.

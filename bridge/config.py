@@ -269,6 +269,7 @@ class ServerSettings:
     tts: str = _opt("auto", **_one_of("auto", "elevenlabs", "local"))
     max_message_bytes: int = _opt(64 * 1024, **_range(1024, 16 * 1024 * 1024))
     start_timeout_s: float = _opt(10.0, **_range(0.1, 600.0))
+    warm_tts_s: float = _opt(10.0, **_range(0.0, 15.0))
     drain_timeout_s: float = _opt(30.0, **_range(0.0, 3600.0))
     drain_goodbye: str = _opt("Sorry, we have to go now. Goodbye.", "any text")
     admin_token: str | None = _opt(None, **_SECRET_RULE, env="BRIDGE_ADMIN_TOKEN")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.config import Settings
-from bridge.core.actions import Action, SendMedia
+from bridge.core.actions import AbandonTurn, Action, SendMedia, StartTurn
 from bridge.core.audio import PHONE
 from bridge.core.call import Call, CallSettings
 from bridge.core.events import CallerAudio, CallStarted, Event, Tick, TtsConnected
@@ -158,6 +158,11 @@ class Driver:
         size = self.call.settings.audio.pcm_frame_bytes
         return [(at, a.pcm[i : i + size]) for at, a in self.log if at >= t and isinstance(a, SendMedia)
                 for i in range(0, len(a.pcm), size)]
+
+    def answered(self) -> list[StartTurn]:
+        """The turns the caller was answered on: every start but the guesses abandoned at a pause."""
+        abandoned = {a.turn for a in self.all(AbandonTurn)}
+        return [s for s in self.all(StartTurn) if s.turn not in abandoned]
 
     def since(self, t: float, kinds: Iterable[type] | None = None) -> list[tuple[float, Action]]:
         wanted = tuple(kinds) if kinds else None

@@ -1,8 +1,8 @@
 """A scripted agent: the first line of a text file greets, later lines answer in turn.
 
-It exists so the call path can be exercised end to end with no language model, and it
-streams each line in several small pieces, as a language model would, so the text streaming
-and sentence flushing of the core are exercised too.
+It exists so the call path can be exercised end to end with no language model. It streams each
+line's first sentence whole, then the rest in several small pieces, as a language model would, so
+the text streaming and sentence flushing of the core are exercised too.
 
 A line may end with a call control: ``Goodbye! [hangup]`` ends the call once the goodbye has been
 heard; ``Connecting you now. [transfer +15551234567]`` hands the caller to that number (which must
@@ -75,14 +75,25 @@ class ScriptedAgent:
 
     async def reply(self, turn: Turn) -> AsyncIterator[str | CallControl]:
         line, control = split_control(self._idle_prompt if turn.idle else self.line_for(turn.number - self._abandoned))
-        words = line.split(" ") if line else []
-        step = self._words_per_piece
-        for i in range(0, len(words), step):
-            piece = " ".join(words[i : i + step])
-            yield piece if i + step >= len(words) else piece + " "
+        for piece in self.pieces(line):
+            yield piece
             await asyncio.sleep(self._delay_s)
         if control is not None:
             yield control
+
+    def pieces(self, line: str) -> list[str]:
+        """The first sentence whole, then the rest a few words at a time.
+
+        The first sentence is what the caller waits for: in one piece, the TTS gets it (and its
+        flush) the moment the reply's context opens, as from a model that streams whole sentences,
+        instead of ~10 ms later per few words. The rest still streams, so text streaming and
+        sentence flushing downstream are exercised."""
+        words = line.split()
+        head = next((i + 1 for i, word in enumerate(words) if word.endswith((".", "!", "?"))), len(words))
+        step = self._words_per_piece
+        groups = [words[:head], *(words[i : i + step] for i in range(head, len(words), step))]
+        pieces = [" ".join(group) for group in groups if group]
+        return [piece + " " for piece in pieces[:-1]] + pieces[-1:]
 
     def heard(self, turn: int, text: str, interrupted: bool) -> None:
         self.history.append((turn, text, interrupted))

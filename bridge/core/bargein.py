@@ -63,8 +63,10 @@ class LineGate:
             else:
                 self.tones.reset()
         speechlike = vad and not tone
-        sure = speechlike and self.floor.clears(level, floor) and (echo is None or level > echo)
-        return FrameVerdict(end, sure, True, vad, level, floor, echo, tone, masked=speechlike and not sure)
+        loud = self.floor.clears(level, floor)
+        sure = speechlike and loud and (echo is None or level > echo)
+        return FrameVerdict(end, sure, True, vad, level, floor, echo, tone, masked=speechlike and not sure,
+                            faint=speechlike and not loud)
 
     def settled(self, verdict: FrameVerdict, idle: bool) -> None:
         """Frames heard with no caller sound in progress teach the echo guard how loud echo gets."""

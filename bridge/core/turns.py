@@ -32,7 +32,7 @@ __all__ = ["Candidate", "EndOfTurn", "TurnConfig"]
 
 @dataclass(frozen=True, slots=True)
 class TurnConfig:
-    candidate_ms: int = within(200, 0, 5_000)  # silence that makes a candidate end of turn (0: off)
+    candidate_ms: int = within(150, 0, 5_000)  # silence that makes a candidate end of turn (0: off)
     preemptive: bool = True  # start the agent at each candidate, its reply held until the end is sure
     min_ms: int = within(300, 0, 10_000)  # least silence that ends a turn the judge is sure of
     max_ms: int = within(1_500, 20, 60_000)  # most silence a judge may make the caller's turn wait

@@ -26,6 +26,7 @@ from bridge.agents.tools import TransferPolicy
 from bridge.carriers.base import CarrierCodec, call_settings_for
 from bridge.carriers.twilio.twiml import AFTER_PATH, busy_twiml, media_stream_url, public_base_url, stream_twiml
 from bridge.config import ConfigError, Settings, load_settings
+from bridge.core.audio import PHONE
 from bridge.server import factories, guard, metrics
 from bridge.server.asgi import KeepAsgiChannel
 from bridge.server.call_control import Outcome, Outcomes, answered_by_machine, control_routes
@@ -33,6 +34,7 @@ from bridge.server.carrier_routes import carrier_routes
 from bridge.server.drain import Drainer
 from bridge.server.records import Records
 from bridge.server.session import CallSession
+from bridge.server.warm import CallTts, webhook_call_id
 
 __all__ = ["WS_MAX_SIZE", "create_app"]
 
@@ -73,6 +75,7 @@ def create_app(
     records = Records(settings)
 
     engine, warning = factories.tts_engine(settings), factories.voice_warning(settings)
+    pool = factories.make_warm_pool(settings, lambda rate: bridge.make_tts(settings, _loop_clock(), rate))
 
     async def healthz(request: Request) -> JSONResponse:
         status = "draining" if bridge.draining else "ok"
@@ -92,6 +95,8 @@ def create_app(
         # Twilio streams only to wss://, whatever scheme reached us (ngrok and proxies end TLS).
         stream_url = "wss://" + media_stream_url(base).split("://", 1)[1]
         caller = await records.caller(request)  # From/To come back in the stream's `start` for the record
+        if pool is not None:  # the call's TTS socket opens now, while Twilio connects the stream
+            pool.warm(await webhook_call_id("twilio", request), PHONE.rate)
         machine = await answered_by_machine(request)  # an outbound call's answering-machine detection
         parameters = {**(caller or {}), **({"mode": "voicemail"} if machine else {})}
         return Response(stream_twiml(stream_url, parameters, action=base + AFTER_PATH), media_type="text/xml")
@@ -114,7 +119,7 @@ def create_app(
         session = CallSession(
             websocket,
             settings=terms,
-            tts=bridge.make_tts(settings, _loop_clock(), terms.audio.rate),
+            tts=CallTts(lambda: bridge.make_tts(settings, _loop_clock(), terms.audio.rate), pool, terms.audio.rate),
             agent=bridge.make_agent(settings),
             start_timeout_s=settings.server.start_timeout_s,
             max_message_bytes=settings.server.max_message_bytes,
@@ -157,6 +162,8 @@ def create_app(
         yield
         drainer.uninstall()
         bridge.draining = True
+        if pool is not None:
+            await pool.aclose()
         await records.stop()
 
     app = Starlette(
@@ -166,7 +173,7 @@ def create_app(
             Route("/twilio/voice", voice, methods=["POST", "GET"]),
             WebSocketRoute("/twilio/media", media),
             *control_routes(settings, bridge.outcomes, voicemail=switch_to_voicemail),
-            *carrier_routes(settings, lambda: bridge.full, serve_call),
+            *carrier_routes(settings, lambda: bridge.full, serve_call, pool),
             *records.routes(),
         ],
         lifespan=lifespan,

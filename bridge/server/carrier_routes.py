@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 from urllib.parse import urlencode
 
@@ -39,6 +39,7 @@ from bridge.carriers.twilio.twiml import public_base_url
 from bridge.carriers.vonage.answer import busy_ncco, connect_ncco
 from bridge.config import Settings
 from bridge.server import guard, metrics
+from bridge.server.warm import WarmPool, webhook_call_id
 
 __all__ = ["OTHER_CARRIERS", "carrier_routes", "stream_url"]
 
@@ -83,8 +84,10 @@ def _answer(carrier: str, settings: Settings, request: Request, full: bool) -> R
             return JSONResponse(stream_url_json(url, c.exotel_rate))
 
 
-def carrier_routes(settings: Settings, full: Callable[[], bool], serve_call: ServeCall) -> list[BaseRoute]:
-    """Every carrier's webhook and media routes; ``serve_call`` runs an allowed call (see app.py)."""
+def carrier_routes(settings: Settings, full: Callable[[], bool], serve_call: ServeCall,
+                   pool: WarmPool | None = None) -> list[BaseRoute]:
+    """Every carrier's webhook and media routes; ``serve_call`` runs an allowed call (see app.py), and
+    ``pool`` opens the TTS socket of each call answered (`bridge.server.warm`)."""
 
     def webhook(carrier: str) -> Callable[[Request], Awaitable[Response]]:
         async def answer(request: Request) -> Response:
@@ -92,7 +95,11 @@ def carrier_routes(settings: Settings, full: Callable[[], bool], serve_call: Ser
                 return Response("Forbidden", status_code=403)
             if carrier == "vonage" and request.method == "POST":
                 request = await _vonage_post_as_query(request)
-            return _answer(carrier, settings, request, full())
+            busy = full()
+            if pool is not None and not busy:
+                rate = _codec(carrier, settings, request.query_params).audio.rate  # the call's, as its stream will be
+                pool.warm(await webhook_call_id(carrier, request), rate)
+            return _answer(carrier, settings, request, busy)
         return answer
 
     async def vonage_events(request: Request) -> Response:
@@ -105,7 +112,7 @@ def carrier_routes(settings: Settings, full: Callable[[], bool], serve_call: Ser
             if not guard.carrier_media_allowed(carrier, websocket, settings):
                 await websocket.close(code=1008)  # before accept: refused with HTTP 403
                 return
-            await serve_call(websocket, _codec(carrier, settings, websocket))
+            await serve_call(websocket, _codec(carrier, settings, websocket.query_params))
         return stream
 
     methods = {"signalwire": ["POST"], "telnyx": ["POST"], "plivo": ["POST", "GET"], "vonage": ["GET", "POST"],
@@ -119,12 +126,14 @@ def carrier_routes(settings: Settings, full: Callable[[], bool], serve_call: Ser
     return routes
 
 
-def _codec(carrier: str, settings: Settings, websocket: WebSocket) -> CarrierCodec:
+def _codec(carrier: str, settings: Settings, query: Mapping[str, str]) -> CarrierCodec:
+    """The carrier's codec for one stream (``query``: the stream URL's parameters, which may ask Exotel
+    for a rate); the webhook builds one too, to learn the rate the call will run at."""
     limit = settings.server.max_message_bytes
     if carrier == "vonage":
         return make_codec(carrier, rate=settings.carriers.vonage_rate, max_message_bytes=limit)
     if carrier == "exotel":
-        asked = websocket.query_params.get("sample-rate", "")
+        asked = query.get("sample-rate", "")
         rate = int(asked) if asked in ("8000", "16000", "24000") else settings.carriers.exotel_rate
         return make_codec(carrier, rate=rate, max_message_bytes=max(limit, 128 * 1024))
     return make_codec(carrier, max_message_bytes=limit)

@@ -6,6 +6,7 @@ call's parts the same way the server does.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from bridge.config import Settings
 from bridge.core.audio import SAMPLE_RATE
 from bridge.core.call import CallSettings
 from bridge.server import metrics
+from bridge.server.warm import WarmPool
 from bridge.tts.base import TtsClient
 from bridge.tts.elevenlabs import ElevenLabsCodec, ElevenLabsTts, stream_url
 from bridge.tts.fallback import FallbackTts, Voice
@@ -37,6 +39,7 @@ __all__ = [
     "make_judge",
     "make_stt",
     "make_tts",
+    "make_warm_pool",
     "offline_voice_available",
     "output_format",
     "tts_engine",
@@ -146,6 +149,16 @@ def make_cloud_tts(settings: Settings, clock: Callable[[], float], rate: int = S
         codec=ElevenLabsCodec(output_format(settings, rate), el.voice_settings(), rate=rate),
         clock=clock,
     )
+
+
+def make_warm_pool(settings: Settings, make: Callable[[int], TtsClient]) -> WarmPool | None:
+    """The worker's TTS sockets opened at the voice webhook (`bridge.server.warm`), or None: with the
+    offline voice alone there is no socket to open early, and ``warm_tts_s = 0`` turns it off. A warm
+    socket waits at most half the TTS's inactivity timeout, so the server never drops it idle."""
+    ttl = min(settings.server.warm_tts_s, settings.elevenlabs.inactivity_timeout / 2)
+    if ttl <= 0 or tts_engine(settings) == "local":
+        return None
+    return WarmPool(make, ttl_s=ttl, size=settings.server.max_calls, clock=lambda: asyncio.get_running_loop().time())
 
 
 def make_agent(settings: Settings) -> Agent:

@@ -77,6 +77,7 @@ from bridge.core.events import (
 from bridge.server import metrics
 from bridge.server.asgi import CHANNEL
 from bridge.server.listening import Listening
+from bridge.server.warm import CallTts
 from bridge.tts import supervisor
 from bridge.tts.base import TtsClient
 from bridge.tts.supervisor import TtsSupervisor
@@ -273,8 +274,9 @@ class CallSession:
             case TtsAudio() if event.context_id in self._opened:
                 metrics.turn_stage("tts_first_audio", event.at - self._opened.pop(event.context_id))
             case CallStarted():
-                self.call_id = event.call_id or event.stream_id
-                self.call_sid = event.call_id
+                self.call_id, self.call_sid = event.call_id or event.stream_id, event.call_id
+                if isinstance(self.tts, CallTts):  # the stream names its call: the TTS socket warmed for it, if any
+                    self.tts.started(event.call_id)
                 log.info("call %s started", self.call_id)
             case CallEnded():
                 self.end_reason = self.end_reason or event.reason
@@ -447,9 +449,7 @@ class CallSession:
 
     def _tell_agent(self, action: ConfirmTurn | AbandonTurn) -> None:
         """A tentative turn is settled: the agent keeps it (and its words are answered) or forgets it."""
-        confirmed = isinstance(action, ConfirmTurn)
-        if confirmed:
-            assert isinstance(action, ConfirmTurn)
+        if confirmed := isinstance(action, ConfirmTurn):
             metrics.turn_stage("end_of_turn", action.waited)
             self.listening.answered()
             self._turn_began = (self.clock(), False)  # the caller waits from here, not from the guess

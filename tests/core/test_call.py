@@ -151,11 +151,11 @@ def test_next_reply_goes_into_a_fresh_context_after_the_caller_finishes():
     cid = greet(d)
     d.send(TtsAudio(0.3, cid, REPLY_AUDIO))
     d.caller(SPEECH + silence(1.0), start=0.5)
-    starts = d.all(StartTurn)
-    assert [s.turn for s in starts] == [0, 1]
+    starts = d.answered()  # a pause between words may start a guess, given up when the caller goes on
+    assert len(starts) == 2 and starts[0].turn == 0
     assert len(starts[1].utterance) >= len(SPEECH) * 0.9, "the caller's words are kept for the agent"
-    d.send(AgentText(d.now, 1, "Sure. "))
-    d.send(AgentDone(d.now, 1))
+    d.send(AgentText(d.now, starts[1].turn, "Sure. "))
+    d.send(AgentDone(d.now, starts[1].turn))
     opened = [o.context_id for o in d.all(OpenContext)]
     assert len(opened) == 2 and opened[0] != opened[1]
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soxr
 
-from bridge.core.actions import Action, ClearPlayback, ReplyHeard, SendMedia, StartTurn
+from bridge.core.actions import AbandonTurn, Action, ClearPlayback, ReplyHeard, SendMedia, StartTurn
 from bridge.core.audio import AudioFormat, TtsDecoder
 from bridge.core.call import Call, CallSettings
 from bridge.core.events import AgentDone, AgentText, CallerAudio, CallStarted, Tick, TtsAudio, TtsConnected
@@ -65,6 +65,8 @@ def simulate(rate: int, seconds: float, echo_db: float | None = None, delay_ms: 
                 result.interrupted_at = at
             elif isinstance(action, StartTurn) and action.turn > 0:
                 result.utterances.append(action.utterance)
+            elif isinstance(action, AbandonTurn):
+                result.utterances.pop()  # a guess at a pause between words: the caller went on
 
     handle(call.handle(CallStarted(0.0, "MZ", "CA")), 0.0)
     handle(call.handle(TtsConnected(0.0)), 0.0)

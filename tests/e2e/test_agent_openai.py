@@ -37,7 +37,7 @@ MOVED = "Saturday afternoon works well. I have moved your delivery, and a text m
 APOLOGY = "Sorry, one moment."
 MS_PER_CHAR = 55.0
 END_MS = 600  # the VAD's default silence before a turn ends
-CANDIDATE_MS = 200  # the silence at which the agent starts on a tentative turn
+CANDIDATE_MS = 150  # the silence at which the agent starts on a tentative turn
 
 
 def openai_env(api: FakeOpenAI, **extra: str) -> dict[str, str]:
@@ -106,8 +106,10 @@ async def test_three_turns_with_a_barge_in_keep_only_what_the_caller_heard(fake_
     print("\n" + report.timeline_text(marks=False))
 
     # Three turns, each transcribed from the speech the caller really made, one barge-in in the middle.
-    assert [t.text for t in api.transcriptions] == [SAID["caller_01.wav"], SAID["caller_02.wav"],
-                                                   SAID["caller_05.wav"]]
+    # (A guess started at a pause between the caller's words is transcribed too: its part of the
+    # speech matches no whole sentence here, so it asks the model nothing.)
+    assert [t.text for t in api.transcriptions if t.text] == [SAID["caller_01.wav"], SAID["caller_02.wav"],
+                                                             SAID["caller_05.wav"]]
     assert all(t.sample_rate == 8000 and t.fields["model"] == "whisper-1" for t in api.transcriptions)
     [barge] = report.barge_ins
     assert not barge.missed

@@ -72,7 +72,7 @@ def test_the_end_key_over_the_agent_stops_it_without_counting_a_barge_in():
 def test_a_failed_agent_makes_the_caller_hear_the_apology_and_the_call_goes_on():
     d = greeted()
     d.caller(SPEECH + silence(1.0), start=2.0)
-    turn = d.all(StartTurn)[-1].turn
+    turn = d.answered()[-1].turn  # a guess at a pause between the caller's words, if any, was abandoned
     d.send(AgentFailed(d.now, turn, "no text for 10 s"))
     opened = d.all(OpenContext)[-1].context_id
     sent = [t for t in d.all(SendText) if t.context_id == opened]
@@ -82,7 +82,7 @@ def test_a_failed_agent_makes_the_caller_hear_the_apology_and_the_call_goes_on()
     d.advance(d.now + 2.0)
     assert d.all(ReplyHeard)[-1] == ReplyHeard(turn, APOLOGY, interrupted=False)
     d.caller(SPEECH + silence(1.0), start=d.now)
-    assert d.all(StartTurn)[-1].turn == turn + 1, "the next turn starts as usual"
+    assert d.answered()[-1].turn > turn and len(d.answered()) == 3, "the next turn starts as usual"
 
 
 def test_the_apology_follows_what_the_agent_did_say():

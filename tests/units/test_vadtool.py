@@ -33,7 +33,7 @@ def test_speech_segments_of_a_shared_recording(capsys: pytest.CaptureFixture[str
     code, out = run_tool(capsys, str(SPEECH / "caller_04.wav"))
     assert code == 0
     assert out[0] == "caller_04.wav: 0.44 s at 8 kHz"
-    assert out[2] == "sound   0.00 -   0.46 s  detected at 0.10; caller turn, ends at 1.06"
+    assert out[2] == "sound   0.00 -   0.44 s  detected at 0.10; caller turn, ends at 1.04"
 
 
 def test_the_tool_decides_what_the_call_decides(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -19,7 +19,17 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from bridge.core.actions import Action, ClearPlayback, EndCall, OpenContext, ReplyHeard, SendMedia, SendText, StartTurn
+from bridge.core.actions import (
+    AbandonTurn,
+    Action,
+    ClearPlayback,
+    EndCall,
+    OpenContext,
+    ReplyHeard,
+    SendMedia,
+    SendText,
+    StartTurn,
+)
 from bridge.core.control import SHUTDOWN
 from bridge.core.events import AgentText, CallEnded, CallerAudio, CallStarted, Event, TtsAudio, TtsClosed, TtsConnected
 from bridge.server.records.model import BargeIn, CallRecord, Reconnect, Segment, StereoAudio, Turn
@@ -214,6 +224,8 @@ class CallRecorder:
         match action:
             case StartTurn():
                 self._start_turn(action)
+            case AbandonTurn():
+                self._abandon(action.turn)
             case OpenContext():
                 self._close_agent_span(now)
                 self._context = action.context_id
@@ -248,6 +260,13 @@ class CallRecorder:
                                               None, action.turn))
             turn.end_of_turn_ms = self._end_of_turn_ms
         self._turns[action.turn] = turn
+
+    def _abandon(self, number: int) -> None:
+        """A guess at a pause the caller talked through was never heard: it is no turn of the call, and
+        its words come again, whole, with the turn that answers them."""
+        self._turns.pop(number, None)
+        kept = [s for s in self._segments if s.turn != number]
+        self._segments = [replace(s, seq=i) for i, s in enumerate(kept)]
 
     def _clear(self, now: float) -> None:
         self._close_agent_span(now)

@@ -66,6 +66,7 @@ class FakeElevenLabs(FaultKnobs):
         tone_hz: float = 400.0,
         reject_connections: int = 0,
         error_on_connect: dict[str, Any] | None = None,
+        handshake_s: float = 0.0,
     ) -> None:
         """
         Args:
@@ -79,6 +80,8 @@ class FakeElevenLabs(FaultKnobs):
                 5000 Hz, only a call that stays wideband end to end (16 kHz) carries them.
             close_race_ms, timeout_scale, seed, reject_connections, error_on_connect: the fault
                 knobs, see :class:`FaultKnobs`.
+            handshake_s: seconds before the WebSocket handshake is answered, as a cloud server's
+                TLS and upgrade round trips take (0 on loopback).
         """
         if casing not in ("camel", "snake"):
             raise ValueError(f"casing must be 'camel' or 'snake', not {casing!r}")
@@ -95,6 +98,7 @@ class FakeElevenLabs(FaultKnobs):
         self.host = host
         self.port = port
         self.ttfb = ttfb
+        self.handshake_s = handshake_s
         self.realtime_factor = realtime_factor
         self.ms_per_char = ms_per_char
         self.casing: Casing = casing
@@ -152,7 +156,9 @@ class FakeElevenLabs(FaultKnobs):
 
     # -- handshake ----------------------------------------------------------------------------
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if self.handshake_s > 0:
+            await asyncio.sleep(self.handshake_s)
         parts = urlsplit(request.path)
         if not PATH_RE.match(parts.path):
             return self._refuse(connection, request, HTTPStatus.NOT_FOUND, "Not Found\n")

@@ -392,13 +392,14 @@ def dialable(url: str, webhook_url: str) -> str:
     return url
 
 
-def fetch_stream_url(carrier: str, webhook_url: str, timeout: float = 10.0) -> str:
+def fetch_stream_url(carrier: str, webhook_url: str, timeout: float = 10.0, call_id: str = "sim-call") -> str:
     """Ask the bridge's webhook for ``carrier`` as the carrier would, and read the stream URL; blocking.
 
-    Raises ValueError with one line for the person at the terminal."""
+    ``call_id`` names the call as the stream's ``start`` will. Raises ValueError with one line for
+    the person at the terminal."""
     method, _ = WEBHOOKS[carrier]
-    form = {"CallSid": "CA" + "0" * 32, "CallUUID": "sim-call", "From": "+15550100", "To": "+15550199"}
-    query = "?" + urlencode({"uuid": "sim-call"}) if method == "GET" else ""
+    form = {"CallSid": call_id, "CallUUID": call_id, "From": "+15550100", "To": "+15550199"}
+    query = "?" + urlencode({"uuid": call_id, "CallSid": call_id}) if method == "GET" else ""
     body = None if method == "GET" else urlencode(form).encode()
     request = Request(webhook_url + query, data=body, method=method)
     try:

@@ -303,7 +303,7 @@ async def _dial(plan: _Plan) -> tuple[PhoneCall, Stream]:
     if target.webhook_url is not None and plan.carrier != "twilio":
         print(f"dialing {target.webhook_url} as {plan.carrier}", flush=True)
         try:
-            url = await asyncio.to_thread(fetch_stream_url, plan.carrier, target.webhook_url, _TIMEOUT)
+            url = await asyncio.to_thread(fetch_stream_url, plan.carrier, target.webhook_url, _TIMEOUT, ids.call_sid)
         except ValueError as exc:
             raise DialError(str(exc)) from None
         stream = Stream(url, url, {})

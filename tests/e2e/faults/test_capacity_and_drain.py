@@ -36,8 +36,9 @@ DRAIN_S = 2.5
 
 
 async def test_calls_beyond_max_calls_hear_the_busy_message_and_their_stream_is_refused(script):
-    async with FakeElevenLabs(api_key=API_KEY, seed=13) as fake:  # noqa: SIM117  (fake is needed below)
-        async with serve(bridge_settings(fake, script, BRIDGE_MAX_CALLS="1")) as bridge, no_leaks(bridge, fake):
+    async with FakeElevenLabs(api_key=API_KEY, seed=13) as fake:
+        settings = bridge_settings(fake, script, BRIDGE_MAX_CALLS="1", BRIDGE_WARM_TTS_S="1")
+        async with serve(settings) as bridge, no_leaks(bridge, fake):
             phone = PhoneCall(bridge.media_url, caller=Timeline([]), duration=2.0)
             task = asyncio.create_task(phone.run())
             await phone.started.wait()
@@ -52,7 +53,9 @@ async def test_calls_beyond_max_calls_hear_the_busy_message_and_their_stream_is_
     assert busy.status_code == 200 and "<Say>Sorry, all our lines are busy" in busy.text and "<Hangup/>" in busy.text
     assert refused.value.response.status_code == 503
     assert re.search(r"<Connect[^>]*><Stream ", free.text), "once the call ended, the next one is taken"
-    assert len(fake.connections) == 1
+    # The call's own socket, and the one opened for the call taken after it (closed unclaimed): the busy
+    # webhook and the refused stream opened none.
+    assert len(fake.connections) == 2
 
 
 @contextlib.asynccontextmanager

@@ -31,6 +31,9 @@ FORM = {"CallSid": "CA0123456789abcdef0123456789abcdef", "From": "+14155550100",
 
 @contextlib.asynccontextmanager
 async def running(script: Path, **env: str) -> AsyncIterator[tuple[FakeElevenLabs, RunningBridge]]:
+    # A webhook answered opens its call's TTS socket; with no stream to take it, it closes after
+    # BRIDGE_WARM_TTS_S, well within what `no_leaks` waits.
+    env = {"BRIDGE_WARM_TTS_S": "1", **env}
     async with FakeElevenLabs(api_key=API_KEY, seed=12) as fake:  # noqa: SIM117  (fake is needed below)
         async with serve(bridge_settings(fake, script, TWILIO_AUTH_TOKEN=TOKEN, **env)) as bridge:
             async with no_leaks(bridge, fake):
