@@ -56,13 +56,16 @@ from typing import Final, Protocol
 
 import numpy as np
 
-__all__ = ["MODES", "AecConfig", "EchoCanceller", "Engine", "Fanout", "Guard", "load_engine"]
+__all__ = [
+    "MODES", "AecConfig", "Cleaned", "EchoCanceller", "Engine", "Fanout", "Gate", "Guard", "Listening", "load_engine",
+]
 
 MODES: Final = ("auto", "on", "off")
 _AUDIBLE: Final = 104  # int16 peak of -50 dBFS: quieter played frames echo nothing worth cancelling
 _WINDOW_S: Final = 2.0  # the line's clock follows the earliest arrival of the last this many seconds
 _SLACK_S: Final = 0.005  # and moves later only when that is this much later (a gap, or clock drift)
 _KEEP_S: Final = 0.25  # played audio kept behind the line's clock (arrivals can move that clock back)
+_RECENT_S: Final = 0.2  # how much of its output `follows_us` judges
 _COHERENT: Final = 0.3  # the probe's removed signal correlates at least this much with ours when it is echo
 _MARGIN_DB: Final = 10.0  # after a probe found no echo, the guard's cruder ERL (a lower bound: noise and a caller
 # talking over us drag it down) engages the canceller only this far under ``engage_erl_db``
@@ -122,6 +125,38 @@ class Guard(Protocol):
     def learnt(self) -> bool: ...
 
     def assume(self, erl_db: float) -> None: ...
+
+
+class _Guarded(Guard, _Reference, Protocol):
+    """An echo guard as the canceller feeds it: the played reference, and `Guard`'s surface."""
+
+
+class Cleaned(Protocol):
+    """The listener's view of the cleaned line (``bridge.core.residual.CleanedLine``)."""
+
+    @property
+    def guard(self) -> _Guarded: ...
+
+    echoing: Callable[[], bool] | None
+
+
+class Gate(Protocol):
+    """The listener's gate (``bridge.core.bargein.LineGate``) as `EchoCanceller.clean` uses it."""
+
+    @property
+    def echo(self) -> Guard: ...
+
+    @property
+    def cleaned(self) -> Cleaned | None: ...
+
+    def clean_too(self) -> Cleaned: ...
+
+
+class Listening(_Reference, Protocol):
+    """The listener (``bridge.core.bargein.Listener``): the played reference, and its gate."""
+
+    @property
+    def gate(self) -> Gate: ...
 
 
 class Engine(Protocol):
@@ -247,6 +282,18 @@ class _Probe:
         return float(np.max(np.abs(corr))) / norm
 
 
+def _correlation(near: np.ndarray, far: np.ndarray, lags: int) -> float:
+    """max over k in 0..lags of |sum near[n] far[n + lags - k]| / (|near| |far over the same n|):
+    how closely ``near`` follows ``far`` (which starts ``lags`` samples earlier) at its best delay."""
+    n = len(near)
+    size = 1 << (n + len(far)).bit_length()
+    corr = np.fft.irfft(np.conj(np.fft.rfft(near, size)) * np.fft.rfft(far, size), size)[: lags + 1]
+    energy = np.concatenate(([0.0], np.cumsum(far * far)))
+    windows = energy[n : n + lags + 1] - energy[: lags + 1]  # far[j .. j + n) for j = 0 .. lags
+    norm = np.sqrt(np.maximum(windows, 1e-9) * max(float(np.dot(near, near)), 1e-9))
+    return float(np.max(np.abs(corr) / norm))
+
+
 class EchoCanceller:
     """One call's canceller: the far end in from the playout side, caller frames in and out.
 
@@ -254,8 +301,8 @@ class EchoCanceller:
     """
 
     __slots__ = (
-        "_anchor", "_arrivals", "_block", "_engine", "_frame", "_loader", "_missing", "_played", "_pos", "_probe",
-        "_rate", "_residual", "_tail", "config", "echoic", "engaged", "frames",
+        "_anchor", "_arrivals", "_behind", "_block", "_engine", "_frame", "_loader", "_missing", "_played", "_pos",
+        "_probe", "_rate", "_recent", "_residual", "_tail", "config", "echoic", "engaged", "frames",
     )
 
     def __init__(self, config: AecConfig | None = None, rate: int = 8000, frame_samples: int = 160,
@@ -276,6 +323,8 @@ class EchoCanceller:
         self._probe = self._new_probe() if auto else None
         self.echoic: bool | None = None if auto else self.config.mode == "on"  # None: not judged yet
         self._residual: float | None = None
+        self._behind: _Reference | None = None  # the cleaned line's echo guard, fed while we may clean
+        self._recent: deque[tuple[int, np.ndarray]] = deque(maxlen=max(1, round(_RECENT_S * rate / frame_samples)))
         self.engaged = False  # whether the canceller ran on the last chunk (its output is used once echoic)
         self.frames = 0
 
@@ -284,19 +333,36 @@ class EchoCanceller:
         """Whether the cancelling library loads here (``mode = "off"``: never)."""
         return self.config.mode != "off" and self._ready()
 
-    def behind(self, listener: _Reference) -> _Reference:
+    def behind(self, listener: Listening) -> _Reference:
         """The playout's echo reference with this canceller beside ``listener``; ``listener`` alone
-        when the canceller is off, so a call that never cancels pays nothing per played frame."""
-        return listener if self.config.mode == "off" else Fanout(listener, self)
+        when the canceller is off, so a call that never cancels pays nothing per played frame.
+        Otherwise the listener hears the cleaned line too (`Gate.clean_too`): the canceller feeds
+        that line's echo guard only while it may clean (not on a call the probe found echo-free),
+        and the line asks the canceller whether its output follows ours (`follows_us`)."""
+        if self.config.mode == "off":
+            return listener
+        cleaned = listener.gate.clean_too()
+        self._behind = cleaned.guard
+        cleaned.echoing = self.follows_us
+        return Fanout(listener, self)
 
     def played(self, pcm: bytes, start: float) -> None:
         """One frame of ours will play at the caller from ``start`` (frames come in play order)."""
         if self.config.mode != "off" and not self._missing:
             self._played.add(pcm, start)
+            if self._behind is not None and self.echoic is not False:
+                self._behind.played(pcm, start)
 
     def cleared(self, at: float) -> None:
         """Playback was cleared at ``at``: frames due to start then or later never play."""
         self._played.take_back(at)
+        if self._behind is not None:
+            self._behind.cleared(at)
+
+    @property
+    def cleaning(self) -> bool:
+        """Whether the last chunk `process` handed back was cleaned (not the caller's audio as it came)."""
+        return self.engaged and self.echoic is True
 
     @property
     def erl_db(self) -> float | None:
@@ -315,28 +381,46 @@ class EchoCanceller:
         if self.echoic is False and erl_db is not None and erl_db < self.config.engage_erl_db - _MARGIN_DB:
             self.echoic = True  # for good: from now on the guard hears the cleaned line, not the echo path
         first = round(start * self._rate)
-        self._played.forget(first - round(_KEEP_S * self._rate))
+        self._played.forget(first - round((_KEEP_S + _MAX_DELAY_S + _RECENT_S) * self._rate))
         self.engaged = self.echoic is not False and self._playing(start, start + count / self._rate)
         whole = count - count % self._block
         if not self.engaged or not whole or not self._ready() or self._engine is None:
             self.engaged = False
+            self._recent.clear()  # `follows_us` reads a contiguous stretch
             return pcm
         near = np.frombuffer(pcm, "<i2", count=whole)
         far = self._played.read(first, whole)
         out = np.asarray(self._engine.process(near, far), dtype="<i2")
         self.frames += max(1, round(whole / self._frame))
+        self._recent.append((first, out))
         if self.echoic is None and self._probe is not None:
             self._judge(self._probe.add(near, out, far))
             return pcm  # the probe only listens: see `_judge`
         return out.tobytes() + pcm[2 * whole :]
 
-    def clean(self, pcm: bytes, at: float, guard: Guard) -> bytes:
-        """`process` as the call wires it: the guard's learnt ERL in, and when the probe engages
-        the canceller, the residual echo's loss out to the guard (`take_residual`)."""
-        out = self.process(pcm, at, guard.erl_db if guard.learnt else None)
-        if (residual := self.take_residual()) is not None:
-            guard.assume(residual)
+    def clean(self, pcm: bytes, at: float, gate: Gate) -> bytes:
+        """`process` as the call wires it: the raw line's guard's learnt ERL in, and when the
+        probe engages the canceller, the residual echo's loss out (`take_residual`) to the
+        cleaned line's guard (with no cleaned line, to the raw line's guard, which then hears
+        the cleaned line)."""
+        out = self.process(pcm, at, gate.echo.erl_db if gate.echo.learnt else None)
+        if (loss := self.take_residual()) is not None:
+            (gate.echo if gate.cleaned is None else gate.cleaned.guard).assume(loss)
         return out
+
+    def follows_us(self) -> bool:
+        """Whether what the canceller let through lately (its last `_RECENT_S` of output) follows
+        what we played at some echo delay: a residual echo, not a caller. After the echo path
+        moves, the filter is wrong until it re-converges and the residual is loud; a caller's
+        voice does not correlate with ours (the probe's test, `_Probe`). About 0.2 ms; asked only
+        for a frame that only the cleaned line takes for the caller."""
+        if not self._recent:
+            return False
+        first = self._recent[0][0]
+        out = np.concatenate([x for _, x in self._recent]).astype(np.float64)
+        lags = round(_MAX_DELAY_S * self._rate)
+        far = self._played.read(first - lags, len(out) + lags).astype(np.float64)
+        return _correlation(out, far, lags) >= _COHERENT
 
     def _new_probe(self) -> _Probe:
         return _Probe(round(self.config.probe_ms / 1000 * self._rate), self._rate, _MAX_DELAY_S)
