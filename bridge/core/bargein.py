@@ -77,7 +77,7 @@ class LineGate:
                 self.tones.reset()
         clears = self.floor.clears(level, floor)
         sure = vad and not tone and clears and (echo is None or level > echo)
-        if self.cleaned is not None and self.cleaned.pending and self.cleaned.sure(end, clears, tone, strict):
+        if self.cleaned is not None and self.cleaned.pending and self.cleaned.sure(end, level, clears, tone, strict):
             vad = sure = True  # the raw line still decides first: the cleaned one is later by the canceller
         speechlike = vad and not tone
         return FrameVerdict(end, sure, True, vad, level, floor, echo, tone, masked=speechlike and not sure)

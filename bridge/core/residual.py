@@ -15,13 +15,20 @@ loud echo) is plain there. But the cleaned line is not a better line in every wa
 
 So the raw line keeps its say, exactly as without a canceller, and `CleanedLine` only adds: a
 frame is the caller if the raw line says so, *or* if the cleaned frame is speech, clears the
-cleaned line's noise floor, clears the raw line's noise floor too (noise the suppressor
-shaped is no louder than the line's noise was), and is louder than the residual echo can be
-(a second `EchoGuard`, learnt on the cleaned line). The second way is trusted only while the
-residual loss in use was learnt (or handed over by the canceller's probe) since the last false
-alarm: a sound that came to nothing makes both guards doubt, and until the residual guard has
-re-learnt on fresh evidence (a re-converging canceller's louder residual included) the raw line
-decides alone.
+cleaned line's noise floor, and is louder than the residual echo can be (a second `EchoGuard`,
+learnt on the cleaned line). Two more conditions keep the cleaned line honest:
+
+* *The line's noise.* AEC3's suppressor pushes the line's noise down with the echo and lets it
+  back when the agent pauses, so a floor followed on the cleaned line sits at the suppressed
+  level and the returning noise (which webrtcvad calls speech at -35 dBFS) stands 15 dB above
+  it. A cleaned frame the canceller took little from (under `_REMOVED_DB`) holds no echo to
+  speak of, so it must clear the raw line's floor as well.
+* *A wrong filter.* The second way is trusted only while the residual loss in use was learnt
+  (or handed over by the canceller's probe) since the last false alarm, and while the
+  canceller's recent output does not follow what we played (``echoing``: the canceller's
+  `follows_us`): after the echo path moves, the residual is our echo, far louder than the
+  loss learnt on the cleaned line. A sound that came to nothing makes both guards doubt, and
+  until the residual guard has re-learnt the raw line decides alone.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from bridge.core.noise import NoiseFloor, level_dbfs
 __all__ = ["CleanedLine"]
 
 _WARMUP_FRAMES = 6  # a fresh webrtcvad flags noise in its first 4-6 frames
+_REMOVED_DB = 6.0  # a frame the canceller took less than this out of holds no echo to speak of
 
 
 class CleanedLine:
@@ -75,10 +83,10 @@ class CleanedLine:
     def pending(self) -> bool:
         return bool(self._pending)
 
-    def sure(self, end: float, raw_clears: bool, tone: bool, strict: bool = False) -> bool:
+    def sure(self, end: float, raw_level: float, raw_clears: bool, tone: bool, strict: bool = False) -> bool:
         """Whether the cleaned frame matching the raw frame ending at ``end`` proves the caller
-        (``raw_clears``: the raw frame clears the raw line's noise floor; ``strict``: bound the
-        residual echo over every delay, as `EchoGuard.threshold_db`)."""
+        (the raw frame's level, and whether it clears the raw line's noise floor; ``strict``:
+        bound the residual echo over every delay, as `EchoGuard.threshold_db`)."""
         size = self._frame_bytes
         frame, cleaned = self._pending[:size], self._cleaned[:size]
         self._pending, self._cleaned = self._pending[size:], self._cleaned[size:]
@@ -93,7 +101,8 @@ class CleanedLine:
         floor = self.floor.update(level, vad)
         self._frame, self._level, self._end = frame, level, end
         self._reference, bound = self.guard.look(end)
-        if not (vad and not tone and raw_clears and self.floor.clears(level, floor)):
+        on_noise = raw_level - level < _REMOVED_DB and not raw_clears  # the raw frame is only the line's noise
+        if not vad or tone or on_noise or not self.floor.clears(level, floor):
             return False
         echo = self.guard.threshold_db(self._reference, aligned=not strict, bound=bound)
         if not self.guard.fresh or (echo is not None and level <= echo):
