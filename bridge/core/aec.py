@@ -70,7 +70,7 @@ _WINDOW_S: Final = 2.0  # the line's clock follows the earliest arrival of the l
 _SLACK_S: Final = 0.005  # and moves later only when that is this much later (a gap, or clock drift)
 _KEEP_S: Final = 0.25  # played audio kept behind the line's clock (arrivals can move that clock back)
 _RECENT_S: Final = 0.2  # how much of its output `follows_us` judges
-_DITHER_DB: Final = -6.0  # the noise under a tonal reference, against its level (`_excite`)
+_DITHER_DB: Final = 0.0  # the noise added to a tonal reference, against its level (`_excite`)
 _TONAL_S: Final = 0.5  # a reference is tonal when over this long
 _TONAL_BINS: Final = 6  # its this many strongest frequencies (of 20 ms spectra)
 _TONAL_SHARE: Final = 0.88  # hold at least this share of its power
@@ -421,16 +421,18 @@ class EchoCanceller:
         return out
 
     def _excite(self, far: np.ndarray) -> np.ndarray:
-        """What we played, for AEC3 to hear; with white noise under it 6 dB down while what we
+        """What we played, for AEC3 to hear; with white noise as loud as it added while what we
         play is a steady tone (hold music, a beep). A tone excites one frequency: AEC3 then holds
         its linear filter unusable and falls back on a suppressor that takes out everything under
         the tone's echo, a caller talking over it included (measured: 30 dB of a caller 10 dB
         under a -12 dBFS tone over a -10 dB echo; faint noise, -41 dBFS, left a third of them
         suppressed). Noise that never comes back as echo shows AEC3 every frequency's echo path,
-        all but the tone's near zero. Under speech it would hide the echo path from the filter
-        (it would learn to cancel less), so only a tonal stretch gets it: the `_TONAL_BINS`
-        strongest frequencies of the last half second hold at least `_TONAL_SHARE` of its power
-        (speech at most 0.83, a tone 1.0, a three-note chord 0.93). Seeded: a call replays the same."""
+        all but the tone's near zero. How loud, measured (callers 10 dB under a -3 dBFS tone over
+        a -6 dB echo): 6 dB under the tone, 11 of 18 missed; as loud, 2; 6 dB over, 13. Under
+        speech it would hide the echo path from the filter (it would learn to cancel less), so
+        only a tonal stretch gets it: the `_TONAL_BINS` strongest frequencies of the last half
+        second hold at least `_TONAL_SHARE` of its power (speech at most 0.83, a tone 1.0, a
+        three-note chord 0.93). Seeded: a call replays the same."""
         size = self._frame
         x = far.astype(np.float64)
         for k in range(0, len(x) - size + 1, size):
