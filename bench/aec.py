@@ -138,6 +138,8 @@ def stream(far: np.ndarray, line: np.ndarray, aec: EchoCanceller | None, listene
     changes: list[object] = []
     cpu = 0.0
     k = 0
+    if aec is not None and listener is not None:
+        aec.behind(listener)  # the listener hears the cleaned line beside the raw one, as in the core
     for j, at in enumerate(_arrivals(frames, jitter_ms)):
         t0 = time.process_time()
         while k < len(played) and played[k][0] < (j + 1) * FRAME_S + LEAD_S:
@@ -152,13 +154,13 @@ def stream(far: np.ndarray, line: np.ndarray, aec: EchoCanceller | None, listene
         if aec is None:
             clean = pcm
         elif listener is not None:  # as the core wires them (`EchoCanceller.clean`)
-            clean = aec.clean(pcm, float(at), listener.gate.echo)
+            clean = aec.clean(pcm, float(at), listener.gate)
         else:
             clean = aec.process(pcm, float(at))
         cpu += time.process_time() - t0
         out[j * FRAME : (j + 1) * FRAME] = np.frombuffer(clean, "<i2")
         if listener is not None:
-            changes += listener.feed(clean, float(at))
+            changes += listener.feed(pcm, float(at), clean if aec is not None and aec.cleaning else None)
     return out, changes, cpu
 
 

@@ -34,16 +34,20 @@ learns, on the raw line, an echo louder by ``_MARGIN_DB`` still (a caller who sw
 speakerphone; the guard's estimate is a lower bound that noise and talk drag down): the core
 passes its ERL in with every chunk.
 
-The level guard stays behind the canceller as a second line of defence. When the probe engages
-the canceller, the guard takes the canceller's estimate of the echo it leaves (`take_residual`)
-at once, instead of holding the raw line's loss until it has re-learnt on the cleaned line (two
-seconds in which a quiet caller was masked), and re-learns from there.
+The level guard is not replaced: the listener hears the raw line exactly as without a canceller
+and the cleaned line beside it (``bridge.core.residual``), and a frame is the caller if either
+says so. That keeps what the cleaned line costs out of the common case: AEC3 hands its output
+back 11 ms late at 8 kHz and softens the first frames of double talk, which, on the cleaned line
+alone, delayed a caller's onset by 40-60 ms wherever the raw line could already tell. The
+cleaned line has its own echo guard, which takes the canceller's estimate of the echo it leaves
+at once when the probe engages it (`take_residual`), and whose verdicts count only while the
+canceller's recent output does not follow ours (`follows_us`: after the echo path moves, the
+filter is wrong for about a second and the residual is loud) and once it has re-learnt after a
+false alarm.
 
-**Off by default.** AEC3's suppressor delays a caller's onset where it coincides with echo
-(median reaction 160-210 ms against 110 where the guard alone hears the caller), and an echo
-path that moves mid-call costs a stutter of pauses while AEC3 re-converges
-(``tests/core/test_echo.py`` holds the raw line's behaviour): so ``mode = "auto"`` is a choice
-for lines with loud echo (a speakerphone, a quiet caller), not the default.
+A steady tone (hold music, a beep) is the one signal AEC3 cannot learn a path from: it excites
+a single frequency, the linear filter stays unusable and the suppressor takes out everything
+under the tone's echo, a caller included. `_excite` puts faint noise under a tonal reference.
 """
 
 from __future__ import annotations
@@ -56,13 +60,20 @@ from typing import Final, Protocol
 
 import numpy as np
 
-__all__ = ["MODES", "AecConfig", "EchoCanceller", "Engine", "Fanout", "Guard", "load_engine"]
+__all__ = [
+    "MODES", "AecConfig", "Cleaned", "EchoCanceller", "Engine", "Fanout", "Gate", "Guard", "Listening", "load_engine",
+]
 
 MODES: Final = ("auto", "on", "off")
 _AUDIBLE: Final = 104  # int16 peak of -50 dBFS: quieter played frames echo nothing worth cancelling
 _WINDOW_S: Final = 2.0  # the line's clock follows the earliest arrival of the last this many seconds
 _SLACK_S: Final = 0.005  # and moves later only when that is this much later (a gap, or clock drift)
 _KEEP_S: Final = 0.25  # played audio kept behind the line's clock (arrivals can move that clock back)
+_RECENT_S: Final = 0.2  # how much of its output `follows_us` judges
+_DITHER_DB: Final = 0.0  # the noise added to a tonal reference, against its level (`_excite`)
+_TONAL_S: Final = 0.5  # a reference is tonal when over this long
+_TONAL_BINS: Final = 6  # its this many strongest frequencies (of 20 ms spectra)
+_TONAL_SHARE: Final = 0.88  # hold at least this share of its power
 _COHERENT: Final = 0.3  # the probe's removed signal correlates at least this much with ours when it is echo
 _MARGIN_DB: Final = 10.0  # after a probe found no echo, the guard's cruder ERL (a lower bound: noise and a caller
 # talking over us drag it down) engages the canceller only this far under ``engage_erl_db``
@@ -74,7 +85,7 @@ _MAX_DELAY_S: Final = 0.35  # the longest echo delay the probe looks for (the ec
 class AecConfig:
     """How the canceller engages. Field metadata gives the allowed values (``choices`` or ``lo``/``hi``)."""
 
-    mode: str = field(default="off", metadata={"choices": MODES})  # auto: only on calls with echo; on; off
+    mode: str = field(default="auto", metadata={"choices": MODES})  # auto: only on calls with echo; on; off
     engage_erl_db: float = field(default=25.0, metadata={"lo": 0.0, "hi": 60.0})  # auto: engage below this ERL
     tail_ms: int = field(default=400, metadata={"lo": 0, "hi": 5000})  # keep cancelling after the agent stops
     probe_ms: int = field(default=500, metadata={"lo": 100, "hi": 60000})  # auto: agent audio heard before judging
@@ -122,6 +133,38 @@ class Guard(Protocol):
     def learnt(self) -> bool: ...
 
     def assume(self, erl_db: float) -> None: ...
+
+
+class _Guarded(Guard, _Reference, Protocol):
+    """An echo guard as the canceller feeds it: the played reference, and `Guard`'s surface."""
+
+
+class Cleaned(Protocol):
+    """The listener's view of the cleaned line (``bridge.core.residual.CleanedLine``)."""
+
+    @property
+    def guard(self) -> _Guarded: ...
+
+    echoing: Callable[[], bool] | None
+
+
+class Gate(Protocol):
+    """The listener's gate (``bridge.core.bargein.LineGate``) as `EchoCanceller.clean` uses it."""
+
+    @property
+    def echo(self) -> Guard: ...
+
+    @property
+    def cleaned(self) -> Cleaned | None: ...
+
+    def clean_too(self) -> Cleaned: ...
+
+
+class Listening(_Reference, Protocol):
+    """The listener (``bridge.core.bargein.Listener``): the played reference, and its gate."""
+
+    @property
+    def gate(self) -> Gate: ...
 
 
 class Engine(Protocol):
@@ -247,6 +290,18 @@ class _Probe:
         return float(np.max(np.abs(corr))) / norm
 
 
+def _correlation(near: np.ndarray, far: np.ndarray, lags: int) -> float:
+    """max over k in 0..lags of |sum near[n] far[n + lags - k]| / (|near| |far over the same n|):
+    how closely ``near`` follows ``far`` (which starts ``lags`` samples earlier) at its best delay."""
+    n = len(near)
+    size = 1 << (n + len(far)).bit_length()
+    corr = np.fft.irfft(np.conj(np.fft.rfft(near, size)) * np.fft.rfft(far, size), size)[: lags + 1]
+    energy = np.concatenate(([0.0], np.cumsum(far * far)))
+    windows = energy[n : n + lags + 1] - energy[: lags + 1]  # far[j .. j + n) for j = 0 .. lags
+    norm = np.sqrt(np.maximum(windows, 1e-9) * max(float(np.dot(near, near)), 1e-9))
+    return float(np.max(np.abs(corr) / norm))
+
+
 class EchoCanceller:
     """One call's canceller: the far end in from the playout side, caller frames in and out.
 
@@ -254,8 +309,9 @@ class EchoCanceller:
     """
 
     __slots__ = (
-        "_anchor", "_arrivals", "_block", "_engine", "_frame", "_loader", "_missing", "_played", "_pos", "_probe",
-        "_rate", "_residual", "_tail", "config", "echoic", "engaged", "frames",
+        "_anchor", "_arrivals", "_behind", "_block", "_dither", "_engine", "_frame", "_loader", "_missing", "_played",
+        "_pos", "_probe", "_rate", "_recent", "_residual", "_spectra", "_tail", "_window", "config", "echoic",
+        "engaged", "frames",
     )
 
     def __init__(self, config: AecConfig | None = None, rate: int = 8000, frame_samples: int = 160,
@@ -276,6 +332,11 @@ class EchoCanceller:
         self._probe = self._new_probe() if auto else None
         self.echoic: bool | None = None if auto else self.config.mode == "on"  # None: not judged yet
         self._residual: float | None = None
+        self._behind: _Reference | None = None  # the cleaned line's echo guard, fed while we may clean
+        self._dither = np.random.default_rng(0)
+        self._window = np.hanning(frame_samples)
+        self._spectra: deque[np.ndarray] = deque(maxlen=max(1, round(_TONAL_S * rate / frame_samples)))
+        self._recent: deque[tuple[int, np.ndarray]] = deque(maxlen=max(1, round(_RECENT_S * rate / frame_samples)))
         self.engaged = False  # whether the canceller ran on the last chunk (its output is used once echoic)
         self.frames = 0
 
@@ -284,19 +345,36 @@ class EchoCanceller:
         """Whether the cancelling library loads here (``mode = "off"``: never)."""
         return self.config.mode != "off" and self._ready()
 
-    def behind(self, listener: _Reference) -> _Reference:
+    def behind(self, listener: Listening) -> _Reference:
         """The playout's echo reference with this canceller beside ``listener``; ``listener`` alone
-        when the canceller is off, so a call that never cancels pays nothing per played frame."""
-        return listener if self.config.mode == "off" else Fanout(listener, self)
+        when the canceller is off, so a call that never cancels pays nothing per played frame.
+        Otherwise the listener hears the cleaned line too (`Gate.clean_too`): the canceller feeds
+        that line's echo guard only while it may clean (not on a call the probe found echo-free),
+        and the line asks the canceller whether its output follows ours (`follows_us`)."""
+        if self.config.mode == "off":
+            return listener
+        cleaned = listener.gate.clean_too()
+        self._behind = cleaned.guard
+        cleaned.echoing = self.follows_us
+        return Fanout(listener, self)
 
     def played(self, pcm: bytes, start: float) -> None:
         """One frame of ours will play at the caller from ``start`` (frames come in play order)."""
         if self.config.mode != "off" and not self._missing:
             self._played.add(pcm, start)
+            if self._behind is not None and self.echoic is not False:
+                self._behind.played(pcm, start)
 
     def cleared(self, at: float) -> None:
         """Playback was cleared at ``at``: frames due to start then or later never play."""
         self._played.take_back(at)
+        if self._behind is not None:
+            self._behind.cleared(at)
+
+    @property
+    def cleaning(self) -> bool:
+        """Whether the last chunk `process` handed back was cleaned (not the caller's audio as it came)."""
+        return self.engaged and self.echoic is True
 
     @property
     def erl_db(self) -> float | None:
@@ -315,28 +393,73 @@ class EchoCanceller:
         if self.echoic is False and erl_db is not None and erl_db < self.config.engage_erl_db - _MARGIN_DB:
             self.echoic = True  # for good: from now on the guard hears the cleaned line, not the echo path
         first = round(start * self._rate)
-        self._played.forget(first - round(_KEEP_S * self._rate))
+        self._played.forget(first - round((_KEEP_S + _MAX_DELAY_S + _RECENT_S) * self._rate))
         self.engaged = self.echoic is not False and self._playing(start, start + count / self._rate)
         whole = count - count % self._block
         if not self.engaged or not whole or not self._ready() or self._engine is None:
             self.engaged = False
+            self._recent.clear()  # `follows_us` reads a contiguous stretch
             return pcm
         near = np.frombuffer(pcm, "<i2", count=whole)
         far = self._played.read(first, whole)
-        out = np.asarray(self._engine.process(near, far), dtype="<i2")
+        out = np.asarray(self._engine.process(near, self._excite(far)), dtype="<i2")
         self.frames += max(1, round(whole / self._frame))
+        self._recent.append((first, out))
         if self.echoic is None and self._probe is not None:
             self._judge(self._probe.add(near, out, far))
             return pcm  # the probe only listens: see `_judge`
         return out.tobytes() + pcm[2 * whole :]
 
-    def clean(self, pcm: bytes, at: float, guard: Guard) -> bytes:
-        """`process` as the call wires it: the guard's learnt ERL in, and when the probe engages
-        the canceller, the residual echo's loss out to the guard (`take_residual`)."""
-        out = self.process(pcm, at, guard.erl_db if guard.learnt else None)
-        if (residual := self.take_residual()) is not None:
-            guard.assume(residual)
+    def clean(self, pcm: bytes, at: float, gate: Gate) -> bytes:
+        """`process` as the call wires it: the raw line's guard's learnt ERL in, and when the
+        probe engages the canceller, the residual echo's loss out (`take_residual`) to the
+        cleaned line's guard (with no cleaned line, to the raw line's guard, which then hears
+        the cleaned line)."""
+        out = self.process(pcm, at, gate.echo.erl_db if gate.echo.learnt else None)
+        if (loss := self.take_residual()) is not None:
+            (gate.echo if gate.cleaned is None else gate.cleaned.guard).assume(loss)
         return out
+
+    def _excite(self, far: np.ndarray) -> np.ndarray:
+        """What we played, for AEC3 to hear; with white noise as loud as it added while what we
+        play is a steady tone (hold music, a beep). A tone excites one frequency: AEC3 then holds
+        its linear filter unusable and falls back on a suppressor that takes out everything under
+        the tone's echo, a caller talking over it included (measured: 30 dB of a caller 10 dB
+        under a -12 dBFS tone over a -10 dB echo; faint noise, -41 dBFS, left a third of them
+        suppressed). Noise that never comes back as echo shows AEC3 every frequency's echo path,
+        all but the tone's near zero. How loud, measured (callers 10 dB under a -3 dBFS tone over
+        a -6 dB echo): 6 dB under the tone, 11 of 18 missed; as loud, 2; 6 dB over, 13. Under
+        speech it would hide the echo path from the filter (it would learn to cancel less), so
+        only a tonal stretch gets it: the `_TONAL_BINS` strongest frequencies of the last half
+        second hold at least `_TONAL_SHARE` of its power (speech at most 0.83, a tone 1.0, a
+        three-note chord 0.93). Seeded: a call replays the same."""
+        size = self._frame
+        x = far.astype(np.float64)
+        for k in range(0, len(x) - size + 1, size):
+            self._spectra.append(np.square(np.abs(np.fft.rfft(x[k : k + size] * self._window))))
+        spectrum = np.sum(self._spectra, axis=0)
+        total = float(spectrum.sum())
+        if len(self._spectra) < self._spectra.maxlen or total <= 0.0:  # type: ignore[operator]
+            return far
+        if float(np.sort(spectrum)[-_TONAL_BINS:].sum()) < _TONAL_SHARE * total:
+            return far
+        rms = math.sqrt(float(np.dot(x, x)) / max(len(x), 1))
+        noise = self._dither.standard_normal(len(x)) * rms * 10 ** (_DITHER_DB / 20)
+        return np.clip(np.round(x + noise), -32768, 32767).astype(np.int16)
+
+    def follows_us(self) -> bool:
+        """Whether what the canceller let through lately (its last `_RECENT_S` of output) follows
+        what we played at some echo delay: a residual echo, not a caller. After the echo path
+        moves, the filter is wrong until it re-converges and the residual is loud; a caller's
+        voice does not correlate with ours (the probe's test, `_Probe`). About 0.2 ms; asked only
+        for a frame that only the cleaned line takes for the caller."""
+        if not self._recent:
+            return False
+        first = self._recent[0][0]
+        out = np.concatenate([x for _, x in self._recent]).astype(np.float64)
+        lags = round(_MAX_DELAY_S * self._rate)
+        far = self._played.read(first - lags, len(out) + lags).astype(np.float64)
+        return _correlation(out, far, lags) >= _COHERENT
 
     def _new_probe(self) -> _Probe:
         return _Probe(round(self.config.probe_ms / 1000 * self._rate), self._rate, _MAX_DELAY_S)

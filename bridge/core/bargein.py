@@ -20,6 +20,7 @@ import numpy as np
 from bridge.core.echo import EchoConfig, EchoGuard
 from bridge.core.limits import within
 from bridge.core.noise import NoiseFloor, ToneDetector, level_dbfs
+from bridge.core.residual import CleanedLine
 from bridge.core.vad import SAMPLE_RATE, Change, FrameVerdict, SpeechDetector, VadConfig
 
 __all__ = ["BargeInConfig", "LineGate", "Listener"]
@@ -38,15 +39,27 @@ class BargeInConfig:
 
 
 class LineGate:
-    """Vetoes voiced frames that are too quiet over the noise floor, a keypad tone, or echo."""
+    """Vetoes voiced frames that are too quiet over the noise floor, a keypad tone, or echo; with
+    ``cleaned``, a frame the echo canceller cleaned may also prove the caller (`CleanedLine`)."""
 
-    def __init__(self, vad: VadConfig, echo: EchoConfig, rate: int = SAMPLE_RATE) -> None:
+    def __init__(self, vad: VadConfig, echo: EchoConfig, rate: int = SAMPLE_RATE, cleaned: bool = False) -> None:
         self.floor = NoiseFloor(vad.snr_db)  # levels are per sample: the same at any rate
         self.tones = ToneDetector(vad.frame_ms * rate // 1000, rate) if vad.reject_tones else None
         self.echo = EchoGuard(echo, rate)
+        self._settings = (vad, echo, rate)
         self._frame_s = vad.frame_ms / 1000
         self._reference: np.ndarray | None = None
         self._frame = b""
+        self.cleaned: CleanedLine | None = None
+        if cleaned:
+            self.clean_too()
+
+    def clean_too(self) -> CleanedLine:
+        """From now on an echo canceller may hand `Listener.feed` a cleaned copy of the line."""
+        if self.cleaned is None:
+            vad, echo, rate = self._settings
+            self.cleaned = CleanedLine(echo, vad.snr_db, vad.aggressiveness, vad.frame_ms, rate)
+        return self.cleaned
 
     def judge(self, frame: bytes, end: float, vad: bool, strict: bool = False) -> FrameVerdict:
         """One frame: speech-like, sure to be the caller, or neither. ``strict``: ignore the learnt
@@ -62,16 +75,27 @@ class LineGate:
                 tone = self.tones.is_tone(frame)
             else:
                 self.tones.reset()
+        clears = self.floor.clears(level, floor)
+        sure = vad and not tone and clears and (echo is None or level > echo)
+        if self.cleaned is not None and self.cleaned.pending and self.cleaned.sure(end, level, clears, tone, strict):
+            vad = sure = True  # the raw line still decides first: the cleaned one is later by the canceller
         speechlike = vad and not tone
-        loud = self.floor.clears(level, floor)
-        sure = speechlike and loud and (echo is None or level > echo)
         return FrameVerdict(end, sure, True, vad, level, floor, echo, tone, masked=speechlike and not sure,
-                            faint=speechlike and not loud)
+                            faint=speechlike and not sure and not clears)
 
     def settled(self, verdict: FrameVerdict, idle: bool) -> None:
         """Frames heard with no caller sound in progress teach the echo guard how loud echo gets."""
         if idle:
             self.echo.learn(verdict.level, self._reference, self._frame, verdict.end)
+        if self.cleaned is not None:
+            self.cleaned.settled(idle)
+
+    def doubt(self) -> None:
+        """The sound in progress was nothing: both echo guards re-learn their delay (and the
+        cleaned line is not trusted until its guard has)."""
+        self.echo.doubt()
+        if self.cleaned is not None:
+            self.cleaned.doubt()
 
 
 class Listener:
@@ -86,10 +110,12 @@ class Listener:
         pause_ms: int = 0,
         keep_verdicts: bool = False,
         rate: int = SAMPLE_RATE,
+        cleaned: bool = False,
     ) -> None:
-        """``pause_ms``: report candidate ends of turn after this much silence (0: off)."""
+        """``pause_ms``: report candidate ends of turn after this much silence (0: off); ``cleaned``:
+        an echo canceller may hand `feed` a cleaned copy of the line."""
         barge_in = barge_in or BargeInConfig()
-        self.gate = LineGate(vad, echo or EchoConfig(), rate)
+        self.gate = LineGate(vad, echo or EchoConfig(), rate, cleaned)
         self.detector = SpeechDetector(
             vad, gate=self.gate, confirm_ms=barge_in.confirm_ms, gap_ms=barge_in.gap_ms,
             commit_ms=barge_in.commit_ms, pause_ms=pause_ms, keep_verdicts=keep_verdicts, rate=rate
@@ -103,12 +129,16 @@ class Listener:
         """The carrier dropped what it had not yet started playing at ``at``."""
         self.gate.echo.cleared(at)
 
-    def feed(self, pcm: bytes, at: float) -> list[Change]:
-        """A chunk of caller audio that arrived at ``at``."""
+    def feed(self, pcm: bytes, at: float, cleaned: bytes | None = None) -> list[Change]:
+        """A chunk of caller audio that arrived at ``at`` (and, when the echo canceller ran on
+        it, the ``cleaned`` copy: the same length, our echo taken out)."""
+        line = self.gate.cleaned
+        if line is not None and (cleaned is not None or line.pending):
+            line.feed(cleaned, len(pcm))
         return self.detector.feed(pcm, at)
 
     def discard(self) -> None:
         """The sound in progress was nothing (a cough, a click, or our echo that slipped through):
         forget it, and make the echo guard re-learn its delay."""
         self.detector.discard()
-        self.gate.echo.doubt()
+        self.gate.doubt()

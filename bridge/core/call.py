@@ -226,9 +226,9 @@ class Call(TurnTaking, CallControlMixin):
         if self._state is CallState.CONNECTING:
             self._malformed += 1  # media before start; the codec normally catches it
             return
-        pcm = self._aec.clean(event.pcm, event.at, self._listener.gate.echo)  # our echo out, before anyone listens
+        pcm = self._aec.clean(event.pcm, event.at, self._listener.gate)  # our echo out (the raw line heard too)
         self._recorder.remember(pcm)  # the cleaned line: the agent's speech-to-text hears the caller, not us
-        for change in self._listener.feed(pcm, event.at):
+        for change in self._listener.feed(event.pcm, event.at, pcm if self._aec.cleaning else None):
             reply = self._reply
             paused = reply is not None and reply.paused
             match change:

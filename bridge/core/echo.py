@@ -287,7 +287,7 @@ class EchoGuard:
     """The played reference of one call, and the level a caller frame must beat to be speech."""
 
     __slots__ = (
-        "_band_delays", "_count", "_erl", "_evidence", "_rate", "_reference", "_weights", "_window", "config"
+        "_band_delays", "_count", "_erl", "_evidence", "_rate", "_reference", "_weights", "_window", "config", "fresh"
     )
 
     def __init__(self, config: EchoConfig, rate: int = _RATE) -> None:
@@ -302,6 +302,7 @@ class EchoGuard:
         self._weights = _ONES
         self._band_delays = np.arange(0, delays, round(_BAND_STEP_S / CELL_S))
         self._window: slice | None = None  # the delays around the learnt one, or None: all of them
+        self.fresh = False  # the loss in use was learnt (or handed over) since the last `doubt`
 
     @property
     def erl_db(self) -> float:
@@ -357,6 +358,7 @@ class EchoGuard:
         self._window = None
         self._evidence.clear()
         self._count = 0
+        self.fresh = False
 
     def assume(self, erl_db: float) -> None:
         """The line now comes through an echo canceller, which told how far down it leaves our
@@ -365,6 +367,7 @@ class EchoGuard:
         self._erl = erl_db
         self._weights = _ONES
         self.doubt()
+        self.fresh = True
 
     def learn(
         self, level_db: float, reference: np.ndarray | None, heard: bytes | None = None, end: float = 0.0
@@ -389,6 +392,7 @@ class EchoGuard:
             return
         best = int(bounds.argmin())
         self._erl = float(bounds[best])
+        self.fresh = True
         reach = round(_ALIGN_S / CELL_S)
         near = slice(max(0, best - reach), best + reach + 1)
         others = np.concatenate((bounds[: near.start], bounds[near.stop :]))

@@ -78,8 +78,10 @@ def _run(aec: EchoCanceller, far: np.ndarray, line: np.ndarray, until: float | N
 
 def _listen(far: np.ndarray, line: np.ndarray) -> list[Change]:
     """The line through the canceller (auto) into the listener, wired as the core wires them: both
-    get the played frames, the canceller is told the ERL the listener's echo guard has learnt."""
+    get the played frames, the canceller is told the ERL the listener's echo guard has learnt and
+    hands its residual to the cleaned line's guard, the listener hears the raw line and the cleaned one."""
     aec, listener = EchoCanceller(AecConfig(mode="auto")), Listener(VadConfig())
+    reference = aec.behind(listener)
     changes: list[Change] = []
     frames = len(line) // FRAME
     sent = 0
@@ -88,13 +90,11 @@ def _listen(far: np.ndarray, line: np.ndarray) -> list[Change]:
         while sent < frames and sent * FRAME_S < now + LEAD_S:
             frame = far[sent * FRAME : (sent + 1) * FRAME].astype("<i2").tobytes()
             if any(frame):
-                aec.played(frame, sent * FRAME_S)
-                listener.played(frame, sent * FRAME_S)
+                reference.played(frame, sent * FRAME_S)
             sent += 1
-        guard = listener.gate.echo
-        pcm = aec.process(line[j * FRAME : (j + 1) * FRAME].astype("<i2").tobytes(), now,
-                          guard.erl_db if guard.learnt else None)
-        changes += listener.feed(pcm, now)
+        raw = line[j * FRAME : (j + 1) * FRAME].astype("<i2").tobytes()
+        pcm = aec.clean(raw, now, listener.gate)
+        changes += listener.feed(raw, now, pcm if aec.cleaning else None)
     return changes
 
 

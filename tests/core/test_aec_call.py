@@ -10,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from bridge.core.actions import StartTurn
 from bridge.core.aec import AecConfig
 from bridge.core.call import CallSettings
 from tests.support import load_wav
@@ -67,3 +68,29 @@ def test_aec_off_and_a_missing_library_leave_the_call_as_it_was(monkeypatch: pyt
     monkeypatch.setitem(sys.modules, "pywebrtc_audio", None)  # import now raises ImportError
     assert run(scenario, AUTO).actions == before
     assert run(scenario, replace(AUTO, aec=AecConfig(mode="on"))).actions == before
+
+
+def test_the_utterance_sent_to_speech_to_text_holds_the_caller_and_the_echo_20_db_down() -> None:
+    """The very audio the bridge hands the speech-to-text for an interruption over a -10 dB echo
+    (a caller 10 dB under the agent), split by least squares into the caller's speech and the
+    agent's echo as the line carried them: the echo's share is at least 20 dB below where it was,
+    the caller's within 6 dB of it; without the canceller the echo is all there."""
+    scenario = talk_over("caller_02.wav", ONSET, -10.0, 120.0, caller_db=-10.0)
+    shares = {}
+    for side, settings in (("off", OFF), ("auto", AUTO)):
+        line = Line(scenario, settings)
+        result = line.run()
+        utterance = max((a.utterance for _, a in result.actions if isinstance(a, StartTurn)), key=len)  # all the words
+        sent = np.frombuffer(utterance, "<i2").astype(np.float64)
+        caller = line.mic
+        echo = np.zeros(len(line.heard))
+        d = round(120.0 / 1000 * RATE)
+        echo[d:] = line.heard[:-d] * 10 ** (-10.0 / 20)
+        start = int(np.argmax(np.correlate(caller, sent, "valid")))  # where in the call the utterance begins
+        parts = np.stack((caller[start : start + len(sent)], echo[start : start + len(sent)]), axis=1)
+        shares[side], *_ = np.linalg.lstsq(parts, sent, rcond=None)
+    caller_off, echo_off = shares["off"]
+    caller_auto, echo_auto = shares["auto"]
+    assert 0.8 <= caller_off <= 1.25 and 0.8 <= echo_off <= 1.25, "the raw line holds both, as they were"
+    assert 20 * math.log10(max(abs(echo_auto), 1e-6)) <= -20.0, f"echo left: {echo_auto:.3f}"
+    assert 20 * math.log10(caller_auto) >= -6.0, f"caller kept: {caller_auto:.3f}"
