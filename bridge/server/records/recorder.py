@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -277,6 +278,10 @@ class CallRecorder:
             agent = self._audio.agent
             while agent and agent[-1][0] >= now - 1e-6:
                 agent.pop()
+            if agent:  # a message of several frames: the frame in flight finishes, the rest is dropped
+                start, pcm = agent[-1]
+                frame = self._rate * 2 // 50
+                agent[-1] = (start, pcm[: math.ceil((now - start) * 50 - 1e-6) * frame])
 
     def _heard(self, action: ReplyHeard) -> None:
         turn = self._turns.get(action.turn)
