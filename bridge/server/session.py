@@ -91,9 +91,14 @@ MAX_BACKLOG = 200
 """Events waiting for the core beyond which the phone reader stops reading: a flood then waits in
 the socket's buffers (uvicorn stops reading from TCP), not in this call's memory."""
 
-YIELD_EVERY = 4
+YIELD_EVERY = 16
 """Phone messages handled in a row before the reader lets other calls run: uvicorn's ``receive``
-returns without suspending while it holds messages, so a flood would otherwise starve the loop."""
+returns without suspending while it holds messages, so a flood would otherwise starve the loop.
+Sixteen frames are a few milliseconds of work; a reader that is keeping up suspends in ``receive``
+at every message anyway, so each forced yield is a task switch the loop pays for nothing."""
+
+IN_A_ROW = 8
+"""Inbox events worked off in a row before the call's loop lets other calls run (a backlog)."""
 
 
 class CallSession:
@@ -208,8 +213,10 @@ class CallSession:
 
     async def _loop_until_ended(self) -> None:
         inbox = self._inbox
+        in_a_row = 0
         while not self.call.ended and not self._failed:
             if not inbox or self._busy:  # the phone reader may be in the core, sending
+                in_a_row = 0
                 self._wakeup = self._loop.create_future()
                 try:
                     await self._wakeup
@@ -217,7 +224,9 @@ class CallSession:
                     self._wakeup = None
                 continue
             await self._step(inbox.popleft())
-            if inbox:
+            in_a_row += 1
+            if inbox and in_a_row >= IN_A_ROW:
+                in_a_row = 0
                 await asyncio.sleep(0)  # a backlog is worked off in turns with every other call
 
     async def _step(self, event: Event) -> None:
