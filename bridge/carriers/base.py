@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import binascii
 import importlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, Final, Protocol
@@ -33,13 +34,14 @@ import soxr
 from bridge.core.actions import ClearPlayback, SendMark, SendMedia
 from bridge.core.audio import AudioFormat, ulaw_to_pcm
 from bridge.core.call import CallSettings
-from bridge.core.events import CallerAudio, DtmfReceived, Event, MarkPlayed, TelephonyMalformed
+from bridge.core.events import CallEnded, CallerAudio, CallStarted, DtmfReceived, Event, MarkPlayed, TelephonyMalformed
 
 __all__ = [
     "CARRIERS",
     "MAX_NAME",
     "CarrierCodec",
     "Frame",
+    "JsonStream",
     "Outbound",
     "PhoneMessage",
     "Upsampler",
@@ -54,6 +56,8 @@ __all__ = [
     "mark_played",
     "nested",
     "short",
+    "string_parameters",
+    "usable_name",
 ]
 
 Frame = str | bytes
@@ -167,6 +171,83 @@ def mark_played(name: object, at: float, missing: str) -> list[Event]:
 def dtmf_pressed(digit: object, at: float) -> list[Event]:
     """The caller pressed ``digit`` (one character), or why that message is no key press."""
     return [DtmfReceived(at, digit)] if isinstance(digit, str) and len(digit) == 1 else bad(at, "dtmf without a digit")
+
+
+def usable_name(value: object) -> str | None:
+    """A peer-chosen name we can keep and send back (a stream id): a non-empty string of at most
+    `MAX_NAME` characters, or None."""
+    return value if isinstance(value, str) and value and len(value) <= MAX_NAME else None
+
+
+def string_parameters(start: dict[str, Any], key: str) -> dict[str, str]:
+    """The custom parameters a stream's ``start`` carries under ``key``: string values only."""
+    custom = start.get(key)
+    return {k: v for k, v in custom.items() if isinstance(v, str)} if isinstance(custom, dict) else {}
+
+
+class JsonStream:
+    """What the JSON-text streams of Plivo, Telnyx and Exotel share: one stream, named by its
+    ``start``, whose messages are told apart by their ``event`` field.
+
+    The five events every one of them sends are handled here, in the same order of likelihood
+    (``media`` 50 times a second first): ``media`` (refused before ``start``), ``start`` (refused
+    a second time), ``dtmf`` (``dtmf.digit``), ``stop``, and the played-mark event the subclass
+    names in ``MARK_EVENT`` (its name at ``MARK_NAME``, a path of one or two keys). Events in
+    ``IGNORED`` are known and carry nothing for the call; anything else goes to `_other`, which
+    reports it as unknown unless the subclass knows better. A subclass writes `_start` (validate,
+    `usable_name`, then `_started`), `_media` and ``encode``; ``encode`` asks `_check_started` first.
+    """
+
+    MARK_EVENT = "mark"
+    MARK_NAME: tuple[str, ...] = ("mark", "name")
+    IGNORED: frozenset[str] = frozenset({"connected"})
+
+    def __init__(self, *, max_media_bytes: int, max_message_bytes: int) -> None:
+        self.stream_id: str | None = None
+        self._max_message = max_message_bytes
+        self._max_chars = (max_media_bytes + 2) // 3 * 4
+        self._sid = ""  # the stream id as a JSON string, for the messages we send
+
+    def decode(self, message: str | bytes, at: float) -> list[Event]:
+        data = load_json(message, at, self._max_message)
+        if isinstance(data, list):
+            return data
+        event = data.get("event")
+        if event == "media":
+            return self._media(data, at) if self.stream_id is not None else bad(at, "media before start")
+        if event == self.MARK_EVENT:
+            path = self.MARK_NAME
+            name = data.get(path[0]) if len(path) == 1 else nested(data, path[0], path[-1])
+            return mark_played(name, at, f"{self.MARK_EVENT} without a name")
+        if event == "start":
+            return self._start(data, at) if self.stream_id is None else bad(at, "second start")
+        if event == "dtmf":
+            return dtmf_pressed(nested(data, "dtmf", "digit"), at)
+        if event == "stop":
+            return [CallEnded(at, "stop")]
+        if event in self.IGNORED:
+            return []
+        return self._other(event, data, at)
+
+    def _other(self, event: object, data: dict[str, Any], at: float) -> list[Event]:
+        return bad(at, f"unknown event {short(event)!r}" if isinstance(event, str) else "no event name")
+
+    def _start(self, data: dict[str, Any], at: float) -> list[Event]:
+        raise NotImplementedError
+
+    def _media(self, data: dict[str, Any], at: float) -> list[Event]:
+        raise NotImplementedError
+
+    def _started(self, at: float, sid: str, call: object = "", parameters: dict[str, str] | None = None) -> list[Event]:
+        """The stream starts as ``sid`` (a `usable_name`); ``call``: the carrier's call id."""
+        self.stream_id = sid
+        self._sid = json.dumps(sid)
+        return [CallStarted(at, sid, call if isinstance(call, str) else "", parameters or {})]
+
+    def _check_started(self, action: PhoneMessage) -> None:
+        """``encode`` before ``start`` is our bug, not the peer's: it raises."""
+        if self.stream_id is None:
+            raise RuntimeError(f"{type(action).__name__} before the stream started")
 
 
 def inbound_ulaw(data: dict[str, Any], at: float, max_chars: int) -> list[Event]:

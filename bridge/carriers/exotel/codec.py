@@ -28,21 +28,19 @@ import json
 from typing import Any, Final, assert_never
 
 from bridge.carriers.base import (
-    MAX_NAME,
     Frame,
+    JsonStream,
     PhoneMessage,
     Upsampler,
     b64decode,
     bad,
-    dtmf_pressed,
-    load_json,
-    mark_played,
-    nested,
     short,
+    string_parameters,
+    usable_name,
 )
 from bridge.core.actions import ClearPlayback, SendMark, SendMedia
 from bridge.core.audio import PHONE, Resampler
-from bridge.core.events import CallEnded, CallerAudio, CallStarted, Event
+from bridge.core.events import CallerAudio, Event
 
 __all__ = ["MIN_CHUNK_BYTES", "RATES", "ExotelCodec"]
 
@@ -50,7 +48,7 @@ RATES: Final = (8000, 16000, 24000)
 MIN_CHUNK_BYTES: Final = 3200
 
 
-class ExotelCodec:
+class ExotelCodec(JsonStream):
     """One Exotel Voicebot stream at ``rate`` Hz (the applet's sample rate)."""
 
     audio: Final = PHONE
@@ -59,61 +57,30 @@ class ExotelCodec:
     def __init__(self, *, rate: int = 8000, max_media_bytes: int = 64_000, max_message_bytes: int = 128 * 1024) -> None:
         if rate not in RATES:
             raise ValueError(f"Exotel streams at {RATES} Hz, not {rate}")
+        super().__init__(max_media_bytes=max_media_bytes, max_message_bytes=max_message_bytes)
         self.rate: Final = rate
-        self.stream_id: str | None = None
         self.frame_bytes: Final = rate // 50 * 2
         self.chunk_bytes: Final = max(MIN_CHUNK_BYTES, self.frame_bytes * 5) // self.frame_bytes * self.frame_bytes
         self.min_lead_ms: Final = 2 * self.chunk_bytes // self.frame_bytes * 20
         """The playout's lead this carrier needs: two chunks, one held here and one playing."""
-        self._max_message = max_message_bytes
-        self._max_chars = (max_media_bytes + 2) // 3 * 4
         self._inbound = Resampler(rate)
         self._outbound = Upsampler(rate)
         self._held = bytearray()
-        self._sid = ""
 
     # ------------------------------------------------------------------ inbound
 
-    def decode(self, message: str | bytes, at: float) -> list[Event]:
-        data = load_json(message, at, self._max_message)
-        if isinstance(data, list):
-            return data
-        event = data.get("event")
-        if event == "media":
-            return self._media(data, at)
-        if event == "mark":
-            return mark_played(nested(data, "mark", "name"), at, "mark without a name")
-        if event == "start":
-            return self._start(data, at)
-        if event == "dtmf":
-            return dtmf_pressed(nested(data, "dtmf", "digit"), at)
-        if event == "stop":
-            return [CallEnded(at, "stop")]
-        if event == "connected":
-            return []
-        return bad(at, f"unknown event {short(event)!r}" if isinstance(event, str) else "no event name")
-
     def _start(self, data: dict[str, Any], at: float) -> list[Event]:
-        if self.stream_id is not None:
-            return bad(at, "second start")
         start = data.get("start")
-        sid = start.get("stream_sid", data.get("stream_sid")) if isinstance(start, dict) else None
-        if not isinstance(start, dict) or not isinstance(sid, str) or not sid or len(sid) > MAX_NAME:
+        sid = usable_name(start.get("stream_sid", data.get("stream_sid"))) if isinstance(start, dict) else None
+        if not isinstance(start, dict) or sid is None:
             return bad(at, "start without a stream_sid")
         media_format = start.get("media_format")
         rate = str(media_format.get("sample_rate", self.rate)) if isinstance(media_format, dict) else str(self.rate)
         if rate != str(self.rate):
             return bad(at, f"start at {short(rate)} Hz, but this stream was set up for {self.rate} Hz")
-        custom = start.get("custom_parameters")
-        parameters = {k: v for k, v in custom.items() if isinstance(v, str)} if isinstance(custom, dict) else {}
-        call = start.get("call_sid", "")
-        self.stream_id = sid
-        self._sid = json.dumps(sid)
-        return [CallStarted(at, sid, call if isinstance(call, str) else "", parameters)]
+        return self._started(at, sid, start.get("call_sid", ""), string_parameters(start, "custom_parameters"))
 
     def _media(self, data: dict[str, Any], at: float) -> list[Event]:
-        if self.stream_id is None:
-            return bad(at, "media before start")
         media = data.get("media")
         if not isinstance(media, dict):
             return bad(at, "media without a media object")
@@ -127,8 +94,7 @@ class ExotelCodec:
 
     def encode(self, action: PhoneMessage) -> list[Frame]:
         """The JSON text frames for one phone action, possibly none yet (media held back)."""
-        if self.stream_id is None:
-            raise RuntimeError(f"{type(action).__name__} before the stream started")
+        self._check_started(action)
         match action:
             case SendMedia():
                 self._held += self._outbound.process(action.pcm)

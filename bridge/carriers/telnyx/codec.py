@@ -22,86 +22,49 @@ import binascii
 import json
 from typing import Any, Final, assert_never
 
-from bridge.carriers.base import (
-    MAX_NAME,
-    PhoneMessage,
-    bad,
-    dtmf_pressed,
-    inbound_ulaw,
-    load_json,
-    mark_played,
-    nested,
-    short,
-)
+from bridge.carriers.base import JsonStream, PhoneMessage, bad, inbound_ulaw, short, string_parameters, usable_name
 from bridge.core.actions import ClearPlayback, SendMark, SendMedia
 from bridge.core.audio import PHONE, pcm_to_ulaw
-from bridge.core.events import CallEnded, CallStarted, Event
+from bridge.core.events import Event
 
 __all__ = ["TelnyxCodec"]
 
 _CLEAR: Final = '{"event":"clear"}'
 
 
-class TelnyxCodec:
+class TelnyxCodec(JsonStream):
     """One Telnyx media stream. It refuses media before ``start`` and any encoding but PCMU."""
 
     audio: Final = PHONE
     """PCMU at 8 kHz both ways: the call runs at 8 kHz."""
 
     def __init__(self, *, max_media_bytes: int = 16000, max_message_bytes: int = 64 * 1024) -> None:
-        self.stream_id: str | None = None
-        self._max_message = max_message_bytes
-        self._max_chars = (max_media_bytes + 2) // 3 * 4
+        super().__init__(max_media_bytes=max_media_bytes, max_message_bytes=max_message_bytes)
 
-    def decode(self, message: str | bytes, at: float) -> list[Event]:
-        data = load_json(message, at, self._max_message)
-        if isinstance(data, list):
-            return data
-        event = data.get("event")
-        if event == "media":
-            return self._media(data, at)
-        if event == "mark":
-            return mark_played(nested(data, "mark", "name"), at, "mark without a name")
-        if event == "start":
-            return self._start(data, at)
-        if event == "dtmf":
-            return dtmf_pressed(nested(data, "dtmf", "digit"), at)
-        if event == "stop":
-            return [CallEnded(at, "stop")]
-        if event == "connected":
-            return []
+    def _other(self, event: object, data: dict[str, Any], at: float) -> list[Event]:
         if event == "error":
             payload = data.get("payload")
             code = payload.get("code") if isinstance(payload, dict) else None
             return bad(at, f"Telnyx reported error {short(code)}")
-        return bad(at, f"unknown event {short(event)!r}" if isinstance(event, str) else "no event name")
+        return super()._other(event, data, at)
 
     def _start(self, data: dict[str, Any], at: float) -> list[Event]:
-        if self.stream_id is not None:
-            return bad(at, "second start")
         start = data.get("start")
-        sid = data.get("stream_id")
-        if not isinstance(start, dict) or not isinstance(sid, str) or not sid or len(sid) > MAX_NAME:
+        sid = usable_name(data.get("stream_id"))
+        if not isinstance(start, dict) or sid is None:
             return bad(at, "start without a stream_id")
         media_format = start.get("media_format")
         encoding = media_format.get("encoding") if isinstance(media_format, dict) else "PCMU"
         if encoding != "PCMU":
             return bad(at, f"start with encoding {short(encoding)!r} (the TeXML asks for PCMU)")
-        custom = start.get("custom_parameters")
-        parameters = {k: v for k, v in custom.items() if isinstance(v, str)} if isinstance(custom, dict) else {}
-        call = start.get("call_control_id", "")
-        self.stream_id = sid
-        return [CallStarted(at, sid, call if isinstance(call, str) else "", parameters)]
+        return self._started(at, sid, start.get("call_control_id", ""), string_parameters(start, "custom_parameters"))
 
     def _media(self, data: dict[str, Any], at: float) -> list[Event]:
-        if self.stream_id is None:
-            return bad(at, "media before start")
         return inbound_ulaw(data, at, self._max_chars)
 
     def encode(self, action: PhoneMessage) -> str:
         """The JSON text frame for one phone action; RuntimeError before ``start`` (our bug)."""
-        if self.stream_id is None:
-            raise RuntimeError(f"{type(action).__name__} before the stream started")
+        self._check_started(action)
         match action:
             case SendMedia():
                 payload = binascii.b2a_base64(pcm_to_ulaw(action.pcm), newline=False).decode("ascii")
