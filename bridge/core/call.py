@@ -26,7 +26,7 @@ from bridge.core.actions import Action, CancelTurn, ConnectTts, EndCall
 from bridge.core.aec import EchoCanceller
 from bridge.core.bargein import Listener
 from bridge.core.control import CallControlMixin, Control
-from bridge.core.deadlines import Timer, is_due
+from bridge.core.deadlines import Timer, is_due, soonest
 from bridge.core.events import (
     AgentControl,
     AgentDone,
@@ -184,7 +184,7 @@ class Call(TurnTaking, CallControlMixin):
 
     def next_deadline(self) -> float | None:
         """The latest time the shell must send a `Tick` (None: nothing is waiting on time)."""
-        return min([at for at in self._deadlines() if at is not None], default=None)
+        return soonest(self._deadlines())
 
     def _deadlines(self) -> tuple[float | None, ...]:
         """Each `Timer`'s deadline (None: not running), in `Timer` order, from the state it times."""

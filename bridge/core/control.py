@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bridge.core.actions import Action, EndCall
-from bridge.core.deadlines import is_due
+from bridge.core.deadlines import is_due, soonest
 from bridge.core.events import AgentControl, VoicemailDetected, WindDown
 from bridge.core.playout import CHARS_PER_SECOND, Track
 from bridge.core.reply import Input, Reply
@@ -137,8 +137,10 @@ class Control:
         return min(times, default=None)
 
     def ending_deadline(self) -> float | None:
+        if self.played_at is None and self.wrap_at is None and self.end_by is None:
+            return None  # the common case, asked after every event
         mark = self.played_at + self.mark_grace_s if self.played_at is not None else None
-        return min([t for t in (mark, self.wrap_at, self.end_by) if t is not None], default=None)
+        return soonest((mark, self.wrap_at, self.end_by))
 
 
 class CallControlMixin:
