@@ -36,11 +36,11 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def _one_call(url: str, scenario: Scenario, at: float) -> PhoneCall | str:
+async def _one_call(url: str, scenario: Scenario, at: float, echo: tuple[float, float] | None) -> PhoneCall | str:
     """The finished call, or why it failed; analysed only once every call is over, so the
     analysis never delays the calls still running in this process."""
     await asyncio.sleep(max(0.0, at - time.monotonic()))
-    phone = PhoneCall(url, caller=scenario.timeline, duration=scenario.duration, open_timeout=10.0)
+    phone = PhoneCall(url, caller=scenario.timeline, duration=scenario.duration, open_timeout=10.0, echo=echo)
     try:
         async with asyncio.timeout(scenario.duration + GRACE_S):
             await phone.run()
@@ -67,7 +67,8 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
     lags: list[float] = []
     watcher = asyncio.create_task(_watch_lag(lags))
     cpu0 = _cpu_seconds()
-    outcomes = await asyncio.gather(*(_one_call(spec["url"], sc, at) for sc, at in plan))
+    echo = (float(spec["echo"][0]), float(spec["echo"][1])) if spec.get("echo") else None
+    outcomes = await asyncio.gather(*(_one_call(spec["url"], sc, at, echo) for sc, at in plan))
     cpu = _cpu_seconds() - cpu0
     watcher.cancel()
     results = [

@@ -95,6 +95,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
                    help="uvicorn's WebSocket implementation (default: the Procfile's)")
     p.add_argument("--http", default="httptools", choices=("auto", "httptools", "h11"),
                    help="uvicorn's HTTP parser (default: httptools, which uvicorn[standard] installs)")
+    p.add_argument("--echo", type=lambda s: tuple(float(x) for x in s.split(",")), metavar="LOSS_DB,DELAY_MS",
+                   help="every caller is on a speakerphone: the agent as played returns on the line LOSS_DB down,"
+                        " DELAY_MS later (e.g. 10,120); default: no echo")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
                    help="an environment setting for the server, e.g. BRIDGE_PLAYBACK_LEAD_MS=200 (repeatable)")
     args = p.parse_args(argv)
@@ -169,7 +172,8 @@ class Run:
         k = max(1, -(-n // args.calls_per_generator))
         timelines = str(args.timelines / f"n{n}") if args.timelines else None
         config = str(args.server_tree / "config" / "bridge.toml")
-        return [{"url": self.url, "start_at": start_at, "cycles": args.cycles, "ttfb": args.ttfb,
+        echo = [args.echo[0], args.echo[1] / 1000] if args.echo else None
+        return [{"url": self.url, "start_at": start_at, "cycles": args.cycles, "ttfb": args.ttfb, "echo": echo,
                  "config": config, "timelines": timelines, "calls": calls[g::k]} for g in range(k)]
 
     def load(self) -> dict[str, Any]:
@@ -333,7 +337,7 @@ def _measure(args: argparse.Namespace, argv: list[str] | None) -> None:
         "machine": machine,
         "settings": {"load": args.load, "output_format": args.output_format, "server": args.server,
                      "ws": args.ws, "http": args.http, "repeat": args.repeat, "cycles": args.cycles,
-                     "call_s": call_duration(args.cycles), "ttfb_s": args.ttfb,
+                     "call_s": call_duration(args.cycles), "ttfb_s": args.ttfb, "echo": args.echo,
                      "vad": {k: getattr(settings.vad, k) for k in ("start_ms", "end_ms")},
                      "calls_per_generator": args.calls_per_generator, "lateness_bound_ms": LATENESS_BOUND_MS},
         "max_calls_within_bound": max(passing, default=None),

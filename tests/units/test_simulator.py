@@ -106,6 +106,15 @@ def test_clear_drops_queued_audio_after_the_packet_in_flight_and_echoes_pending_
     assert leaked_frames(buf.played, buf.clears) == [0]
 
 
+def test_a_speakerphone_hears_what_played_when_it_played_and_nothing_after_a_clear() -> None:
+    buf = PlaybackBuffer()
+    buf.push_audio(0.1, b"\x10" * FRAME * 5)  # 100 ms of agent audio from 0.1 s
+    buf.clear(0.15)  # cut after the packet in flight: it plays until 0.16
+    assert buf.heard_between(0.0, 0.1) == b"\xff" * 800  # µ-law silence before it
+    window = buf.heard_between(0.14, 0.18)
+    assert window == b"\x10" * 160 + b"\xff" * 160
+
+
 def test_audio_after_a_clear_plays_right_after_the_packet_in_flight() -> None:
     buf = speaking_buffer([], total=50)
     buf.clear(0.305)

@@ -57,6 +57,7 @@ class PhoneCall:
         jitter_delay: float = 0.0,
         open_timeout: float = 10.0,
         dialect: Dialect | None = None,
+        echo: tuple[float, float] | None = None,
     ) -> None:
         self.dialect = dialect if dialect is not None else Dialect()  # Twilio's, unless told otherwise
         if urlsplit(url).query and not self.dialect.query_allowed:
@@ -72,6 +73,7 @@ class PhoneCall:
             self.headers["X-Twilio-Signature"] = base64.b64encode(digest).decode()
         self._n_frames = max(1, round(duration / FRAME_SECONDS))
         self._ulaw = pcm_to_ulaw(caller.render(self._n_frames * FRAME_SECONDS))
+        self._echo = echo  # (loss dB, delay s): the agent as played comes back on the line, a speakerphone
         self.log = CallLog(caller, PlaybackBuffer(jitter_delay))
         self.started = asyncio.Event()
         self._ws: ClientConnection | None = None
@@ -217,9 +219,22 @@ class PhoneCall:
                 await asyncio.sleep(delay)
             self.log.max_send_lag = max(self.log.max_send_lag, loop.time() - deadline)
             chunk = self._ulaw[k * FRAME_BYTES : (k + 1) * FRAME_BYTES]
+            if self._echo is not None:
+                chunk = self._with_echo(chunk, k)
             if not await self._send_event(self.dialect.media, self.ids, k + 1, k * 20, chunk):
                 return
             self._frames_sent = k + 1
+
+    def _with_echo(self, chunk: bytes, k: int) -> bytes:
+        """Frame ``k`` of the caller's µ-law with the agent's echo added: what played ``delay``
+        earlier, ``loss`` dB down (µ-law both ways, as a phone line carries it)."""
+        assert self._echo is not None
+        loss_db, delay = self._echo
+        end = (k + 1) * FRAME_SECONDS - delay
+        played = self.log.playback.heard_between(end - FRAME_SECONDS, end)
+        echo = np.frombuffer(ulaw_to_pcm(played), "<i2") * 10 ** (-loss_db / 20)
+        line = np.frombuffer(ulaw_to_pcm(chunk), "<i2") + echo
+        return pcm_to_ulaw(np.clip(np.round(line), -32768, 32767).astype("<i2").tobytes())
 
     async def _reader(self) -> None:
         ws = self._socket()

@@ -100,6 +100,22 @@ class PlaybackBuffer:
             start = run_start = at + self.start_delay
         self.played.append(Played(start, bytes(ulaw), seq, run_start))
 
+    def heard_between(self, t0: float, t1: float) -> bytes:
+        """The agent's µ-law as it plays over ``[t0, t1)`` (µ-law silence where nothing plays):
+        what a speakerphone returns as echo. Reads from the newest piece back, so it costs the
+        few pieces near ``t1``, not the whole call."""
+        n = round((t1 - t0) * SAMPLE_RATE)
+        out = bytearray(b"\xff" * n)  # µ-law 0xFF is silence
+        for piece in reversed(self.played):
+            if piece.end <= t0:
+                break
+            lo = max(0, round((piece.start - t0) * SAMPLE_RATE))
+            hi = min(n, round((piece.end - t0) * SAMPLE_RATE))
+            if hi > lo:
+                skip = round((t0 - piece.start) * SAMPLE_RATE) + lo
+                out[lo:hi] = piece.ulaw[skip : skip + hi - lo]
+        return bytes(out)
+
     def push_mark(self, at: float, name: str) -> None:
         """Queue a mark received at `at` behind the audio sent before it."""
         self._next_seq()
