@@ -31,6 +31,7 @@ from bridge.core.actions import (
     SendText,
     StartTurn,
 )
+from bridge.core.audio import PHONE, AudioFormat
 from bridge.core.control import SHUTDOWN
 from bridge.core.events import AgentText, CallEnded, CallerAudio, CallStarted, Event, TtsAudio, TtsClosed, TtsConnected
 from bridge.server.records.model import BargeIn, CallRecord, Reconnect, Segment, StereoAudio, Turn
@@ -82,13 +83,14 @@ class CallRecorder:
 
     def __init__(self, submit: Callable[[CallRecord], None], snapshot: Callable[[], CallSnapshot], *,
                  carrier: str = "twilio", end_of_turn_ms: float = 600.0, preroll_ms: float = 300.0,
-                 audio: bool = False, rate: int = 8000) -> None:
+                 audio: bool = False, audio_format: AudioFormat = PHONE) -> None:
         self._submit = submit
         self._snapshot = snapshot
         self._carrier = carrier
         self._end_of_turn_ms = end_of_turn_ms
         self._preroll_s = preroll_ms / 1000
-        self._rate = rate
+        self._rate = rate = audio_format.rate
+        self._frame_s = audio_format.frame_s  # the carrier's packet: a clear lets the one in flight finish
         self._audio = StereoAudio(rate=rate) if audio else None
         self._base: CallRecord | None = None
         self._t0 = 0.0
@@ -280,8 +282,8 @@ class CallRecorder:
                 agent.pop()
             if agent:  # a message of several frames: the frame in flight finishes, the rest is dropped
                 start, pcm = agent[-1]
-                frame = self._rate * 2 // 50
-                agent[-1] = (start, pcm[: math.ceil((now - start) * 50 - 1e-6) * frame])
+                frame = round(self._rate * self._frame_s) * 2
+                agent[-1] = (start, pcm[: math.ceil((now - start) / self._frame_s - 1e-6) * frame])
 
     def _heard(self, action: ReplyHeard) -> None:
         turn = self._turns.get(action.turn)

@@ -53,7 +53,7 @@ class Records:
             return
         core = session.call.settings
         recorder = CallRecorder(self.writer.submit, lambda: session.call.snapshot, end_of_turn_ms=core.vad.end_ms,
-                                preroll_ms=core.preroll_ms, audio=self.audio, rate=core.audio.rate)
+                                preroll_ms=core.preroll_ms, audio=self.audio, audio_format=core.audio)
         session.on_event = recorder.event
         session.on_action = recorder.action
         session.on_end = recorder.end
