@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from functools import cache
 from typing import Final
 
 import numpy as np
@@ -84,6 +85,19 @@ def _active_percentile(played: np.ndarray, heard: np.ndarray, percentile: float)
     rank = (len(played) - counts) + np.floor(percentile * (counts - 1)).astype(int)
     out: np.ndarray = np.take_along_axis(excess, rank[None], axis=0)[0]
     return out, counts
+
+
+@cache
+def _moving_mean(width: int, delays: int) -> np.ndarray:
+    """The matrix that turns ``width + delays - 1`` consecutive cells into the mean of the last
+    ``width`` of them moved back by each delay: column ``d`` averages cells ``delays - 1 - d`` to
+    ``delays - 2 - d + width``. Built once per process; read-only."""
+    span = width + delays - 1
+    out = np.zeros((span, delays))
+    for d in range(delays):
+        out[delays - 1 - d : span - d, d] = 1.0 / width
+    out.flags.writeable = False
+    return out
 
 
 def _db(power: np.ndarray) -> np.ndarray:
@@ -174,24 +188,19 @@ class _Reference:
         ``end``, moved back by each delay: with weights of one, our level; with the learnt
         per-band echo gains, the echo they predict.
 
-        This runs for every caller frame while the agent talks, so it is a handful of numpy calls
-        on small fresh arrays: the bands weighted and summed, a moving sum over the frame's width
-        (reversed, so that column 0 is delay 0), then dB in place."""
+        This runs for every caller frame while the agent talks, so it is three numpy calls on
+        small fresh arrays: the bands weighted and summed, the mean over the frame's width at
+        every delay (one product with a fixed 0/1 matrix, column 0 being delay 0), then dB."""
         if self._pending:
             self._settle()
-        last = round(end / CELL_S)
         width = max(1, round(frame_s / CELL_S))
         span = width + self._delays - 1
-        power = weights @ self._span(last - span, span)
-        sums = np.cumsum(power, axis=1)
-        moving = sums[:, width - 1 :].copy()
-        moving[:, 1:] -= sums[:, : span - width]
-        moving /= width
-        return _db(moving[:, ::-1])
+        return _db(weights @ self._span(round(end / CELL_S) - span, span) @ _moving_mean(width, self._delays))
 
     def band_levels(self, ends: np.ndarray, delays: np.ndarray, frame_s: float) -> np.ndarray:
         """Our level (dBFS) over each caller frame ending at ``ends``, per band, moved back by each
-        of ``delays`` (in cells): shape (frames, bands, delays)."""
+        of ``delays`` (in cells): shape (frames, bands, delays). The level over every frame's width
+        of the cells read is taken once; the frames and delays then only pick from it."""
         if self._pending:
             self._settle()
         width = max(1, round(frame_s / CELL_S))
@@ -199,8 +208,9 @@ class _Reference:
         first = int(lasts.min()) - width
         cells = self._span(first, int(lasts.max()) - first)
         sums = np.concatenate((np.zeros((BANDS, 1)), np.cumsum(cells, axis=1)), axis=1)
-        at = lasts - first
-        return _db(((sums[:, at] - sums[:, at - width]) / width).transpose(1, 0, 2))
+        levels = _db((sums[:, width:] - sums[:, :-width]) / width)  # column j: the frame ending at first + width + j
+        picked: np.ndarray = levels[:, lasts - first - width]
+        return picked.transpose(1, 0, 2)
 
     def _span(self, first: int, count: int) -> np.ndarray:
         """A view of cells ``first`` .. ``first + count - 1`` (all bands), sliding the buffer on if
