@@ -163,10 +163,10 @@ def _alignment(value: Any) -> Alignment | None:
     starts = value.get("charStartTimesMs") or value.get("char_start_times_ms") or ()
     if not isinstance(chars, list):
         return None
-    try:
-        return Alignment("".join(str(c) for c in chars), tuple(int(s) for s in starts))
+    try:  # map, not a generator: one alignment per audio chunk, a few dozen characters each
+        return Alignment("".join(map(str, chars)), tuple(map(int, starts)))
     except (TypeError, ValueError):
-        return Alignment("".join(str(c) for c in chars))
+        return Alignment("".join(map(str, chars)))
 
 
 class ElevenLabsTts:
