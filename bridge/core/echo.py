@@ -252,10 +252,10 @@ class _Evidence:
     def add(self, reference: np.ndarray, level_db: float, heard: bytes | None, end: float) -> None:
         self._rows[self._next] = reference
         self._levels[self._next] = max(level_db, _SILENT_DB)
-        self._bands[self._next] = np.nan
         if heard is None:
+            self._bands[self._next] = np.nan
             self._unsplit.pop(self._next, None)
-        else:
+        else:  # its band levels are written by `_split` before any are read
             self._unsplit[self._next] = heard
         self._ends[self._next] = end
         self._next = (self._next + 1) % _HISTORY
@@ -297,7 +297,8 @@ class EchoGuard:
     """The played reference of one call, and the level a caller frame must beat to be speech."""
 
     __slots__ = (
-        "_band_delays", "_count", "_erl", "_evidence", "_rate", "_reference", "_weights", "_window", "config", "fresh"
+        "_band_delays", "_count", "_erl", "_evidence", "_looked", "_rate", "_reference", "_weights", "_window",
+        "config", "fresh",
     )
 
     def __init__(self, config: EchoConfig, rate: int = _RATE) -> None:
@@ -313,6 +314,7 @@ class EchoGuard:
         self._band_delays = np.arange(0, delays, round(_BAND_STEP_S / CELL_S))
         self._window: slice | None = None  # the delays around the learnt one, or None: all of them
         self.fresh = False  # the loss in use was learnt (or handed over) since the last `doubt`
+        self._looked: tuple[np.ndarray, np.ndarray | None, np.ndarray, list[float]] | None = None  # `look`'s last
 
     @property
     def erl_db(self) -> float:
@@ -343,9 +345,12 @@ class EchoGuard:
         if not self.config.enabled or end - frame_s - self.config.max_delay_ms / 1000 >= self._reference.until:
             return None, None  # nothing of ours played recently enough to echo: the common, cheap case
         levels = self._reference.levels(end, frame_s, self._weights)
-        if float(levels[0].max()) < ACTIVE_DBFS:
+        tops = levels.max(axis=1).tolist()  # both rows' loudest in one call; `threshold_db` reuses them
+        if tops[0] < ACTIVE_DBFS:
             return None, None
-        return levels[0], (levels[1] if len(levels) > 1 else None)
+        reference, bound = levels[0], (levels[1] if len(levels) > 1 else None)
+        self._looked = (reference, bound, levels, tops)
+        return reference, bound
 
     def threshold_db(
         self, reference: np.ndarray | None, *, aligned: bool = True, bound: np.ndarray | None = None
@@ -356,9 +361,14 @@ class EchoGuard:
         if reference is None:
             return None
         window = slice(None) if self._window is None or not aligned else self._window
-        loudest = float(reference[window].max()) - self.erl_db
+        looked = self._looked
+        if looked is not None and reference is looked[0] and bound is looked[1]:  # as `look` gave them
+            tops = looked[3] if window == slice(None) else looked[2][:, window].max(axis=1).tolist()
+        else:
+            tops = [float(reference[window].max())] + ([] if bound is None else [float(bound[window].max())])
+        loudest = tops[0] - self.erl_db
         if bound is not None:  # the bands can only raise the bound: a bright frame's echo is louder
-            loudest = max(loudest, float(bound[window].max()))
+            loudest = max(loudest, tops[1])
         return loudest + self.config.margin_db
 
     def doubt(self) -> None:
