@@ -42,12 +42,11 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from functools import cache
 from typing import Final
 
 import numpy as np
 
-from bridge.core.bands import BANDS, frame_shares
+from bridge.core.bands import BANDS, frame_shares, moving_mean, power_db
 from bridge.core.bands import DEFAULT_RATE as _RATE
 from bridge.core.limits import within
 
@@ -85,26 +84,6 @@ def _active_percentile(played: np.ndarray, heard: np.ndarray, percentile: float)
     rank = (len(played) - counts) + np.floor(percentile * (counts - 1)).astype(int)
     out: np.ndarray = np.take_along_axis(excess, rank[None], axis=0)[0]
     return out, counts
-
-
-@cache
-def _moving_mean(width: int, delays: int) -> np.ndarray:
-    """The matrix that turns ``width + delays - 1`` consecutive cells into the mean of the last
-    ``width`` of them moved back by each delay: column ``d`` averages cells ``delays - 1 - d`` to
-    ``delays - 2 - d + width``. Built once per process; read-only."""
-    span = width + delays - 1
-    out = np.zeros((span, delays))
-    for d in range(delays):
-        out[delays - 1 - d : span - d, d] = 1.0 / width
-    out.flags.writeable = False
-    return out
-
-
-def _db(power: np.ndarray) -> np.ndarray:
-    out: np.ndarray = np.maximum(power, 1e-10)
-    np.log10(out, out=out)
-    out *= 10.0
-    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +174,7 @@ class _Reference:
             self._settle()
         width = max(1, round(frame_s / CELL_S))
         span = width + self._delays - 1
-        return _db(weights @ self._span(round(end / CELL_S) - span, span) @ _moving_mean(width, self._delays))
+        return power_db(weights @ self._span(round(end / CELL_S) - span, span) @ moving_mean(width, self._delays))
 
     def band_levels(self, ends: np.ndarray, delays: np.ndarray, frame_s: float) -> np.ndarray:
         """Our level (dBFS) over each caller frame ending at ``ends``, per band, moved back by each
@@ -208,7 +187,7 @@ class _Reference:
         first = int(lasts.min()) - width
         cells = self._span(first, int(lasts.max()) - first)
         sums = np.concatenate((np.zeros((BANDS, 1)), np.cumsum(cells, axis=1)), axis=1)
-        levels = _db((sums[:, width:] - sums[:, :-width]) / width)  # column j: the frame ending at first + width + j
+        levels = power_db((sums[:, width:] - sums[:, :-width]) / width)  # column j: the frame ending at first+width+j
         picked: np.ndarray = levels[:, lasts - first - width]
         return picked.transpose(1, 0, 2)
 
@@ -271,7 +250,7 @@ class _Evidence:
             x = np.frombuffer(b"".join(self._unsplit.pop(row)[: size & ~1] for row in rows), dtype="<i2")
             shares = frame_shares(x.astype(np.float32).reshape(len(rows), size // 2), self._rate)
             index = np.array(rows)
-            self._bands[index] = np.maximum(self._levels[index, None] + _db(shares), _SILENT_DB)
+            self._bands[index] = np.maximum(self._levels[index, None] + power_db(shares), _SILENT_DB)
 
     def heard_bands(self) -> tuple[np.ndarray, np.ndarray]:
         """The frames that were split into bands: their ends, and their band levels (dBFS)."""
