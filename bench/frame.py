@@ -127,10 +127,12 @@ class _Line:
         for action in actions:
             if isinstance(action, OpenContext):
                 opened = action.context_id
-            elif isinstance(action, SendMedia):  # one 20 ms frame
-                slot = max(self.play_end, round(self.now / FRAME_S))
-                self.played[slot] = action.pcm
-                self.play_end = slot + 1
+            elif isinstance(action, SendMedia):  # one or more 20 ms frames (`playback.message_ms`)
+                size = self.carrier.rate // 50 * 2
+                for k in range(0, len(action.pcm), size):
+                    slot = max(self.play_end, round(self.now / FRAME_S))
+                    self.played[slot] = action.pcm[k : k + size]
+                    self.play_end = slot + 1
             elif isinstance(action, ClearPlayback):
                 self.play_end = round(self.now / FRAME_S)
                 self.played = {k: v for k, v in self.played.items() if k < self.play_end}

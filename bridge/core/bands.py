@@ -1,8 +1,8 @@
 """The echo guard's frequency bands: how a 20 ms frame's power splits over eight bands of 500 Hz.
 
 The echo guard (``bridge.core.echo``) learns the line's echo loss per band, because real echo
-paths are not flat (its docstring says why). This is the arithmetic on samples it needs, kept apart
-so the guard's module holds only the guard and stays within the core's size limit.
+paths are not flat (its docstring says why). This is the arithmetic on samples and powers it needs,
+kept apart so the guard's module holds only the guard and stays within the core's size limit.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from typing import Final
 
 import numpy as np
 
-__all__ = ["BANDS", "BAND_HZ", "DEFAULT_RATE", "band_shares", "frame_shares", "sample_shares"]
+__all__ = [
+    "BANDS", "BAND_HZ", "DEFAULT_RATE", "band_shares", "frame_shares", "moving_mean", "power_db", "sample_shares",
+]
 
 BAND_HZ: Final = 500  # width of the frequency bands the echo loss is learnt in
 BANDS: Final = 4000 // BAND_HZ
@@ -84,3 +86,24 @@ def frame_shares(frames: np.ndarray, rate: int = _RATE) -> np.ndarray:
     sums /= totals
     sums[silent] = 1.0 / BANDS
     return sums
+
+
+@cache
+def moving_mean(width: int, delays: int) -> np.ndarray:
+    """The matrix that turns ``width + delays - 1`` consecutive cells into the mean of the last
+    ``width`` of them moved back by each delay: column ``d`` averages cells ``delays - 1 - d`` to
+    ``delays - 2 - d + width``. Built once per process; read-only."""
+    span = width + delays - 1
+    out = np.zeros((span, delays))
+    for d in range(delays):
+        out[delays - 1 - d : span - d, d] = 1.0 / width
+    out.flags.writeable = False
+    return out
+
+
+def power_db(power: np.ndarray) -> np.ndarray:
+    """Power (relative to full scale) in dB, silence floored at -100."""
+    out: np.ndarray = np.maximum(power, 1e-10)
+    np.log10(out, out=out)
+    out *= 10.0
+    return out

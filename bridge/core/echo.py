@@ -46,7 +46,7 @@ from typing import Final
 
 import numpy as np
 
-from bridge.core.bands import BANDS, frame_shares
+from bridge.core.bands import BANDS, frame_shares, moving_mean, power_db
 from bridge.core.bands import DEFAULT_RATE as _RATE
 from bridge.core.limits import within
 
@@ -84,13 +84,6 @@ def _active_percentile(played: np.ndarray, heard: np.ndarray, percentile: float)
     rank = (len(played) - counts) + np.floor(percentile * (counts - 1)).astype(int)
     out: np.ndarray = np.take_along_axis(excess, rank[None], axis=0)[0]
     return out, counts
-
-
-def _db(power: np.ndarray) -> np.ndarray:
-    out: np.ndarray = np.maximum(power, 1e-10)
-    np.log10(out, out=out)
-    out *= 10.0
-    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,24 +167,19 @@ class _Reference:
         ``end``, moved back by each delay: with weights of one, our level; with the learnt
         per-band echo gains, the echo they predict.
 
-        This runs for every caller frame while the agent talks, so it is a handful of numpy calls
-        on small fresh arrays: the bands weighted and summed, a moving sum over the frame's width
-        (reversed, so that column 0 is delay 0), then dB in place."""
+        This runs for every caller frame while the agent talks, so it is three numpy calls on
+        small fresh arrays: the bands weighted and summed, the mean over the frame's width at
+        every delay (one product with a fixed 0/1 matrix, column 0 being delay 0), then dB."""
         if self._pending:
             self._settle()
-        last = round(end / CELL_S)
         width = max(1, round(frame_s / CELL_S))
         span = width + self._delays - 1
-        power = weights @ self._span(last - span, span)
-        sums = np.cumsum(power, axis=1)
-        moving = sums[:, width - 1 :].copy()
-        moving[:, 1:] -= sums[:, : span - width]
-        moving /= width
-        return _db(moving[:, ::-1])
+        return power_db(weights @ self._span(round(end / CELL_S) - span, span) @ moving_mean(width, self._delays))
 
     def band_levels(self, ends: np.ndarray, delays: np.ndarray, frame_s: float) -> np.ndarray:
         """Our level (dBFS) over each caller frame ending at ``ends``, per band, moved back by each
-        of ``delays`` (in cells): shape (frames, bands, delays)."""
+        of ``delays`` (in cells): shape (frames, bands, delays). The level over every frame's width
+        of the cells read is taken once; the frames and delays then only pick from it."""
         if self._pending:
             self._settle()
         width = max(1, round(frame_s / CELL_S))
@@ -199,8 +187,9 @@ class _Reference:
         first = int(lasts.min()) - width
         cells = self._span(first, int(lasts.max()) - first)
         sums = np.concatenate((np.zeros((BANDS, 1)), np.cumsum(cells, axis=1)), axis=1)
-        at = lasts - first
-        return _db(((sums[:, at] - sums[:, at - width]) / width).transpose(1, 0, 2))
+        levels = power_db((sums[:, width:] - sums[:, :-width]) / width)  # column j: the frame ending at first+width+j
+        picked: np.ndarray = levels[:, lasts - first - width]
+        return picked.transpose(1, 0, 2)
 
     def _span(self, first: int, count: int) -> np.ndarray:
         """A view of cells ``first`` .. ``first + count - 1`` (all bands), sliding the buffer on if
@@ -242,10 +231,10 @@ class _Evidence:
     def add(self, reference: np.ndarray, level_db: float, heard: bytes | None, end: float) -> None:
         self._rows[self._next] = reference
         self._levels[self._next] = max(level_db, _SILENT_DB)
-        self._bands[self._next] = np.nan
         if heard is None:
+            self._bands[self._next] = np.nan
             self._unsplit.pop(self._next, None)
-        else:
+        else:  # its band levels are written by `_split` before any are read
             self._unsplit[self._next] = heard
         self._ends[self._next] = end
         self._next = (self._next + 1) % _HISTORY
@@ -261,7 +250,7 @@ class _Evidence:
             x = np.frombuffer(b"".join(self._unsplit.pop(row)[: size & ~1] for row in rows), dtype="<i2")
             shares = frame_shares(x.astype(np.float32).reshape(len(rows), size // 2), self._rate)
             index = np.array(rows)
-            self._bands[index] = np.maximum(self._levels[index, None] + _db(shares), _SILENT_DB)
+            self._bands[index] = np.maximum(self._levels[index, None] + power_db(shares), _SILENT_DB)
 
     def heard_bands(self) -> tuple[np.ndarray, np.ndarray]:
         """The frames that were split into bands: their ends, and their band levels (dBFS)."""
@@ -287,7 +276,8 @@ class EchoGuard:
     """The played reference of one call, and the level a caller frame must beat to be speech."""
 
     __slots__ = (
-        "_band_delays", "_count", "_erl", "_evidence", "_rate", "_reference", "_weights", "_window", "config", "fresh"
+        "_band_delays", "_count", "_erl", "_evidence", "_looked", "_rate", "_reference", "_weights", "_window",
+        "config", "fresh",
     )
 
     def __init__(self, config: EchoConfig, rate: int = _RATE) -> None:
@@ -303,6 +293,7 @@ class EchoGuard:
         self._band_delays = np.arange(0, delays, round(_BAND_STEP_S / CELL_S))
         self._window: slice | None = None  # the delays around the learnt one, or None: all of them
         self.fresh = False  # the loss in use was learnt (or handed over) since the last `doubt`
+        self._looked: tuple[np.ndarray, np.ndarray | None, np.ndarray, list[float]] | None = None  # `look`'s last
 
     @property
     def erl_db(self) -> float:
@@ -333,9 +324,12 @@ class EchoGuard:
         if not self.config.enabled or end - frame_s - self.config.max_delay_ms / 1000 >= self._reference.until:
             return None, None  # nothing of ours played recently enough to echo: the common, cheap case
         levels = self._reference.levels(end, frame_s, self._weights)
-        if float(levels[0].max()) < ACTIVE_DBFS:
+        tops = levels.max(axis=1).tolist()  # both rows' loudest in one call; `threshold_db` reuses them
+        if tops[0] < ACTIVE_DBFS:
             return None, None
-        return levels[0], (levels[1] if len(levels) > 1 else None)
+        reference, bound = levels[0], (levels[1] if len(levels) > 1 else None)
+        self._looked = (reference, bound, levels, tops)
+        return reference, bound
 
     def threshold_db(
         self, reference: np.ndarray | None, *, aligned: bool = True, bound: np.ndarray | None = None
@@ -346,9 +340,14 @@ class EchoGuard:
         if reference is None:
             return None
         window = slice(None) if self._window is None or not aligned else self._window
-        loudest = float(reference[window].max()) - self.erl_db
+        looked = self._looked
+        if looked is not None and reference is looked[0] and bound is looked[1]:  # as `look` gave them
+            tops = looked[3] if window == slice(None) else looked[2][:, window].max(axis=1).tolist()
+        else:
+            tops = [float(reference[window].max())] + ([] if bound is None else [float(bound[window].max())])
+        loudest = tops[0] - self.erl_db
         if bound is not None:  # the bands can only raise the bound: a bright frame's echo is louder
-            loudest = max(loudest, float(bound[window].max()))
+            loudest = max(loudest, tops[1])
         return loudest + self.config.margin_db
 
     def doubt(self) -> None:

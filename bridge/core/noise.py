@@ -113,6 +113,8 @@ class ToneDetector:
         parts = self._bank @ samples
         parts *= parts
         p = parts.tolist()
+        if sum(p) < _SHARE * total * (1 - 1e-9):  # all eight together hold too little (speech, nearly always):
+            return None  # no pair can hold enough, whatever the rounding below
         power = [(p[i] + p[i + 8]) / total for i in range(8)]
         low = max(range(4), key=power.__getitem__)
         high = max(range(4, 8), key=power.__getitem__)

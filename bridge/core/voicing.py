@@ -20,7 +20,6 @@ half a second of audio), never per frame, so they cost nothing on the audio path
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -44,38 +43,38 @@ class SoundShape:
         return self.voiced_share >= min_voiced and self.articulation >= min_articulation
 
 
-def _periodicity(window: np.ndarray, rate: int) -> float:
-    """Normalised autocorrelation peak over the pitch lags (1.0: perfectly periodic)."""
-    w = window - window.mean()
-    energy = float(np.dot(w, w))
-    if energy <= 1e-6:
-        return 0.0
-    n = len(w)
-    spectrum = np.fft.rfft(w, 2 * n)
-    corr = np.fft.irfft(spectrum * np.conj(spectrum))[:n]
+def _periodicity(windows: np.ndarray, rate: int) -> np.ndarray:
+    """Per row, the normalised autocorrelation peak over the pitch lags (1.0: perfectly periodic).
+    A sound's frames are judged together, not one numpy call chain each; the energies, the power
+    spectra and the inverse FFTs stay one call per row (numpy's whole-array complex product
+    rounds differently in the last bit)."""
+    w = windows - windows.mean(axis=1, keepdims=True)
+    energy = np.array([float(np.dot(row, row)) for row in w])
+    n = w.shape[1]
+    spectrum = np.fft.rfft(w, 2 * n, axis=1)
+    corr = np.array([np.fft.irfft(row * np.conj(row))[:n] for row in spectrum])
     lo, hi = rate // _MAX_PITCH_HZ, min(n - 1, rate // _MIN_PITCH_HZ)
     lags = np.arange(lo, hi + 1)
     # Normalise by the overlap's length so long lags are not penalised for having fewer samples.
-    scaled = corr[lags] / energy * n / (n - lags)
-    return float(np.clip(scaled.max(), 0.0, 1.0))
+    quiet = energy <= 1e-6
+    scaled = corr[:, lags] / np.where(quiet, 1.0, energy)[:, None] * n / (n - lags)
+    out: np.ndarray = np.where(quiet, 0.0, np.clip(scaled.max(axis=1), 0.0, 1.0))
+    return out
 
 
-def _spectral_shape(frame: np.ndarray) -> np.ndarray:
-    power = np.abs(np.fft.rfft(frame * np.hanning(len(frame)))) ** 2
-    return np.asarray(power / (power.sum() + 1e-9))
+def _spectral_shapes(frames: np.ndarray) -> np.ndarray:
+    power = np.abs(np.fft.rfft(frames * np.hanning(frames.shape[1]), axis=1)) ** 2
+    return np.asarray(power / (power.sum(axis=1, keepdims=True) + 1e-9))
 
 
 def measure(frames: Sequence[bytes], rate: int) -> SoundShape:
     """The shape of a sound given as its PCM16 frames (consecutive, all of one size)."""
     if len(frames) < 2:
         return SoundShape(0.0, 0.0)
-    xs = [np.frombuffer(f, dtype="<i2").astype(np.float64) for f in frames]
-    previous = np.zeros_like(xs[0])
-    periodic = 0
-    for x in xs:
-        if _periodicity(np.concatenate([previous, x]), rate) >= 0.5:
-            periodic += 1
-        previous = x
-    shapes = [_spectral_shape(x) for x in xs]
-    moves = [0.5 * float(np.abs(b - a).sum()) for a, b in itertools.pairwise(shapes)]
+    xs = np.frombuffer(b"".join(frames), dtype="<i2").astype(np.float64).reshape(len(frames), -1)
+    before = np.vstack((np.zeros_like(xs[:1]), xs[:-1]))
+    windows = np.concatenate((before, xs), axis=1)  # each frame after the one before it
+    periodic = int(np.count_nonzero(_periodicity(windows, rate) >= 0.5))
+    shapes = _spectral_shapes(xs)
+    moves = 0.5 * np.abs(shapes[1:] - shapes[:-1]).sum(axis=1)
     return SoundShape(periodic / len(xs), float(np.median(moves)))
