@@ -250,8 +250,7 @@ class _Probe:
     blocks are kept, as the canceller would have been given them, so that a call judged echoic
     can run the canceller over them at once and start as converged as if it had run all along."""
 
-    __slots__ = ("_audible", "_lags", "_left", "_limit", "_next", "_stretches", "chunks", "coherence", "erl_db",
-                 "erle_db")
+    __slots__ = ("_lags", "_left", "_limit", "_next", "_stretches", "chunks", "coherence", "erl_db", "erle_db")
 
     def __init__(self, samples: int, rate: int, max_delay_s: float) -> None:
         self._left = samples  # audible playback still to hear before judging
