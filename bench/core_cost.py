@@ -7,11 +7,12 @@ A load run (`bench.load`, `bench.ab`) measures the whole server, but on a machin
 other work its CPU figure swings by a third from run to run. This measures the parts of a call
 that need no socket, each the least CPU time of several runs (the run least disturbed): the core
 (`Call.handle` for every event of a scripted call: greeting, barge-in, reply, 6 rounds, caller
-speech from tests/audio), the Twilio codec encoding the core's phone actions, and a TTS decoder
-turning 60 s of ``pcm_16000`` chunks into 8 kHz, and the echo guard alone over 30 s of the agent
-talking (per minute of talking). The trees are measured in turn, each in a fresh
-process, ``--rounds`` times, and the medians printed; the transport itself (uvicorn, websockets,
-Starlette) is not in it.
+speech from tests/audio; with the shipped settings, and again with ``[aec] mode = "off"``: the
+script has no echo, so the two should cost the same, the runs interleaved), the Twilio codec
+encoding the core's phone actions, and a TTS decoder turning 60 s of ``pcm_16000`` chunks into
+8 kHz, and the echo guard alone over 30 s of the agent talking (per minute of talking). The
+trees are measured in turn, each in a fresh process, ``--rounds`` times, and the medians
+printed; the transport itself (uvicorn, websockets, Starlette) is not in it.
 
 Runs as a script inside each tree (``PYTHONPATH=TREE``), so a tree older than this file can be
 measured too: it imports only ``bridge`` and ``tests.support``.
@@ -36,6 +37,17 @@ def _best(repeat: int, work: Any) -> float:
         t0 = time.process_time()
         work()
         best = min(best, time.process_time() - t0)
+    return best
+
+
+def _interleaved(repeat: int, *works: Any) -> list[float]:
+    """`_best` of each of ``works``, run in turn, so that the machine's other load falls on all alike."""
+    best = [float("inf")] * len(works)
+    for _ in range(repeat):
+        for i, work in enumerate(works):
+            t0 = time.process_time()
+            work()
+            best[i] = min(best[i], time.process_time() - t0)
     return best
 
 
@@ -72,6 +84,15 @@ def scripted_call(cycles: int = 6) -> tuple[list[Any], float]:
     return events, d.now
 
 
+def _replay(events: list[Any], settings: Any = None) -> None:
+    """One call handling every event of the script, in order."""
+    from bridge.core.call import Call
+
+    call = Call(settings)
+    for event in events:
+        call.handle(event)
+
+
 def measure(cycles: int = 6, repeat: int = 5) -> dict[str, float]:
     from bridge.carriers.twilio.codec import TwilioCodec
     from bridge.core.actions import ClearPlayback, SendMark, SendMedia
@@ -82,12 +103,8 @@ def measure(cycles: int = 6, repeat: int = 5) -> dict[str, float]:
     events, call_s = scripted_call(cycles)
     per_min = 60 / call_s
 
-    def handle_all() -> None:  # one call, every event in turn
-        call = Call()
-        for event in events:
-            call.handle(event)
-
-    core = _best(repeat, handle_all)
+    off = _aec_off()
+    core, core_off = _interleaved(2 * repeat, lambda: _replay(events), lambda: _replay(events, off))
     call = Call()
     phone = [a for event in events for a in call.handle(event) if isinstance(a, SendMedia | SendMark | ClearPlayback)]
     codec = TwilioCodec()
@@ -108,9 +125,21 @@ def measure(cycles: int = 6, repeat: int = 5) -> dict[str, float]:
     echo = _best(repeat, lambda: _echo_guard(speech_frames()))
     return {"call_s": round(call_s, 1), "media_messages": sum(isinstance(a, SendMedia) for a in phone),
             "core_ms_per_call_min": round(core * 1000 * per_min, 2),
+            "core_aec_off_ms_per_call_min": round(core_off * 1000 * per_min, 2),
             "encode_ms_per_call_min": round(encode * 1000 * per_min, 2),
             "pcm16k_decode_ms_per_audio_min": round(tts * 1000, 2),
             "echo_guard_ms_per_talking_min": round(echo * 1000 * 2, 2)}
+
+
+def _aec_off() -> Any:
+    """The shipped call settings with the echo canceller off: the scripted call has no echo, so
+    the default (``auto``) should cost what this costs."""
+    import dataclasses
+
+    from bridge.core.aec import AecConfig
+    from bridge.core.call import CallSettings
+
+    return dataclasses.replace(CallSettings(), aec=AecConfig(mode="off"))
 
 
 def speech_frames() -> list[bytes]:

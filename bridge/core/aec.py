@@ -21,21 +21,25 @@ source by the echo path's delay alone (40-300 ms), which AEC3's own delay estima
 instance, more than the rest of a call's audio path. So it runs only while the agent's audio plays
 and for ``tail_ms`` after (the echo of the last syllable arrives up to the longest echo delay later,
 then reverberates: keep ``tail_ms`` at least the echo guard's ``max_delay_ms``), and with
-``mode = "auto"`` only on calls whose echo calls for it. A *probe* runs the canceller over the
-first ``probe_ms`` of the agent's audio and compares what it took out with what we played: that is
-the call's echo return loss (ERL), within 3 dB by the half second. What it took out counts only
-as far as it follows what we played (`_Probe` correlates the two): a fresh AEC3 suppresses hard
-before it has converged, and would otherwise take a caller talking over the first reply, or line
-hiss, for echo. Echo louder than ``-engage_erl_db`` engages the canceller for the rest of the
-call; otherwise it is dropped, and the level guard alone handles the faint echo, as without
-cancellation. The probe only listens (the caller's audio goes on raw meanwhile;
-`EchoCanceller._judge` says why). A call the probe found quiet is engaged later if the echo guard
-learns, on the raw line, an echo louder by ``_MARGIN_DB`` still (a caller who switches to
-speakerphone; the guard's estimate is a lower bound that noise and talk drag down): the core
-passes its ERL in with every chunk.
+``mode = "auto"`` only on calls whose echo calls for it. A *probe* listens to the raw line over
+the first ``probe_ms`` of the agent's audio, without any canceller: the part of the line that
+follows what we played (one cross-correlation over every delay up to `_MAX_DELAY_S`, when the
+probe has heard enough) is the echo, and its loss against what we played is the call's echo
+return loss (ERL), within a dB at any delay. A caller talking over the first reply, or line hiss,
+does not follow what we played, and does not count (`_Probe`). Echo louder than
+``-engage_erl_db`` engages the canceller for the rest of the call: it is made then and run at once
+over the blocks the probe kept, so it starts as converged as if it had run from the first frame.
+Otherwise no canceller is ever made, and the call does nothing per caller frame and only keeps
+the frames it plays: a call without echo costs what it costs with ``mode = "off"`` (when the probe
+ran AEC3 itself, calls without echo spent 11 % of a 100-call worker's CPU here). The probe only
+listens (the caller's audio goes on raw meanwhile; `EchoCanceller._judge` says why). A call the
+probe found quiet is engaged later if the echo guard learns, on the raw line, an echo louder by
+``_MARGIN_DB`` still (a caller who switches to speakerphone; the guard's estimate is a lower
+bound that noise and talk drag down): the core passes its ERL in (`EchoCanceller.clean` looks
+every `_RECHECK` frames).
 
 The level guard is not replaced: the listener hears the raw line exactly as without a canceller
-and the cleaned line beside it (``bridge.core.residual``), and a frame is the caller if either
+and, once the canceller runs, the cleaned line beside it (``bridge.core.residual``), and a frame is the caller if either
 says so. That keeps what the cleaned line costs out of the common case: AEC3 hands its output
 back 11 ms late at 8 kHz and softens the first frames of double talk, which, on the cleaned line
 alone, delayed a caller's onset by 40-60 ms wherever the raw line could already tell. The
@@ -78,6 +82,7 @@ _COHERENT: Final = 0.3  # the probe's removed signal correlates at least this mu
 _MARGIN_DB: Final = 10.0  # after a probe found no echo, the guard's cruder ERL (a lower bound: noise and a caller
 # talking over us drag it down) engages the canceller only this far under ``engage_erl_db``
 _RESIDUAL_MARGIN_DB: Final = 3.0  # the residual echo is assumed this much louder than the probe measured
+_RECHECK: Final = 25  # on a call judged echo-free, the echo guard's learnt ERL is looked at every this many frames
 _MAX_DELAY_S: Final = 0.35  # the longest echo delay the probe looks for (the echo guard's max_delay_ms and more)
 
 
@@ -206,6 +211,10 @@ class _Played:
                 self.since = start
             self.until = max(self.until, start + len(x) / self._rate)
 
+    def frames(self) -> list[tuple[bytes, float]]:
+        """The frames kept, as `add` was given them."""
+        return [(x.tobytes(), start / self._rate) for start, x, _, _ in self._frames]
+
     def take_back(self, at: float) -> None:
         """Frames due to start at ``at`` or later never play (the one in flight does)."""
         first = round(at * self._rate)
@@ -230,74 +239,89 @@ class _Played:
 
 
 class _Probe:
-    """Auto mode's first look at a call: while the canceller runs before the call is judged, how
-    loud what it took out was against what we played (the ERL), and whether what it took out
-    follows what we played at all. The second question matters: a fresh AEC3 suppresses hard
-    while its filter has not converged, so a caller talking over us in the first second loses
-    most of their power to it although the line holds no echo. Echo is our signal through a
-    linear path, so it correlates with what we played at the echo's delay; a caller does not.
-    So the removed signal is cross-correlated with the far end over every delay up to
-    ``max_delay``, and a call whose removed signal does not follow ours is judged echo-free."""
+    """Auto mode's first look at a call, on the raw line and without the canceller: how much of
+    the caller's audio follows what we played, and how loud that part is against it (the ERL).
+    Echo is our signal through a linear path, so at the echo's delay it correlates with what we
+    played; a caller talking over us, or line hiss, does not. So the line is cross-correlated with
+    the far end over every delay up to ``max_delay``, once, when the probe has heard enough; the
+    share of the line's power that follows ours at the best delay is the echo's (coherence
+    squared), and a line whose coherence stays under `_COHERENT` holds no echo to speak of.
+    Judging the raw line needs no canceller at all: a call without echo never runs one. The
+    blocks are kept, as the canceller would have been given them, so that a call judged echoic
+    can run the canceller over them at once and start as converged as if it had run all along."""
 
-    __slots__ = (
-        "_far", "_farx", "_lags", "_left", "_near", "_out", "_rate", "_removed", "coherence", "erl_db", "erle_db",
-    )
+    __slots__ = ("_lags", "_left", "_limit", "_next", "_stretches", "chunks", "coherence", "erl_db", "erle_db")
 
     def __init__(self, samples: int, rate: int, max_delay_s: float) -> None:
         self._left = samples  # audible playback still to hear before judging
-        self._rate = rate
+        self._limit = 4 * samples  # judge with what there is after this much playback, however quiet
         self._lags = round(max_delay_s * rate)
-        self._far = self._near = self._out = 0.0
-        self._farx: list[np.ndarray] = []  # every block the probe ran on: what we played, what AEC3 removed
-        self._removed: list[np.ndarray] = []
+        self._next = -1  # the sample after the last block kept: a block elsewhere starts a new stretch
+        self.chunks: list[tuple[int, np.ndarray, np.ndarray, bool]] = []  # first sample, near, far, audible
+        self._stretches: list[tuple[np.ndarray, int]] = []  # far before each stretch, index of its first chunk
         self.erl_db: float | None = None
-        self.erle_db = 0.0  # what the canceller removed over the probe (near over its output)
-        self.coherence: float | None = None  # the removed signal's peak normalised correlation with ours
+        self.erle_db = 0.0  # what the canceller removed over the probe (near over its output), once it runs
+        self.coherence: float | None = None  # the line's peak normalised correlation with what we played
 
-    def add(self, near: np.ndarray, out: np.ndarray, far: np.ndarray) -> float | None:
-        """One block the canceller ran on; the call's ERL (dB) once the probe has heard enough
-        (infinite when what was removed is not our echo)."""
+    def add(self, first: int, near: np.ndarray, far: np.ndarray, played: _Played) -> bool:
+        """One block the canceller would run on (``far`` read from ``played``); whether the probe
+        has heard enough to judge (`judge`)."""
+        if first != self._next:  # a new stretch of playback: keep what played up to the longest delay before it
+            self._stretches.append((played.read(first - self._lags, self._lags), len(self.chunks)))
+        self._next = first + len(near)
         x = far.astype(np.float64)
-        y, z = near.astype(np.float64), out.astype(np.float64)
-        self._farx.append(x)
-        self._removed.append(y - z)
-        power = float(np.dot(x, x))
-        if power < len(far) * float(_AUDIBLE) ** 2:
-            return None  # we were quiet: nothing to learn about the echo
-        self._far += power
-        self._near += float(np.dot(y, y))
-        self._out += float(np.dot(z, z))
-        self._left -= len(far)
-        if self._left > 0:
-            return None
-        removed = max(self._near - self._out, self._far * 1e-9)
-        self.coherence = self._coherence()
-        self.erle_db = 10 * math.log10(max(self._near, 1.0) / max(self._out, 1.0))
+        audible = float(np.dot(x, x)) >= len(far) * float(_AUDIBLE) ** 2  # else we were quiet: nothing to learn
+        self.chunks.append((first, near, far, audible))
+        self._left -= len(far) if audible else 0
+        self._limit -= len(far)
+        return self._left <= 0 or self._limit <= 0
+
+    def judge(self) -> float:
+        """The call's ERL in dB, infinite when the line does not follow what we played: the far
+        end's power at the best delay over the part of the line's power that follows it
+        (|f_k|^2 / (|y|^2 c^2), c the coherence), i.e. the inverse square of the echo path's gain
+        at that delay. Summed over the stretches the probe heard."""
+        corr = np.zeros(self._lags + 1)
+        windows = np.zeros(self._lags + 1)
+        power = 0.0
+        bounds = [i for _, i in self._stretches[1:]] + [len(self.chunks)]
+        for (before, i), j in zip(self._stretches, bounds, strict=True):
+            near = np.concatenate([c[1] for c in self.chunks[i:j]]).astype(np.float64)
+            far = np.concatenate([before, *(c[2] for c in self.chunks[i:j])]).astype(np.float64)
+            c, w = _xcorr(near, far, self._lags)
+            corr += c
+            windows += w
+            power += float(np.dot(near, near))
+        shares = np.abs(corr) / np.sqrt(np.maximum(windows, 1e-9) * max(power, 1e-9))
+        best = int(np.argmax(shares))
+        self.coherence = float(shares[best])
         if self.coherence < _COHERENT:
-            self.erl_db = math.inf  # what it took out was not ours: no echo to speak of
-        else:  # the share of the removed power that follows ours (all of it for echo alone)
-            self.erl_db = 10 * math.log10(self._far / (removed * self.coherence**2))
+            self.erl_db = math.inf  # the line does not follow ours: no echo to speak of
+        else:
+            self.erl_db = 10 * math.log10(max(float(windows[best]), 1.0) / (power * self.coherence**2))
         return self.erl_db
 
-    def _coherence(self) -> float:
-        """max over delays 0..max_delay of |sum r[n] f[n-k]| / (|r| |f|)."""
-        f, r = np.concatenate(self._farx), np.concatenate(self._removed)
-        norm = math.sqrt(float(np.dot(f, f)) * float(np.dot(r, r)))
-        if norm <= 0.0:
-            return 0.0
-        size = 1 << (2 * len(f) - 1).bit_length()
-        corr = np.fft.irfft(np.fft.rfft(r, size) * np.conj(np.fft.rfft(f, size)), size)[: self._lags + 1]
-        return float(np.max(np.abs(corr))) / norm
+    def drop(self) -> None:
+        """The verdict is in: the blocks are not needed any more."""
+        self.chunks = []
+        self._stretches = []
 
 
-def _correlation(near: np.ndarray, far: np.ndarray, lags: int) -> float:
-    """max over k in 0..lags of |sum near[n] far[n + lags - k]| / (|near| |far over the same n|):
-    how closely ``near`` follows ``far`` (which starts ``lags`` samples earlier) at its best delay."""
+def _xcorr(near: np.ndarray, far: np.ndarray, lags: int) -> tuple[np.ndarray, np.ndarray]:
+    """For k in 0..lags: sum near[n] far[n + lags - k] (``far`` starts ``lags`` samples earlier, so
+    k is the delay of ``near`` behind ``far``), and the far end's energy over the same n. One FFT."""
     n = len(near)
-    size = 1 << (n + len(far)).bit_length()
+    size = 1 << (len(far) - 1).bit_length()  # n + lags: no lag in 0..lags wraps round
     corr = np.fft.irfft(np.conj(np.fft.rfft(near, size)) * np.fft.rfft(far, size), size)[: lags + 1]
     energy = np.concatenate(([0.0], np.cumsum(far * far)))
     windows = energy[n : n + lags + 1] - energy[: lags + 1]  # far[j .. j + n) for j = 0 .. lags
+    return corr[::-1], windows[::-1]
+
+
+def _correlation(near: np.ndarray, far: np.ndarray, lags: int) -> float:
+    """How closely ``near`` follows ``far`` (which starts ``lags`` samples earlier) at its best
+    delay: max over delays of the normalised correlation (`_xcorr`)."""
+    corr, windows = _xcorr(near, far, lags)
     norm = np.sqrt(np.maximum(windows, 1e-9) * max(float(np.dot(near, near)), 1e-9))
     return float(np.max(np.abs(corr) / norm))
 
@@ -309,9 +333,9 @@ class EchoCanceller:
     """
 
     __slots__ = (
-        "_anchor", "_arrivals", "_behind", "_block", "_dither", "_engine", "_frame", "_loader", "_missing", "_played",
-        "_pos", "_probe", "_rate", "_recent", "_residual", "_spectra", "_tail", "_window", "config", "echoic",
-        "engaged", "frames",
+        "_anchor", "_arrivals", "_behind", "_block", "_clocked", "_dither", "_engine", "_frame", "_gate", "_loader",
+        "_off", "_parked", "_played", "_pos", "_probe", "_rate", "_recent", "_residual", "_spectra", "_tail",
+        "_wait", "_window", "config", "echoic", "engaged", "frames",
     )
 
     def __init__(self, config: AecConfig | None = None, rate: int = 8000, frame_samples: int = 160,
@@ -324,20 +348,26 @@ class EchoCanceller:
         self._played = _Played(rate, self._tail)
         self._loader = loader
         self._engine: Engine | None = None
-        self._missing = False  # the library failed to load once: never try again on this call
+        self._off = self.config.mode == "off"  # or the library failed to load once: never try again on this call
+        # Until the first frame of ours, and on a call judged echo-free, the line's clock is not kept
+        # (nothing at all is done per frame): a clock started later re-anchors, as at a call's start.
+        self._clocked = False
+        self._parked: deque[tuple[bytes, float]] | None = None  # judged echo-free: the frames played lately
+        self._wait = 0  # judged echo-free: caller frames until the echo guard's ERL is looked at again
         self._anchor = float("inf")  # when the line's first sample arrived, by the earliest arrival
         self._arrivals: deque[tuple[float, float]] = deque()  # (arrival, anchor it implies), rising anchors
-        self._pos = 0  # samples of the line seen
+        self._pos = 0  # samples of the line seen while the clock ran
         auto = self.config.mode == "auto"
-        self._probe = self._new_probe() if auto else None
+        self._probe = _Probe(round(self.config.probe_ms / 1000 * rate), rate, _MAX_DELAY_S) if auto else None
         self.echoic: bool | None = None if auto else self.config.mode == "on"  # None: not judged yet
         self._residual: float | None = None
+        self._gate: Gate | None = None  # the listener's gate, which hears the cleaned line while we may clean
         self._behind: _Reference | None = None  # the cleaned line's echo guard, fed while we may clean
-        self._dither = np.random.default_rng(0)
-        self._window = np.hanning(frame_samples)
+        self._dither: np.random.Generator | None = None  # `_excite`'s, made with the canceller
+        self._window = np.ones(0)
         self._spectra: deque[np.ndarray] = deque(maxlen=max(1, round(_TONAL_S * rate / frame_samples)))
         self._recent: deque[tuple[int, np.ndarray]] = deque(maxlen=max(1, round(_RECENT_S * rate / frame_samples)))
-        self.engaged = False  # whether the canceller ran on the last chunk (its output is used once echoic)
+        self.engaged = False  # whether the canceller ran on the last chunk (and handed back its output)
         self.frames = 0
 
     @property
@@ -348,25 +378,42 @@ class EchoCanceller:
     def behind(self, listener: Listening) -> _Reference:
         """The playout's echo reference with this canceller beside ``listener``; ``listener`` alone
         when the canceller is off, so a call that never cancels pays nothing per played frame.
-        Otherwise the listener hears the cleaned line too (`Gate.clean_too`): the canceller feeds
-        that line's echo guard only while it may clean (not on a call the probe found echo-free),
-        and the line asks the canceller whether its output follows ours (`follows_us`)."""
+        Otherwise the listener hears the cleaned line too (`Gate.clean_too`) from when the canceller
+        may clean (``mode = "on"``: at once; auto: once the probe, or later the echo guard, finds
+        echo): the canceller feeds that line's echo guard, and the line asks the canceller whether
+        its output follows ours (`follows_us`)."""
         if self.config.mode == "off":
             return listener
-        cleaned = listener.gate.clean_too()
-        self._behind = cleaned.guard
-        cleaned.echoing = self.follows_us
+        self._gate = listener.gate
+        if self.echoic:
+            self._attach()
         return Fanout(listener, self)
 
+    def _attach(self) -> None:
+        """The listener hears the cleaned line from now on (auto mode: once the call is judged echoic;
+        until then the cleaned line would only hold stand-ins for the raw one)."""
+        if self._gate is not None:
+            cleaned = self._gate.clean_too()
+            self._behind = cleaned.guard
+            cleaned.echoing = self.follows_us
+
     def played(self, pcm: bytes, start: float) -> None:
-        """One frame of ours will play at the caller from ``start`` (frames come in play order)."""
-        if self.config.mode != "off" and not self._missing:
+        """One frame of ours will play at the caller from ``start`` (frames come in play order).
+        On a call judged echo-free it is only kept aside, for an echo the guard learns later."""
+        if self._parked is not None:
+            self._parked.append((pcm, start))
+        elif not self._off:
+            self._clocked = True
             self._played.add(pcm, start)
-            if self._behind is not None and self.echoic is not False:
+            if self._behind is not None:
                 self._behind.played(pcm, start)
 
     def cleared(self, at: float) -> None:
         """Playback was cleared at ``at``: frames due to start then or later never play."""
+        if self._parked is not None:
+            first = round(at * self._rate)
+            while self._parked and round(self._parked[-1][1] * self._rate) >= first:
+                self._parked.pop()
         self._played.take_back(at)
         if self._behind is not None:
             self._behind.cleared(at)
@@ -386,38 +433,57 @@ class EchoCanceller:
         where the policy says so; otherwise the very same bytes. ``erl_db``: the echo return loss
         the echo guard has learnt on this call (None: not yet); after a probe found no echo, a
         louder echo the guard learns on the raw line engages the canceller."""
-        if self.config.mode == "off" or self._missing:
-            return pcm
+        if not self._clocked:  # off, before our first frame, or judged echo-free
+            if self._parked is None or erl_db is None or erl_db >= self.config.engage_erl_db - _MARGIN_DB:
+                return pcm
+            self._wake()
         count = len(pcm) // 2
         start = self._clock(count, at)
-        if self.echoic is False and erl_db is not None and erl_db < self.config.engage_erl_db - _MARGIN_DB:
-            self.echoic = True  # for good: from now on the guard hears the cleaned line, not the echo path
         first = round(start * self._rate)
         self._played.forget(first - round((_KEEP_S + _MAX_DELAY_S + _RECENT_S) * self._rate))
-        self.engaged = self.echoic is not False and self._playing(start, start + count / self._rate)
         whole = count - count % self._block
-        if not self.engaged or not whole or not self._ready() or self._engine is None:
-            self.engaged = False
+        self.engaged = False
+        if not whole or not self._playing(start, start + count / self._rate):
             self._recent.clear()  # `follows_us` reads a contiguous stretch
             return pcm
         near = np.frombuffer(pcm, "<i2", count=whole)
         far = self._played.read(first, whole)
-        out = np.asarray(self._engine.process(near, self._excite(far)), dtype="<i2")
-        self.frames += max(1, round(whole / self._frame))
-        self._recent.append((first, out))
-        if self.echoic is None and self._probe is not None:
-            self._judge(self._probe.add(near, out, far))
-            return pcm  # the probe only listens: see `_judge`
+        if self.echoic is None and self._probe is not None:  # the probe only listens: see `_judge`
+            if not self._probe.add(first, near, far, self._played):
+                return pcm
+            out = self._judge()
+        elif self._ready():
+            out = self._cancel(first, near, far)
+        else:
+            out = None
+        if out is None:
+            return pcm
+        self.engaged = True
         return out.tobytes() + pcm[2 * whole :]
 
     def clean(self, pcm: bytes, at: float, gate: Gate) -> bytes:
-        """`process` as the call wires it: the raw line's guard's learnt ERL in, and when the
-        probe engages the canceller, the residual echo's loss out (`take_residual`) to the
-        cleaned line's guard (with no cleaned line, to the raw line's guard, which then hears
-        the cleaned line)."""
-        out = self.process(pcm, at, gate.echo.erl_db if gate.echo.learnt else None)
-        if (loss := self.take_residual()) is not None:
+        """`process` as the call wires it: the raw line's guard's learnt ERL in (while the probe's
+        verdict is that there is no echo), and when the probe engages the canceller, the residual
+        echo's loss out (`take_residual`) to the cleaned line's guard (with no cleaned line, to the
+        raw line's guard, which then hears the cleaned line)."""
+        if self._parked is not None:  # judged echo-free
+            self._wait -= 1
+            if self._wait > 0:  # the guard's ERL moves slowly: a look every `_RECHECK` frames will do
+                return pcm
+            self._wait = _RECHECK
+            echo = gate.echo
+            return self.process(pcm, at, echo.erl_db if echo.learnt else None)
+        out = self.process(pcm, at)
+        if self._residual is not None and (loss := self.take_residual()) is not None:
             (gate.echo if gate.cleaned is None else gate.cleaned.guard).assume(loss)
+        return out
+
+    def _cancel(self, first: int, near: np.ndarray, far: np.ndarray) -> np.ndarray:
+        """The canceller's output for one block (``near`` starts at line sample ``first``)."""
+        assert self._engine is not None
+        out = np.asarray(self._engine.process(near, self._excite(far)), dtype="<i2")
+        self.frames += max(1, round(len(near) / self._frame))
+        self._recent.append((first, out))
         return out
 
     def _excite(self, far: np.ndarray) -> np.ndarray:
@@ -434,6 +500,8 @@ class EchoCanceller:
         second hold at least `_TONAL_SHARE` of its power (speech at most 0.83, a tone 1.0, a
         three-note chord 0.93). Seeded: a call replays the same."""
         size = self._frame
+        if self._dither is None:
+            self._dither, self._window = np.random.default_rng(0), np.hanning(size)
         x = far.astype(np.float64)
         for k in range(0, len(x) - size + 1, size):
             self._spectra.append(np.square(np.abs(np.fft.rfft(x[k : k + size] * self._window))))
@@ -461,22 +529,76 @@ class EchoCanceller:
         far = self._played.read(first - lags, len(out) + lags).astype(np.float64)
         return _correlation(out, far, lags) >= _COHERENT
 
-    def _new_probe(self) -> _Probe:
-        return _Probe(round(self.config.probe_ms / 1000 * self._rate), self._rate, _MAX_DELAY_S)
+    def _judge(self) -> np.ndarray | None:
+        """The probe's verdict; on a call judged echoic, the canceller's output for the block that
+        completed the probe. While the probe listens the caller's audio goes on raw: the echo guard
+        downstream then learns the loss of the real echo path, which is right if the call turns out
+        to need no cancelling. Had it heard the cleaned line, it would learn that there is no echo,
+        and once the canceller stopped, the echo it had never heard would pass it as the caller.
+        The other way round (raw, then cleaned) would leave the guard stricter than it needs to be
+        until it re-learnt: `take_residual` hands it the new loss."""
+        assert self._probe is not None
+        erl_db = self._probe.judge()
+        self.echoic = erl_db < self.config.engage_erl_db
+        if not self.echoic:
+            self._park()
+            return None
+        out = self._catch_up()
+        if out is not None:
+            self._residual = erl_db + self._probe.erle_db - _RESIDUAL_MARGIN_DB
+        return out
 
-    def _judge(self, erl_db: float | None) -> None:
-        """The probe's verdict, once it has one. While it listens the caller's audio goes on raw:
-        the echo guard downstream then learns the loss of the real echo path, which is right if
-        the call turns out to need no cancelling. Had it heard the cleaned line, it would learn
-        that there is no echo, and once the canceller stopped, the echo it had never heard would
-        pass it as the caller. The other way round (raw, then cleaned) would leave the guard
-        stricter than it needs to be until it re-learnt: `take_residual` hands it the new loss."""
-        if erl_db is not None:
-            self.echoic = erl_db < self.config.engage_erl_db
-            if not self.echoic:
-                self._engine = None  # a call without echo gives its canceller's memory back
-            elif self._probe is not None:
-                self._residual = erl_db + self._probe.erle_db - _RESIDUAL_MARGIN_DB
+    def _catch_up(self) -> np.ndarray | None:
+        """Run the fresh canceller over every block the probe kept, in order, as it would have run
+        had it been on from the start (so it is as converged now), and measure what it removed
+        over the probe's audible blocks (``erle_db``). Its output for the last block, or None
+        without the library."""
+        assert self._probe is not None
+        chunks, self._probe.chunks = self._probe.chunks, []
+        self._probe.drop()
+        if not self._ready():
+            return None
+        self._attach()
+        if self._behind is not None:
+            for pcm, start in self._played.frames():  # the cleaned line's guard hears what played from now on
+                self._behind.played(pcm, start)
+        near_power = out_power = 0.0
+        out = np.zeros(0, np.int16)
+        self._recent.clear()
+        for k, (first, near, far, audible) in enumerate(chunks):
+            if k and first != chunks[k - 1][0] + len(chunks[k - 1][1]):
+                self._recent.clear()  # `follows_us` reads a contiguous stretch
+            out = self._cancel(first, near, far)
+            if audible:
+                y, z = near.astype(np.float64), out.astype(np.float64)
+                near_power += float(np.dot(y, y))
+                out_power += float(np.dot(z, z))
+        self._probe.erle_db = 10 * math.log10(max(near_power, 1.0) / max(out_power, 1.0))
+        return out
+
+    def _park(self) -> None:
+        """A call without echo: keep only the frames we play (raw, for `_wake`), not the line's clock."""
+        keep = max(1, round(2 * (_KEEP_S + _MAX_DELAY_S + _RECENT_S) * self._rate / self._frame))
+        self._parked = deque(self._played.frames(), maxlen=keep)
+        self._played = _Played(self._rate, self._tail)
+        self._clocked = False
+        self._recent.clear()
+
+    def _wake(self) -> None:
+        """The echo guard learnt, on the raw line of a call the probe found quiet, an echo loud enough
+        to cancel (a caller who switched to speakerphone): cancel from now on, for good, on a fresh
+        clock (as at the start of a call), with what played lately as the reference."""
+        assert self._parked is not None
+        parked, self._parked = self._parked, None
+        self.echoic = True  # from now on the guard hears the cleaned line, not the echo path
+        self._attach()  # the cleaned line, its guard given what played lately
+        for pcm, start in parked:
+            self._played.add(pcm, start)
+            if self._behind is not None:
+                self._behind.played(pcm, start)
+        self._clocked = True
+        self._anchor = float("inf")
+        self._arrivals.clear()
 
     def take_residual(self) -> float | None:
         """Once, when the probe engages the canceller: how far below what we play the echo left
@@ -511,7 +633,9 @@ class EchoCanceller:
         return self._played.since <= end and start <= self._played.until + self._tail
 
     def _ready(self) -> bool:
-        if self._engine is None and not self._missing:
+        """Whether the canceller is there, made at first need (a call without echo never makes one)."""
+        if self._engine is None and not self._off:
             self._engine = self._loader(self._rate)
-            self._missing = self._engine is None
+            if self._engine is None:  # without the library: the line goes on as without a canceller
+                self._off, self._clocked = True, False
         return self._engine is not None

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 
-from bridge.core.aec import AecConfig, EchoCanceller, load_engine
+from bridge.core.aec import AecConfig, EchoCanceller, Engine, load_engine
 from bridge.core.audio import pcm_to_ulaw, ulaw_to_pcm
 from bridge.core.bargein import Listener
 from bridge.core.vad import Change, SpeechConfirmed, SpeechStarted, VadConfig
@@ -80,10 +81,17 @@ def _listen(far: np.ndarray, line: np.ndarray) -> list[Change]:
     """The line through the canceller (auto) into the listener, wired as the core wires them: both
     get the played frames, the canceller is told the ERL the listener's echo guard has learnt and
     hands its residual to the cleaned line's guard, the listener hears the raw line and the cleaned one."""
-    aec, listener = EchoCanceller(AecConfig(mode="auto")), Listener(VadConfig())
+    return _wired(far, line, EchoCanceller(AecConfig(mode="auto")), Listener(VadConfig()))[0]
+
+
+def _wired(far: np.ndarray, line: np.ndarray, aec: EchoCanceller, listener: Listener,
+           learnt: tuple[float, float] | None = None) -> tuple[list[Change], np.ndarray]:
+    """`_listen` with the canceller and listener given; the listener's changes and the canceller's
+    output. ``learnt``: (when, ERL dB) the listener's echo guard takes as learnt from then on."""
     reference = aec.behind(listener)
     changes: list[Change] = []
     frames = len(line) // FRAME
+    out = np.zeros(frames * FRAME)
     sent = 0
     for j in range(frames):
         now = (j + 1) * FRAME_S
@@ -92,10 +100,21 @@ def _listen(far: np.ndarray, line: np.ndarray) -> list[Change]:
             if any(frame):
                 reference.played(frame, sent * FRAME_S)
             sent += 1
+        if learnt is not None and now >= learnt[0] > now - FRAME_S:
+            listener.gate.echo.assume(learnt[1])
         raw = line[j * FRAME : (j + 1) * FRAME].astype("<i2").tobytes()
         pcm = aec.clean(raw, now, listener.gate)
+        out[j * FRAME : (j + 1) * FRAME] = _samples(pcm)
         changes += listener.feed(raw, now, pcm if aec.cleaning else None)
-    return changes
+    return changes, out
+
+
+def _counted(made: list[int]) -> Callable[[int], Engine | None]:
+    """`load_engine`, noting in ``made`` every canceller it makes."""
+    def load(rate: int) -> Engine | None:
+        made.append(rate)
+        return load_engine(rate)
+    return load
 
 
 def _db(x: np.ndarray) -> float:
@@ -129,11 +148,12 @@ def test_a_caller_talking_over_the_echo_keeps_their_level_within_a_few_db() -> N
 def test_a_caller_on_a_line_without_echo_is_not_touched_in_auto_mode() -> None:
     voice = _samples(load_wav("caller_02.wav"))
     far, _, line = _call(_agent(), echo_db=None, caller=(voice, AGENT_AT + 4.0))
-    aec = EchoCanceller(AecConfig(mode="auto"))
+    made: list[int] = []
+    aec = EchoCanceller(AecConfig(mode="auto"), loader=_counted(made))
     out = _run(aec, far, line)
     assert aec.echoic is False and aec.erl_db is not None and aec.erl_db > 60.0
-    assert 0 < aec.frames <= 0.8 / FRAME_S  # the probe ran over the first half second of agent audio, no more
-    assert np.array_equal(out, line[: len(out)])  # and only listened
+    assert aec.frames == 0 and not made  # judged on the raw line: no canceller was ever made or run
+    assert np.array_equal(out, line[: len(out)])  # and the probe only listened
 
 
 def test_auto_mode_leaves_a_quiet_echo_to_the_level_guard_and_cancels_a_loud_one() -> None:
@@ -144,7 +164,7 @@ def test_auto_mode_leaves_a_quiet_echo_to_the_level_guard_and_cancels_a_loud_one
     _run(quiet, far, line)
     far, _, line = _call(agent, echo_db=-20.0)
     _run(loud, far, line)
-    assert quiet.echoic is False and quiet.frames <= 0.8 / FRAME_S
+    assert quiet.echoic is False and quiet.frames == 0
     assert loud.echoic is True and loud.frames >= (len(agent) / RATE - 0.5) / FRAME_S
     assert quiet.erl_db is not None and loud.erl_db is not None
     assert abs(quiet.erl_db - 30.0) < 3.0 and abs(loud.erl_db - 20.0) < 3.0
@@ -213,6 +233,25 @@ def test_echo_the_guard_learns_later_engages_a_call_the_probe_found_quiet() -> N
     assert aec.echoic is False  # quieter than the threshold: still nothing to do
     aec.process(b"\x00\x00" * FRAME, 5.04, erl_db=12.0)
     assert aec.echoic is True and aec.frames == done + 1  # the agent is still playing
+
+
+def test_a_caller_who_switches_to_speakerphone_mid_call_gets_the_canceller() -> None:
+    """The probe hears no echo (a handset), and no canceller is made; 4 s in, the agent comes back
+    6 dB down (a speakerphone), and the listener's echo guard learns that on the raw line: the
+    canceller engages, takes the echo out, and the listener hears the cleaned line beside the raw one."""
+    far, _, handset = _call(_agent(), echo_db=None)
+    _, _, speaker = _call(_agent(), echo_db=-6.0)
+    switch = AGENT_AT + 4.0
+    line = np.concatenate([handset[: round(switch * RATE)], speaker[round(switch * RATE) :]])
+    made: list[int] = []
+    aec, listener = EchoCanceller(AecConfig(mode="auto"), loader=_counted(made)), Listener(VadConfig())
+    _, out = _wired(far, line[: round(switch * RATE)], aec, listener)
+    assert aec.erl_db == math.inf and aec.echoic is False and not made and listener.gate.cleaned is None
+    aec, listener = EchoCanceller(AecConfig(mode="auto")), Listener(VadConfig())
+    _, out = _wired(far, line, aec, listener, learnt=(switch + 1.0, 6.0))
+    assert aec.echoic is True and listener.gate.cleaned is not None
+    late = slice(len(out) - 2 * RATE, len(out))
+    assert _db(line[late]) - _db(out[late]) >= 20.0
 
 
 def test_mode_off_never_touches_the_audio() -> None:
