@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.core_cost import _best, scripted_call
+from bench.core_cost import _best, _replay, scripted_call
 from bench.load import RESULTS, _arguments, run_once
 from bench.procs import machine_description
 
@@ -201,7 +201,7 @@ def recorder_cost(cycles: int = 6, repeat: int = 5) -> dict[str, float]:
 
     call = Call()
     steps = [(event, call.handle(event)) for event in events]  # what the session hands the recorder
-    core = _best(repeat, lambda: [Call().handle(event) for event in events])
+    core = _best(repeat, lambda: _replay(events))  # one call, every event in turn
 
     def watch(audio: bool) -> None:
         recorder = CallRecorder(lambda r: None, lambda: call.snapshot, audio=audio)
