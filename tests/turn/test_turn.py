@@ -61,11 +61,14 @@ def test_no_words_is_no_text_evidence() -> None:
     assert text_prob("") is None and text_prob(" ... ") is None
 
 
-def test_a_falling_end_sounds_complete_and_a_rising_end_does_not() -> None:
+@pytest.mark.parametrize("seconds", [1.0, 30.0])
+def test_a_falling_end_sounds_complete_and_a_rising_end_does_not(seconds: float) -> None:
+    """As much on a turn of half a minute (its pitch read from a sample of its frames) as on one second."""
     def glide(f_end: float) -> bytes:
-        t = np.arange(8000) / 8000
-        f = np.where(t < 0.6, 180.0, 180.0 + (f_end - 180.0) * (t - 0.6) / 0.4)
-        loud = np.where(t < 0.6, 0.5, 0.5 * (0.15 if f_end < 180 else 1.0) ** ((t - 0.6) / 0.4))
+        t = np.arange(int(8000 * seconds)) / 8000
+        start = seconds - 0.4
+        f = np.where(t < start, 180.0 + 10 * np.sin(t), 180.0 + (f_end - 180.0) * (t - start) / 0.4)
+        loud = np.where(t < start, 0.5, 0.5 * (0.15 if f_end < 180 else 1.0) ** ((t - start) / 0.4))
         x = loud * np.sign(np.sin(2 * np.pi * np.cumsum(f) / 8000))  # a buzz: harmonics like a voice
         return (np.concatenate([x, np.zeros(2000)]) * 12000).astype("<i2").tobytes()
 
@@ -110,3 +113,7 @@ def test_the_judge_of_a_growing_utterance_answers_as_if_it_heard_each_whole() ->
         assert audio_prob(speech[:end], 8000, track) == audio_prob(speech[:end], 8000)
     other = load_wav("caller_07.wav")
     assert audio_prob(other, 8000, track) == audio_prob(other, 8000)
+    long_turn = b"".join(load_wav(f"caller_0{n}.wav") for n in (5, 6, 8))  # 10 s: pitch from a sample
+    track = PitchTrack()
+    for end in range(len(long_turn) // 2, len(long_turn) + 1, 8000):
+        assert audio_prob(long_turn[:end], 8000, track) == audio_prob(long_turn[:end], 8000)
