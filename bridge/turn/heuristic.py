@@ -41,7 +41,7 @@ from numpy.typing import NDArray
 
 from bridge.turn.base import TurnJudge, TurnVerdict, WaitPolicy
 
-__all__ = ["HeuristicJudge", "PitchTrack", "audio_prob", "prosody", "text_prob"]
+__all__ = ["AUDIO_MOST", "HeuristicJudge", "PitchTrack", "audio_prob", "prosody", "text_prob"]
 
 
 
@@ -98,7 +98,12 @@ def audio_prob(pcm: bytes, rate: int, track: PitchTrack | None = None) -> float 
     fall, drop = found
     pitch_score = 1 if fall <= 0.92 else -1 if fall >= 1.03 else 0
     loud_score = 1 if drop >= 6.0 else -1 if drop <= 2.0 else 0
-    return 0.5 + 0.25 * pitch_score + 0.1 * loud_score
+    return 0.5 + _PITCH * pitch_score + _LOUDNESS * loud_score
+
+
+_PITCH: Final = 0.25
+_LOUDNESS: Final = 0.1
+AUDIO_MOST: Final = 0.5 + _PITCH + _LOUDNESS  # the surest `audio_prob`: a fall of both
 
 
 _END_VOICED: Final = 30  # the end's voiced frames (~300 ms) whose median pitch is compared
@@ -224,6 +229,7 @@ class HeuristicJudge:
         self.use_text = use_text
         self.audio = audio
         self.track = PitchTrack()  # one judge per call: its utterances grow from candidate to candidate
+        self.audio_most = audio.audio_most if audio is not None else AUDIO_MOST
         base = audio.name if audio is not None else "heuristic"
         self.name = f"{base}+text" if use_text and audio is not None else base if use_text else f"{base}-audio"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 
@@ -117,3 +119,36 @@ def test_the_judge_of_a_growing_utterance_answers_as_if_it_heard_each_whole() ->
     track = PitchTrack()
     for end in range(len(long_turn) // 2, len(long_turn) + 1, 8000):
         assert audio_prob(long_turn[:end], 8000, track) == audio_prob(long_turn[:end], 8000)
+
+
+class Sure:
+    """A judge that can be sure from audio alone (as the model can)."""
+
+    name = "sure"
+    audio_most = 1.0
+
+    def judge(self, pcm: bytes, rate: int, transcript: str | None = None) -> TurnVerdict:
+        return TurnVerdict(0.95, 0, True, self.name)
+
+
+async def test_without_words_a_judge_whose_verdict_could_change_nothing_is_not_asked() -> None:
+    """The heuristic's prosody never reaches the core's ``confident_audio``: without a transcriber
+    no candidate costs a thread or a pitch track; a judge that can be that sure is still asked."""
+    from bridge.core.actions import JudgeTurn
+    from bridge.core.events import TurnVerdict as Verdict
+    from bridge.server.listening import Listening
+
+    utterance = load_wav("caller_02.wav")
+    for judge, asked in ((HeuristicJudge(), False), (HeuristicJudge(use_text=False), False), (Sure(), True),
+                         (HeuristicJudge(audio=Sure()), True)):
+        put: list[object] = []
+        listening = Listening(judge, None, put.append, lambda: 1.0, lambda: "CA1")
+        listening.ask(JudgeTurn(1, utterance, 1, sure_audio=0.9))
+        listening.ask(JudgeTurn(2, utterance, 2, sure_audio=0.0))  # max_ms below vad.end_ms: every verdict counts
+        expected = [1, 2] if asked else [2]
+        for _ in range(500):  # every judgement asked has answered (a loaded machine: up to 5 s)
+            await asyncio.sleep(0.01)
+            if not listening._tasks:
+                break
+        await listening.aclose()
+        assert [v.candidate for v in put if isinstance(v, Verdict)] == expected, judge.name
