@@ -146,11 +146,13 @@ def cpu_ms(judge: TurnJudge, cands: list[Candidate], repeat: int) -> float:
     return statistics.median(times)
 
 
-def _padded(name: str) -> bytes:
-    """A caller clip of tests/audio with 300 ms of silence before and 200 ms after, as a turn reaches
-    the judge at a candidate end."""
-    with wave.open(str(REPO / "tests" / "audio" / name), "rb") as w:
-        pcm = w.readframes(w.getnframes())
+def _padded(*names: str) -> bytes:
+    """Caller clips of tests/audio, one after the other, with 300 ms of silence before and 200 ms
+    after, as a turn reaches the judge at a candidate end."""
+    pcm = b""
+    for name in names:
+        with wave.open(str(REPO / "tests" / "audio" / name), "rb") as w:
+            pcm += w.readframes(w.getnframes())
     return bytes(RATE * 3 // 10 * 2) + pcm + bytes(RATE // 5 * 2)
 
 
@@ -170,13 +172,15 @@ def _afresh(pcm: bytes) -> None:
 
 def cost(repeat: int) -> str:
     """The heuristic judge's CPU on audio alone (no words), least of ``repeat`` runs: each of
-    caller_02/03/07 judged whole by a judge that has not heard it grow (most judgements), and 11
-    candidates 100 ms apart over one growing utterance (caller_02) judged by one judge."""
+    caller_02/03/07 judged whole by a judge that has not heard it grow (most judgements), the same
+    for a 10 s turn (caller_05, 06 and 08 in a row), and 11 candidates 100 ms apart over one
+    growing utterance (caller_02) judged by one judge."""
     lines = [f"| judgement | CPU ms, least of {repeat} runs |", "|---|---:|"]
-    for name in ("caller_02.wav", "caller_03.wav", "caller_07.wav"):
-        pcm = _padded(name)
+    for names in (("caller_02.wav",), ("caller_03.wav",), ("caller_07.wav",),
+                  ("caller_05.wav", "caller_06.wav", "caller_08.wav")):
+        pcm = _padded(*names)
         ms = _least_ms(partial(_afresh, pcm), repeat)
-        lines.append(f"| {name}, {len(pcm) / 2 / RATE:.2f} s, afresh | {ms:.2f} |")
+        lines.append(f"| {' + '.join(names)}, {len(pcm) / 2 / RATE:.2f} s, afresh | {ms:.2f} |")
     pcm = _padded("caller_02.wav")
     ends = [len(pcm) - k * RATE // 10 * 2 for k in range(10, -1, -1)]
 
