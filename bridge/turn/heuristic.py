@@ -27,7 +27,9 @@ millisecond of pitch tracking for a turn of a few seconds, not much more for a m
 * loudness: the last 200 ms against the turn's median speech level: 6 dB down or more scores +1
   (speakers trail off at a sentence end), within 2 dB scores -1.
 
-The audio score maps to 0.5 ± 0.25 (pitch) ± 0.1 (loudness). With text, the verdict leans on the
+The audio score maps to 0.5 ± 0.25 (pitch) ± 0.1 (loudness): at most 0.85 (`AUDIO_MOST`), short of
+the core's ``turn.confident_audio`` (0.9 by default), so without words its verdict changes nothing and the shell
+does not ask for it (`bridge.server.listening`). With text, the verdict leans on the
 text when the text is decisive (≤ 0.2 or ≥ 0.8: 80 % text) and averages the two otherwise.
 """
 
@@ -108,7 +110,7 @@ AUDIO_MOST: Final = 0.5 + _PITCH + _LOUDNESS  # the surest `audio_prob`: a fall 
 
 _END_VOICED: Final = 30  # the end's voiced frames (~300 ms) whose median pitch is compared
 _BODY_FRAMES: Final = 256  # most speech frames read for the utterance's median pitch (see `prosody`)
-_BATCH: Final = 64  # frames per FFT batch: its arrays (~250 kB) stay in the CPU's cache
+_BATCH: Final = 64  # frames per FFT batch: its arrays (~260 kB each at 8 kHz) stay in the CPU's cache
 
 
 def prosody(pcm: bytes, rate: int, track: PitchTrack | None = None) -> tuple[float, float] | None:
@@ -195,8 +197,8 @@ class PitchTrack:
     same audio and a little more. Each 40 ms frame's pitch depends on that frame alone, so the
     frames of the audio already judged keep theirs and only the new ones are tracked. Audio that
     does not begin with the last is tracked anew. One per call (its judge's). Two judgements of a
-    call may overlap in worker threads: the state is read and replaced whole, so an overlap only
-    costs a recomputation."""
+    call may overlap in worker threads: the state is replaced whole, and its pitch is filled in
+    only with final values (NaN until then), so an overlap only costs a recomputation."""
 
     __slots__ = ("_state",)
 
