@@ -110,7 +110,7 @@ AUDIO_MOST: Final = 0.5 + _PITCH + _LOUDNESS  # the surest `audio_prob`: a fall 
 
 _END_VOICED: Final = 30  # the end's voiced frames (~300 ms) whose median pitch is compared
 _BODY_FRAMES: Final = 256  # most speech frames read for the utterance's median pitch (see `prosody`)
-_BATCH: Final = 64  # frames per FFT batch: its arrays (~260 kB each at 8 kHz) stay in the CPU's cache
+_BATCH_BYTES: Final = 128 * 1024  # an FFT batch's spectrum (31 frames at 8 kHz; see `_fill`)
 
 
 def prosody(pcm: bytes, rate: int, track: PitchTrack | None = None) -> tuple[float, float] | None:
@@ -123,7 +123,7 @@ def prosody(pcm: bytes, rate: int, track: PitchTrack | None = None) -> tuple[flo
     of a longer one every 2nd, 4th... (the frames whose index is a multiple of that power of two,
     so a growing turn keeps those it already has). On 20 s and 15 s of one espeak-ng voice, cut
     every 100 ms, that sample moved the fall by 2.7 % at most and changed no verdict; a 20 s turn
-    costs 1.5 ms instead of 16 (docs/benchmarks.md)."""
+    costs 1.6 ms instead of 12 (docs/benchmarks.md)."""
     x = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.float64) / 32768.0
     hop = rate // 100
     size = 4 * hop  # 40 ms frames every 10 ms
@@ -165,11 +165,21 @@ def _energies(x: NDArray[np.float64], hop: int, size: int) -> NDArray[np.float64
 
 
 def _fill(f0: NDArray[np.float64], idx: NDArray[np.intp], frames: NDArray[np.float64], rate: int) -> None:
-    """Track the pitch of the frames ``idx`` not yet tracked (NaN in ``f0``), in cache-sized batches."""
+    """Track the pitch of the frames ``idx`` not yet tracked (NaN in ``f0``), in batches of about
+    128 KiB of spectrum. Larger ones cost page faults: with 64 frames at 8 kHz (260 KiB) a fresh
+    process took ~500 faults and twice the CPU per judgement, glibc mapping arrays that large
+    anew or trimming the heap under them at every batch; smaller ones cost more numpy calls."""
     todo = idx[np.isnan(f0[idx])]
-    for at in range(0, len(todo), _BATCH):
-        batch = todo[at : at + _BATCH]
+    rows = max(1, _BATCH_BYTES // (16 * (_padded(frames.shape[1], rate) // 2 + 1)))
+    for at in range(0, len(todo), rows):
+        batch = todo[at : at + rows]
         f0[batch] = _pitch(frames[batch], rate)
+
+
+def _padded(n: int, rate: int) -> int:
+    """The FFT size for ``n``-sample frames: a power of two past the frame and its longest lag, so
+    the circular autocorrelation is the plain one at every lag read."""
+    return 1 << (n + rate // 60).bit_length()
 
 
 def _pitch(frames: NDArray[np.float64], rate: int) -> NDArray[np.float64]:
@@ -177,7 +187,7 @@ def _pitch(frames: NDArray[np.float64], rate: int) -> NDArray[np.float64]:
     lo, hi = rate // 400, rate // 60
     n = frames.shape[1]
     centred = frames - frames.mean(axis=1, keepdims=True)
-    padded = 1 << (n + hi).bit_length()  # a power of two past the frame and its longest lag: no wrap
+    padded = _padded(n, rate)
     spectrum = np.fft.rfft(centred, padded, axis=1)
     spectrum *= spectrum.conj()  # the power, kept complex: irfft converts a real input slowly
     ac = np.fft.irfft(spectrum, padded, axis=1)[:, : hi + 1]
