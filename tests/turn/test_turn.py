@@ -152,3 +152,10 @@ async def test_without_words_a_judge_whose_verdict_could_change_nothing_is_not_a
                 break
         await listening.aclose()
         assert [v.candidate for v in put if isinstance(v, Verdict)] == expected, judge.name
+
+
+def test_the_cost_benchmark_times_every_judgement_it_lists() -> None:
+    from bench.turn_model import cost
+
+    rows = [line for line in cost(1).splitlines() if ".wav" in line]
+    assert len(rows) == 5 and all(float(row.split("|")[2]) > 0 for row in rows), rows
