@@ -2,6 +2,7 @@
 
     python -m bench.turn_model make-clips     # (re)synthesise tests/audio/turns/ with espeak-ng
     python -m bench.turn_model [--per-minute 6] [--repeat 5] [--out bench/results/turn_model.md]
+    python -m bench.turn_model cost [--repeat 20]   # the heuristic's CPU per judgement, least of runs
 
 The clips (tests/audio/turns/, described in its README) are complete sentences and questions,
 unfinished ones ("I would like to book an appointment for"), and sentences with a 450 ms pause in
@@ -35,6 +36,7 @@ import time
 import wave
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -144,6 +146,54 @@ def cpu_ms(judge: TurnJudge, cands: list[Candidate], repeat: int) -> float:
     return statistics.median(times)
 
 
+def _padded(*names: str) -> bytes:
+    """Caller clips of tests/audio, one after the other, with 300 ms of silence before and 200 ms
+    after, as a turn reaches the judge at a candidate end."""
+    pcm = b""
+    for name in names:
+        with wave.open(str(REPO / "tests" / "audio" / name), "rb") as w:
+            pcm += w.readframes(w.getnframes())
+    return bytes(RATE * 3 // 10 * 2) + pcm + bytes(RATE // 5 * 2)
+
+
+def _least_ms(work: Callable[[], object], repeat: int) -> float:
+    """Least CPU ms of ``repeat`` runs of ``work``: the cost without the shared machine's noise."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.process_time()
+        work()
+        best = min(best, time.process_time() - start)
+    return best * 1000
+
+
+def _afresh(pcm: bytes) -> None:
+    HeuristicJudge(use_text=False).judge(pcm, RATE)
+
+
+def cost(repeat: int) -> str:
+    """The heuristic judge's CPU on audio alone (no words), least of ``repeat`` runs: each of
+    caller_02/03/07 judged whole by a judge that has not heard it grow (most judgements), the same
+    for a 10 s turn (caller_05, 06 and 08 in a row), and 11 candidates 100 ms apart over one
+    growing utterance (caller_02) judged by one judge."""
+    lines = [f"| judgement | CPU ms, least of {repeat} runs |", "|---|---:|"]
+    for names in (("caller_02.wav",), ("caller_03.wav",), ("caller_07.wav",),
+                  ("caller_05.wav", "caller_06.wav", "caller_08.wav")):
+        pcm = _padded(*names)
+        ms = _least_ms(partial(_afresh, pcm), repeat)
+        lines.append(f"| {' + '.join(names)}, {len(pcm) / 2 / RATE:.2f} s, afresh | {ms:.2f} |")
+    pcm = _padded("caller_02.wav")
+    ends = [len(pcm) - k * RATE // 10 * 2 for k in range(10, -1, -1)]
+
+    def growing() -> None:
+        judge = HeuristicJudge(use_text=False)
+        for end in ends:
+            judge.judge(pcm[:end], RATE)
+
+    lines.append(f"| caller_02.wav, 11 candidates 100 ms apart up to {len(pcm) / 2 / RATE:.2f} s, "
+                 f"one judge (all 11) | {_least_ms(growing, repeat):.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def judges() -> list[TurnJudge]:
     found: list[TurnJudge] = [HeuristicJudge(), HeuristicJudge(use_text=False)]
     try:
@@ -207,15 +257,18 @@ def run(per_minute: float, repeat: int) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", nargs="?", default="run", choices=["run", "make-clips"])
+    parser.add_argument("command", nargs="?", default="run", choices=["run", "make-clips", "cost"])
     parser.add_argument("--per-minute", type=float, default=6.0, help="candidate ends per call-minute")
-    parser.add_argument("--repeat", type=int, default=5, help="timing runs per candidate")
+    parser.add_argument("--repeat", type=int, default=None, help="timing runs per candidate (5; cost: 20)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "turn_model.md")
     args = parser.parse_args(argv)
     if args.command == "make-clips":
         make_clips()
         return
-    text = run(args.per_minute, args.repeat)
+    if args.command == "cost":
+        print(cost(args.repeat or 20))
+        return
+    text = run(args.per_minute, args.repeat or 5)
     print(text)
     args.out.write_text(text, encoding="utf-8")
 

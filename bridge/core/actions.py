@@ -144,11 +144,14 @@ class AbandonTurn:
 class JudgeTurn:
     """Ask the end-of-turn judge about candidate ``candidate``: is ``utterance`` (PCM16 at the call's rate, the
     caller's turn so far, up to the pause) a finished turn? The answer is a `TurnVerdict` event
-    naming the candidate; ``turn`` is the tentative turn started for it (-1: none)."""
+    naming the candidate; ``turn`` is the tentative turn started for it (-1: none). A verdict
+    from audio alone (no transcript) changes nothing below ``sure_audio``: a judge that never
+    says as much without words need not be asked then, and no verdict is the same answer."""
 
     candidate: int
     utterance: bytes
     turn: int = -1
+    sure_audio: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

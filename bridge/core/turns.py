@@ -94,6 +94,15 @@ class EndOfTurn:
         current.end_at = current.offset + silence
         return True
 
+    def sure_audio(self) -> float:
+        """The least probability at which a verdict from audio alone moves the end of the turn (0:
+        any verdict does): below it `verdict` keeps the floor, which a candidate has unjudged, unless
+        ``min_ms``/``max_ms`` move the floor itself. The shell skips asking a judge that cannot
+        reach it (the heuristic's prosody tops out at 0.85 against the default 0.9)."""
+        c = self._config
+        kept = min(max(self._floor, c.min_ms / 1000), c.max_ms / 1000) == self._floor
+        return c.confident_audio if kept else 0.0
+
     def cancel(self) -> Candidate | None:
         """The caller went on talking: the candidate is over; returns it, if there was one."""
         candidate, self.candidate = self.candidate, None

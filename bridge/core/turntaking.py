@@ -92,7 +92,7 @@ class TurnTaking:
         if self._eot.preemptive:
             self._start_turn(utterance, change.at, out, tentative=True)
             candidate.turn = self._turn
-        out.append(JudgeTurn(candidate.id, utterance, candidate.turn))
+        out.append(JudgeTurn(candidate.id, utterance, candidate.turn, self._eot.sure_audio()))
 
     def _on_verdict(self, event: TurnVerdict, out: list[Action]) -> None:
         """A verdict moves the candidate's end (a late one, for a candidate that is over, is dropped)."""

@@ -1,10 +1,11 @@
 """The shell's side of turn-taking: the end-of-turn judge off the loop, and the live transcript.
 
 The core decides when a turn ends (``bridge.core.turns``); it asks for a verdict at each
-candidate end (`JudgeTurn`). A judge is blocking CPU work (~2 ms for the heuristic, ~90 ms for the
-model), so it runs in a worker thread (`asyncio.to_thread`) and its answer comes back through the
-call's inbox as a `TurnVerdict` event stamped with the candidate, like any other input: a verdict
-that arrives after the caller went on is dropped by the core.
+candidate end (`JudgeTurn`). A judge is blocking CPU work (~1 ms for the heuristic, ~90 ms for the
+model), so it runs in a worker thread (`asyncio.to_thread`), and not at all where its verdict could
+change nothing (no words, and a judge that cannot reach `JudgeTurn.sure_audio`). Its answer comes
+back through the call's inbox as a `TurnVerdict` event stamped with the candidate, like any other
+input: a verdict that arrives after the caller went on is dropped by the core.
 
 With a streaming transcriber (``BRIDGE_STT=deepgram``) the caller's audio goes to it as it arrives
 (one stream per call), so the words are there when the turn ends: the judge reads them, and the
@@ -103,8 +104,13 @@ class Listening:
     # ----------------------------------------------------------------- the judge
 
     def ask(self, action: JudgeTurn) -> None:
-        """Judge candidate ``action.candidate`` in a thread; the verdict comes back as an event."""
-        task = asyncio.create_task(self._judge(action, self.transcript()), name=f"judge-{action.candidate}")
+        """Judge candidate ``action.candidate`` in a thread; the verdict comes back as an event.
+        Without words, a judge that cannot reach ``action.sure_audio`` is not asked: its verdict
+        would leave the end where it is (the heuristic's prosody alone, at the defaults)."""
+        transcript = self.transcript()
+        if not transcript and self.judge.audio_most < action.sure_audio:
+            return
+        task = asyncio.create_task(self._judge(action, transcript), name=f"judge-{action.candidate}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -53,5 +53,6 @@ class TurnJudge(Protocol):
     candidate end, trailing silence included); ``transcript``: its words when an STT gives them."""
 
     name: str
+    audio_most: float  # the highest ``complete_prob`` it gives without a transcript
 
     def judge(self, pcm: bytes, rate: int, transcript: str | None = None) -> TurnVerdict: ...

@@ -1,7 +1,7 @@
 """A judge without a model: the transcript's last words, and the fall of pitch and loudness at the end.
 
-Always available (numpy only), and cheap (well under a millisecond of text rules, a few ms of
-pitch tracking). What it uses:
+Always available (numpy only), and cheap (well under a millisecond of text rules, about a
+millisecond of pitch tracking for a turn of a few seconds, not much more for a minute). What it uses:
 
 **Text** (when an STT gives a transcript), on its last words:
 
@@ -20,13 +20,16 @@ pitch tracking). What it uses:
 **Audio** (always): the caller's last 300 ms of voiced speech against the whole turn.
 
 * pitch: the median F0 (autocorrelation, 60-400 Hz, 40 ms frames every 10 ms, voiced when the
-  normalised peak passes 0.5) of the end against the turn's median. English statements and
+  normalised peak passes 0.5) of the end against the turn's median (every frame of a turn up to
+  2.6 s of speech, an even sample of a longer one; `prosody`). English statements and
   wh-questions end in a fall; a level or rising end (list intonation, "for...", "and...") keeps
   the floor. A fall of 8 % or more scores +1, a rise of 3 % or more -1, in between 0;
 * loudness: the last 200 ms against the turn's median speech level: 6 dB down or more scores +1
   (speakers trail off at a sentence end), within 2 dB scores -1.
 
-The audio score maps to 0.5 ± 0.25 (pitch) ± 0.1 (loudness). With text, the verdict leans on the
+The audio score maps to 0.5 ± 0.25 (pitch) ± 0.1 (loudness): at most 0.85 (`AUDIO_MOST`), short of
+the core's ``turn.confident_audio`` (0.9 by default), so without words its verdict changes nothing and the shell
+does not ask for it (`bridge.server.listening`). With text, the verdict leans on the
 text when the text is decisive (≤ 0.2 or ≥ 0.8: 80 % text) and averages the two otherwise.
 """
 
@@ -40,7 +43,7 @@ from numpy.typing import NDArray
 
 from bridge.turn.base import TurnJudge, TurnVerdict, WaitPolicy
 
-__all__ = ["HeuristicJudge", "PitchTrack", "audio_prob", "text_prob"]
+__all__ = ["AUDIO_MOST", "HeuristicJudge", "PitchTrack", "audio_prob", "prosody", "text_prob"]
 
 
 
@@ -91,40 +94,106 @@ def _is_number(word: str) -> bool:
 def audio_prob(pcm: bytes, rate: int, track: PitchTrack | None = None) -> float | None:
     """P(complete) from the end's pitch and loudness; None when there is too little voiced speech.
     ``track``: the pitch already found in an earlier, shorter version of the same utterance."""
+    found = prosody(pcm, rate, track)
+    if found is None:
+        return None
+    fall, drop = found
+    pitch_score = 1 if fall <= 0.92 else -1 if fall >= 1.03 else 0
+    loud_score = 1 if drop >= 6.0 else -1 if drop <= 2.0 else 0
+    return 0.5 + _PITCH * pitch_score + _LOUDNESS * loud_score
+
+
+_PITCH: Final = 0.25
+_LOUDNESS: Final = 0.1
+AUDIO_MOST: Final = 0.5 + _PITCH + _LOUDNESS  # the surest `audio_prob`: a fall of both
+
+
+_END_VOICED: Final = 30  # the end's voiced frames (~300 ms) whose median pitch is compared
+_BODY_FRAMES: Final = 256  # most speech frames read for the utterance's median pitch (see `prosody`)
+_BATCH_BYTES: Final = 128 * 1024  # an FFT batch's spectrum (31 frames at 8 kHz; see `_fill`)
+
+
+def prosody(pcm: bytes, rate: int, track: PitchTrack | None = None) -> tuple[float, float] | None:
+    """The end's pitch against the utterance's (``fall``: the ratio of their medians) and the fall
+    of loudness over the last 200 ms (``drop``, dB); None when there is too little voiced speech.
+
+    Pitch is tracked only where the verdict reads it, so a long turn costs about what a short one
+    does: the end's last 30 voiced frames, every one, back from the last frame of speech; and for
+    the utterance's median, every speech frame of a turn up to 256 of them (2.6 s of speech), and
+    of a longer one every 2nd, 4th... (the frames whose index is a multiple of that power of two,
+    so a growing turn keeps those it already has). On 20 s and 15 s of one espeak-ng voice, cut
+    every 100 ms, that sample moved the fall by 2.7 % at most and changed no verdict; a 20 s turn
+    costs 1.6 ms instead of 12 (docs/benchmarks.md)."""
     x = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.float64) / 32768.0
-    hop, size = rate // 100, rate * 40 // 1000
+    hop = rate // 100
+    size = 4 * hop  # 40 ms frames every 10 ms
     if x.size < size * 4:
         return None
+    level = 10 * np.log10(_energies(x, hop, size) + 1e-12)
+    speech = np.flatnonzero(level > level.max() - 30.0)
+    last = int(speech[-1])
+    f0 = (track or PitchTrack()).start(pcm, len(level))
     frames = np.lib.stride_tricks.sliding_window_view(x, size)[::hop]
-    level = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
-    speech = level > level.max() - 30.0
-    last = int(np.flatnonzero(speech)[-1])
-    if track is not None:
-        f0 = track.f0(pcm, frames, rate)
-    else:
-        f0 = np.zeros(len(frames))
-        f0[speech] = _pitch(frames[speech], rate)  # only speech frames can count as voiced
-    voiced = speech & (f0 > 0)
-    if voiced.sum() < 10:
+    # the end: speech frames back from the last, a batch at a time, until 30 of them are voiced
+    reach = 0
+    while True:
+        reach = min(len(speech), reach + 2 * _END_VOICED)
+        end = speech[-reach:]
+        _fill(f0, end, frames, rate)
+        end_voiced = end[f0[end] > 0][-_END_VOICED:]
+        if len(end_voiced) == _END_VOICED or reach == len(speech):
+            break
+    stride = 1 << max(0, int(np.ceil(np.log2(len(speech) / _BODY_FRAMES))))
+    body = speech[speech % stride == 0] if stride > 1 else speech
+    _fill(f0, body, frames, rate)
+    voiced = body[f0[body] > 0]
+    if len(voiced) < 10:
         return None
-    end_voiced = np.flatnonzero(voiced[: last + 1])[-30:]  # the last ~300 ms of voiced frames
     fall = float(np.median(f0[end_voiced]) / np.median(f0[voiced]))
-    pitch_score = 1 if fall <= 0.92 else -1 if fall >= 1.03 else 0
     drop = float(np.median(level[speech]) - np.mean(level[max(0, last - 19) : last + 1]))
-    loud_score = 1 if drop >= 6.0 else -1 if drop <= 2.0 else 0
-    return 0.5 + 0.25 * pitch_score + 0.1 * loud_score
+    return fall, drop
+
+
+def _energies(x: NDArray[np.float64], hop: int, size: int) -> NDArray[np.float64]:
+    """Mean square of each ``size``-sample frame every ``hop`` samples, from the hops' own sums
+    (a frame is ``size // hop`` whole hops), so no sample is squared more than once."""
+    per_frame = size // hop
+    count = (x.size - size) // hop + 1
+    hops = x[: (count + per_frame - 1) * hop].reshape(-1, hop)
+    sums = np.convolve(np.einsum("ij,ij->i", hops, hops), np.ones(per_frame), "valid")
+    return np.asarray(sums / size)
+
+
+def _fill(f0: NDArray[np.float64], idx: NDArray[np.intp], frames: NDArray[np.float64], rate: int) -> None:
+    """Track the pitch of the frames ``idx`` not yet tracked (NaN in ``f0``), in batches of about
+    128 KiB of spectrum. Larger ones cost page faults: with 64 frames at 8 kHz (260 KiB) a fresh
+    process took ~500 faults and twice the CPU per judgement, glibc mapping arrays that large
+    anew or trimming the heap under them at every batch; smaller ones cost more numpy calls."""
+    todo = idx[np.isnan(f0[idx])]
+    rows = max(1, _BATCH_BYTES // (16 * (_padded(frames.shape[1], rate) // 2 + 1)))
+    for at in range(0, len(todo), rows):
+        batch = todo[at : at + rows]
+        f0[batch] = _pitch(frames[batch], rate)
+
+
+def _padded(n: int, rate: int) -> int:
+    """The FFT size for ``n``-sample frames: a power of two past the frame and its longest lag, so
+    the circular autocorrelation is the plain one at every lag read."""
+    return 1 << (n + rate // 60).bit_length()
 
 
 def _pitch(frames: NDArray[np.float64], rate: int) -> NDArray[np.float64]:
     """F0 per frame by normalised autocorrelation (0 where unvoiced), 60-400 Hz."""
     lo, hi = rate // 400, rate // 60
-    centred = frames - frames.mean(axis=1, keepdims=True)
     n = frames.shape[1]
-    spectrum = np.fft.rfft(centred, 2 * n, axis=1)
-    ac = np.fft.irfft(np.abs(spectrum) ** 2, axis=1)[:, : hi + 1]
+    centred = frames - frames.mean(axis=1, keepdims=True)
+    padded = _padded(n, rate)
+    spectrum = np.fft.rfft(centred, padded, axis=1)
+    spectrum *= spectrum.conj()  # the power, kept complex: irfft converts a real input slowly
+    ac = np.fft.irfft(spectrum, padded, axis=1)[:, : hi + 1]
     energy = ac[:, :1] + 1e-12
     lags = np.arange(lo, hi + 1)
-    norm = ac[:, lo : hi + 1] / energy * (n / (n - lags))  # unbiased, so long lags are not penalised
+    norm = ac[:, lo : hi + 1] * ((n / (n - lags)) / energy)  # unbiased, so long lags are not penalised
     top = norm.max(axis=1, keepdims=True)
     best = np.argmax(norm >= 0.9 * top, axis=1)  # the shortest lag near the top: not an octave below
     peak = norm[np.arange(norm.shape[0]), best]
@@ -136,25 +205,23 @@ class PitchTrack:
 
     A call asks the judge at every candidate end of a turn, each time with the turn so far: the
     same audio and a little more. Each 40 ms frame's pitch depends on that frame alone, so the
-    frames of the audio already judged keep theirs and only the new ones are tracked. (Before,
-    the whole utterance was tracked at every candidate: the judge was a fifth of a saturated
-    worker's CPU, docs/benchmarks.md.) Audio that does not begin with the last is tracked anew.
-    One per call (its judge's). Two judgements of a call may overlap in worker threads: the state
-    is read and replaced whole, so an overlap only costs a recomputation."""
+    frames of the audio already judged keep theirs and only the new ones are tracked. Audio that
+    does not begin with the last is tracked anew. One per call (its judge's). Two judgements of a
+    call may overlap in worker threads: the state is replaced whole, and its pitch is filled in
+    only with final values (NaN until then), so an overlap only costs a recomputation."""
 
     __slots__ = ("_state",)
 
     def __init__(self) -> None:
         self._state: tuple[bytes, NDArray[np.float64]] = (b"", np.zeros(0))
 
-    def f0(self, pcm: bytes, frames: NDArray[np.float64], rate: int) -> NDArray[np.float64]:
-        """F0 of every frame of ``pcm`` (``frames``, as `audio_prob` cuts them), 0 where unvoiced."""
+    def start(self, pcm: bytes, count: int) -> NDArray[np.float64]:
+        """The F0 of ``pcm``'s ``count`` frames as far as known (NaN: not tracked yet), to be
+        filled in place; it becomes what the next, longer version of ``pcm`` starts from."""
         seen, known = self._state
-        reuse = min(len(known), len(frames)) if seen and pcm.startswith(seen) else 0
-        f0 = np.empty(len(frames))
+        reuse = min(len(known), count) if seen and pcm.startswith(seen) else 0
+        f0 = np.full(count, np.nan)
         f0[:reuse] = known[:reuse]
-        if reuse < len(frames):
-            f0[reuse:] = _pitch(frames[reuse:], rate)
         self._state = (pcm, f0)
         return f0
 
@@ -174,6 +241,7 @@ class HeuristicJudge:
         self.use_text = use_text
         self.audio = audio
         self.track = PitchTrack()  # one judge per call: its utterances grow from candidate to candidate
+        self.audio_most = audio.audio_most if audio is not None else AUDIO_MOST
         base = audio.name if audio is not None else "heuristic"
         self.name = f"{base}+text" if use_text and audio is not None else base if use_text else f"{base}-audio"
 

@@ -54,6 +54,7 @@ class SmartTurnJudge:
     """``SmartTurnJudge().judge(pcm, 8000)``: blocking (~tens of ms of CPU); run it off the event loop."""
 
     name = "smart-turn-v3.2"
+    audio_most = 1.0
 
     def __init__(self, model_path: str | Path | None = None, *, policy: WaitPolicy | None = None,
                  threads: int = 1) -> None:

@@ -129,6 +129,33 @@ def test_an_audio_only_verdict_never_ends_a_turn_before_the_floor_unless_very_su
     assert d.all(ConfirmTurn) == [], "a 450 ms pause is not an end on an audio-only guess"
 
 
+def end_of_turn(settings: CallSettings, prob: float | None) -> tuple[float, JudgeTurn]:
+    """When "Yes." is taken for the end, given an audio-only verdict of ``prob`` (None: none comes)."""
+    d = Driver.started(settings)
+    d.caller(YES, 1.0)
+    spoke_until = d.now
+    d.advance(spoke_until + 0.26)
+    [judge] = d.all(JudgeTurn)
+    if prob is not None:
+        d.send(TurnVerdict(d.now, judge.candidate, prob, 0, prob >= 0.5, text=False))
+    d.advance(spoke_until + 2.0)
+    [(at, _)] = d.since(0.0, [ConfirmTurn])
+    return at - spoke_until, judge
+
+
+def test_an_audio_only_verdict_below_what_the_core_heeds_ends_the_turn_where_no_verdict_would():
+    """So the shell may skip a judge that cannot reach ``sure_audio`` without the caller noticing."""
+    default = CallSettings()
+    unjudged, judge = end_of_turn(default, None)
+    assert judge.sure_audio == default.turn.confident_audio == 0.9
+    assert all(end_of_turn(default, prob)[0] == unjudged for prob in (0.15, 0.5, 0.85))
+    assert end_of_turn(default, 0.95)[0] < unjudged, "a very sure one ends the turn sooner"
+    capped = dataclasses.replace(default, turn=dataclasses.replace(default.turn, max_ms=400))
+    capped_unjudged, judge = end_of_turn(capped, None)
+    assert judge.sure_audio == 0.0, "any verdict moves the end when max_ms is below vad.end_ms"
+    assert end_of_turn(capped, 0.5)[0] < capped_unjudged
+
+
 def test_an_unfinished_sentence_waits_longer_and_a_late_verdict_is_dropped():
     d = greeted()
     d.caller(YES, 1.0)

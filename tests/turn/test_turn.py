@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 
@@ -61,11 +63,14 @@ def test_no_words_is_no_text_evidence() -> None:
     assert text_prob("") is None and text_prob(" ... ") is None
 
 
-def test_a_falling_end_sounds_complete_and_a_rising_end_does_not() -> None:
+@pytest.mark.parametrize("seconds", [1.0, 30.0])
+def test_a_falling_end_sounds_complete_and_a_rising_end_does_not(seconds: float) -> None:
+    """As much on a turn of half a minute (its pitch read from a sample of its frames) as on one second."""
     def glide(f_end: float) -> bytes:
-        t = np.arange(8000) / 8000
-        f = np.where(t < 0.6, 180.0, 180.0 + (f_end - 180.0) * (t - 0.6) / 0.4)
-        loud = np.where(t < 0.6, 0.5, 0.5 * (0.15 if f_end < 180 else 1.0) ** ((t - 0.6) / 0.4))
+        t = np.arange(int(8000 * seconds)) / 8000
+        start = seconds - 0.4
+        f = np.where(t < start, 180.0 + 10 * np.sin(t), 180.0 + (f_end - 180.0) * (t - start) / 0.4)
+        loud = np.where(t < start, 0.5, 0.5 * (0.15 if f_end < 180 else 1.0) ** ((t - start) / 0.4))
         x = loud * np.sign(np.sin(2 * np.pi * np.cumsum(f) / 8000))  # a buzz: harmonics like a voice
         return (np.concatenate([x, np.zeros(2000)]) * 12000).astype("<i2").tobytes()
 
@@ -110,3 +115,47 @@ def test_the_judge_of_a_growing_utterance_answers_as_if_it_heard_each_whole() ->
         assert audio_prob(speech[:end], 8000, track) == audio_prob(speech[:end], 8000)
     other = load_wav("caller_07.wav")
     assert audio_prob(other, 8000, track) == audio_prob(other, 8000)
+    long_turn = b"".join(load_wav(f"caller_0{n}.wav") for n in (5, 6, 8))  # 10 s: pitch from a sample
+    track = PitchTrack()
+    for end in range(len(long_turn) // 2, len(long_turn) + 1, 8000):
+        assert audio_prob(long_turn[:end], 8000, track) == audio_prob(long_turn[:end], 8000)
+
+
+class Sure:
+    """A judge that can be sure from audio alone (as the model can)."""
+
+    name = "sure"
+    audio_most = 1.0
+
+    def judge(self, pcm: bytes, rate: int, transcript: str | None = None) -> TurnVerdict:
+        return TurnVerdict(0.95, 0, True, self.name)
+
+
+async def test_without_words_a_judge_whose_verdict_could_change_nothing_is_not_asked() -> None:
+    """The heuristic's prosody never reaches the core's ``confident_audio``: without a transcriber
+    no candidate costs a thread or a pitch track; a judge that can be that sure is still asked."""
+    from bridge.core.actions import JudgeTurn
+    from bridge.core.events import TurnVerdict as Verdict
+    from bridge.server.listening import Listening
+
+    utterance = load_wav("caller_02.wav")
+    for judge, asked in ((HeuristicJudge(), False), (HeuristicJudge(use_text=False), False), (Sure(), True),
+                         (HeuristicJudge(audio=Sure()), True)):
+        put: list[object] = []
+        listening = Listening(judge, None, put.append, lambda: 1.0, lambda: "CA1")
+        listening.ask(JudgeTurn(1, utterance, 1, sure_audio=0.9))
+        listening.ask(JudgeTurn(2, utterance, 2, sure_audio=0.0))  # max_ms below vad.end_ms: every verdict counts
+        expected = [1, 2] if asked else [2]
+        for _ in range(500):  # every judgement asked has answered (a loaded machine: up to 5 s)
+            await asyncio.sleep(0.01)
+            if not listening._tasks:
+                break
+        await listening.aclose()
+        assert [v.candidate for v in put if isinstance(v, Verdict)] == expected, judge.name
+
+
+def test_the_cost_benchmark_times_every_judgement_it_lists() -> None:
+    from bench.turn_model import cost
+
+    rows = [line for line in cost(1).splitlines() if ".wav" in line]
+    assert len(rows) == 5 and all(float(row.split("|")[2]) > 0 for row in rows), rows
