@@ -24,7 +24,7 @@ from bench.load import RESULTS, _arguments, run_once
 
 __all__ = ["main"]
 
-KEYS = ("cpu_s_per_call_min", "server_cores_busy", "lateness_ms_p99", "underruns", "other_cores_busy")
+KEYS = ("cpu_s_per_call_min", "server_cores_busy", "lateness_ms_p99", "underruns", "failures", "other_cores_busy")
 
 
 def main(argv: list[str] | None = None) -> int:
