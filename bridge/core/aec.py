@@ -64,6 +64,8 @@ from typing import Final, Protocol
 
 import numpy as np
 
+from bridge.core.linear import LEAD_S, TAPS_S, Linear, load_linear
+
 __all__ = [
     "MODES", "AecConfig", "Cleaned", "EchoCanceller", "Engine", "Fanout", "Gate", "Guard", "Listening", "load_engine",
 ]
@@ -250,7 +252,8 @@ class _Probe:
     blocks are kept, as the canceller would have been given them, so that a call judged echoic
     can run the canceller over them at once and start as converged as if it had run all along."""
 
-    __slots__ = ("_lags", "_left", "_limit", "_next", "_stretches", "chunks", "coherence", "erl_db", "erle_db")
+    __slots__ = ("_lags", "_left", "_limit", "_next", "_stretches", "chunks", "coherence", "delay", "erl_db",
+                 "erle_db")
 
     def __init__(self, samples: int, rate: int, max_delay_s: float) -> None:
         self._left = samples  # audible playback still to hear before judging
@@ -262,6 +265,7 @@ class _Probe:
         self.erl_db: float | None = None
         self.erle_db = 0.0  # what the canceller removed over the probe (near over its output), once it runs
         self.coherence: float | None = None  # the line's peak normalised correlation with what we played
+        self.delay = 0  # the echo's delay behind what we played, in samples (the correlation's peak)
 
     def add(self, first: int, near: np.ndarray, far: np.ndarray, played: _Played) -> bool:
         """One block the canceller would run on (``far`` read from ``played``); whether the probe
@@ -294,12 +298,26 @@ class _Probe:
             power += float(np.dot(near, near))
         shares = np.abs(corr) / np.sqrt(np.maximum(windows, 1e-9) * max(power, 1e-9))
         best = int(np.argmax(shares))
+        self.delay = best
         self.coherence = float(shares[best])
         if self.coherence < _COHERENT:
             self.erl_db = math.inf  # the line does not follow ours: no echo to speak of
         else:
             self.erl_db = 10 * math.log10(max(float(windows[best]), 1.0) / (power * self.coherence**2))
         return self.erl_db
+
+    def shifted(self, shift: int) -> list[np.ndarray]:
+        """Each kept block's far end as played ``shift`` samples (at most the longest delay) earlier:
+        what the linear canceller, fed the far end already delayed like the echo, is given."""
+        out: list[np.ndarray] = []
+        bounds = [i for _, i in self._stretches[1:]] + [len(self.chunks)]
+        for (before, i), j in zip(self._stretches, bounds, strict=True):
+            far = np.concatenate([before, *(c[2] for c in self.chunks[i:j])])
+            at = self._lags - shift
+            for c in self.chunks[i:j]:
+                out.append(far[at : at + len(c[2])])
+                at += len(c[2])
+        return out
 
     def drop(self) -> None:
         """The verdict is in: the blocks are not needed any more."""
@@ -333,13 +351,15 @@ class EchoCanceller:
     """
 
     __slots__ = (
-        "_anchor", "_arrivals", "_behind", "_block", "_clocked", "_dither", "_engine", "_frame", "_gate", "_loader",
-        "_off", "_parked", "_played", "_pos", "_probe", "_rate", "_recent", "_residual", "_spectra", "_tail",
-        "_wait", "_window", "config", "echoic", "engaged", "frames",
+        "_anchor", "_arrivals", "_behind", "_block", "_clocked", "_dither", "_engine", "_frame", "_gate", "_heard",
+        "_linear", "_linear_loader", "_loader", "_off", "_parked", "_played", "_pos", "_probe", "_rate", "_recent",
+        "_residual", "_shift", "_spectra", "_tail", "_wait", "_window", "config", "echoic", "engaged", "frames",
+        "line",
     )
 
     def __init__(self, config: AecConfig | None = None, rate: int = 8000, frame_samples: int = 160,
-                 *, loader: Callable[[int], Engine | None] = load_engine) -> None:
+                 *, loader: Callable[[int], Engine | None] = load_engine,
+                 linear: Callable[[int, int, int], Linear | None] = load_linear) -> None:
         self.config = config or AecConfig()
         self._rate = rate
         self._frame = frame_samples
@@ -348,6 +368,10 @@ class EchoCanceller:
         self._played = _Played(rate, self._tail)
         self._loader = loader
         self._engine: Engine | None = None
+        self._linear_loader = linear
+        self._linear: Linear | None = None  # the listener's linear-only canceller, made when the probe engages AEC3
+        self._shift = 0  # the linear canceller's far end is read this many samples early (the echo's delay)
+        self._heard = np.zeros(0, np.int16)  # the listener's cleaned copy of the last block cancelled
         self._off = self.config.mode == "off"  # or the library failed to load once: never try again on this call
         # Until the first frame of ours, and on a call judged echo-free, the line's clock is not kept
         # (nothing at all is done per frame): a clock started later re-anchors, as at a call's start.
@@ -368,6 +392,7 @@ class EchoCanceller:
         self._spectra: deque[np.ndarray] = deque(maxlen=max(1, round(_TONAL_S * rate / frame_samples)))
         self._recent: deque[tuple[int, np.ndarray]] = deque(maxlen=max(1, round(_RECENT_S * rate / frame_samples)))
         self.engaged = False  # whether the canceller ran on the last chunk (and handed back its output)
+        self.line = b""  # the last chunk as the listener's cleaned line hears it, while ``engaged``
         self.frames = 0
 
     @property
@@ -459,6 +484,7 @@ class EchoCanceller:
         if out is None:
             return pcm
         self.engaged = True
+        self.line = self._heard.tobytes() + pcm[2 * whole :]
         return out.tobytes() + pcm[2 * whole :]
 
     def clean(self, pcm: bytes, at: float, gate: Gate) -> bytes:
@@ -478,12 +504,20 @@ class EchoCanceller:
             (gate.echo if gate.cleaned is None else gate.cleaned.guard).assume(loss)
         return out
 
-    def _cancel(self, first: int, near: np.ndarray, far: np.ndarray) -> np.ndarray:
-        """The canceller's output for one block (``near`` starts at line sample ``first``)."""
+    def _cancel(self, first: int, near: np.ndarray, far: np.ndarray, shifted: np.ndarray | None = None) -> np.ndarray:
+        """The canceller's output for one block (``near`` starts at line sample ``first``); the
+        listener's copy (`line`) from the linear canceller when there is one, fed the far end
+        read the echo's delay early (``shifted``: given, while catching up over the probe)."""
         assert self._engine is not None
         out = np.asarray(self._engine.process(near, self._excite(far)), dtype="<i2")
         self.frames += max(1, round(len(near) / self._frame))
-        self._recent.append((first, out))
+        if self._linear is not None:
+            if shifted is None:
+                shifted = self._played.read(first - self._shift, len(near))
+            self._heard = np.asarray(self._linear.process(near, shifted), dtype="<i2")
+        else:
+            self._heard = out
+        self._recent.append((first, self._heard))
         return out
 
     def _excite(self, far: np.ndarray) -> np.ndarray:
@@ -554,6 +588,10 @@ class EchoCanceller:
         over the probe's audible blocks (``erle_db``). Its output for the last block, or None
         without the library."""
         assert self._probe is not None
+        if self._ready():
+            self._shift = max(0, self._probe.delay - round(LEAD_S * self._rate))
+            self._linear = self._linear_loader(self._rate, self._block, round(TAPS_S * self._rate))
+        shifted = self._probe.shifted(self._shift) if self._linear is not None else None
         chunks, self._probe.chunks = self._probe.chunks, []
         self._probe.drop()
         if not self._ready():
@@ -568,9 +606,9 @@ class EchoCanceller:
         for k, (first, near, far, audible) in enumerate(chunks):
             if k and first != chunks[k - 1][0] + len(chunks[k - 1][1]):
                 self._recent.clear()  # `follows_us` reads a contiguous stretch
-            out = self._cancel(first, near, far)
+            out = self._cancel(first, near, far, None if shifted is None else shifted[k])
             if audible:
-                y, z = near.astype(np.float64), out.astype(np.float64)
+                y, z = near.astype(np.float64), self._heard.astype(np.float64)
                 near_power += float(np.dot(y, y))
                 out_power += float(np.dot(z, z))
         self._probe.erle_db = 10 * math.log10(max(near_power, 1.0) / max(out_power, 1.0))
