@@ -366,9 +366,9 @@ class EchoCanceller:
 
     __slots__ = (
         "_anchor", "_arrivals", "_behind", "_block", "_clocked", "_dither", "_engine", "_frame", "_gate", "_heard",
-        "_linear", "_linear_loader", "_loader", "_off", "_parked", "_played", "_pos", "_probe", "_rate", "_recent",
-        "_residual", "_shift", "_spectra", "_tail", "_wait", "_window", "config", "echoic", "engaged", "frames",
-        "line",
+        "_linear", "_linear_loader", "_linear_next", "_loader", "_off", "_parked", "_played", "_pos", "_probe",
+        "_rate", "_recent", "_residual", "_shift", "_spectra", "_tail", "_wait", "_window", "config", "echoic",
+        "engaged", "frames", "line",
     )
 
     def __init__(self, config: AecConfig | None = None, rate: int = 8000, frame_samples: int = 160,
@@ -385,6 +385,7 @@ class EchoCanceller:
         self._linear_loader = linear
         self._linear: Linear | None = None  # the listener's linear-only canceller, made when the probe engages AEC3
         self._shift = 0  # the linear canceller's far end is read this many samples early (the echo's delay)
+        self._linear_next = 0  # the line sample after the last block the linear canceller was given
         self._heard = np.zeros(0, np.int16)  # the listener's cleaned copy of the last block cancelled
         self._off = self.config.mode == "off"  # or the library failed to load once: never try again on this call
         # Until the first frame of ours, and on a call judged echo-free, the line's clock is not kept
@@ -521,13 +522,22 @@ class EchoCanceller:
     def _cancel(self, first: int, near: np.ndarray, far: np.ndarray, shifted: np.ndarray | None = None) -> np.ndarray:
         """The canceller's output for one block (``near`` starts at line sample ``first``); the
         listener's copy (`line`) from the linear canceller when there is one, fed the far end
-        read the echo's delay early (``shifted``: given, while catching up over the probe)."""
+        read the echo's delay early (``shifted``: given, while catching up over the probe). The
+        linear canceller's far end runs on without a seam through the line clock's small moves
+        (`_clock`: the anchor moving a fraction of a sample earlier rounds the block's start one
+        sample back): a one-sample jump costs a sharp echo path all its cancellation, and without
+        a suppressor behind it, the residual that a jittery line's re-anchoring let through
+        paused the agent (5 of 24 calls with 20 ms of jitter); a real gap (`_SLACK_S` or more) is
+        followed."""
         assert self._engine is not None
         out = np.asarray(self._engine.process(near, self._excite(far)), dtype="<i2")
         self.frames += max(1, round(len(near) / self._frame))
         if self._linear is not None:
             if shifted is None:
+                if abs(first - self._linear_next) <= round(_SLACK_S * self._rate):
+                    first = self._linear_next  # see below
                 shifted = self._played.read(first - self._shift, len(near))
+            self._linear_next = first + len(near)
             self._heard = np.asarray(self._linear.process(near, shifted), dtype="<i2")
         else:
             self._heard = out

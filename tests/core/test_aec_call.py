@@ -124,3 +124,10 @@ def test_the_utterance_sent_to_speech_to_text_holds_the_caller_and_the_echo_20_d
     assert 0.8 <= caller_off <= 1.25 and 0.8 <= echo_off <= 1.25, "the raw line holds both, as they were"
     assert 20 * math.log10(max(abs(echo_auto), 1e-6)) <= -20.0, f"echo left: {echo_auto:.3f}"
     assert 20 * math.log10(caller_auto) >= -6.0, f"caller kept: {caller_auto:.3f}"
+
+
+def test_a_jittery_line_does_not_let_the_linear_lines_residual_pass_for_the_caller() -> None:
+    """Caller frames up to 20 ms late move the line's clock by fractions of a sample: the linear
+    canceller's reference must run on without a one-sample seam, which would let the echo through."""
+    result = run(replace(echo_only(-10.0, 180.0), jitter_ms=20.0), AUTO)
+    assert result.interrupted_at is None and not result.clears
