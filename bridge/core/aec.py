@@ -86,6 +86,7 @@ _MARGIN_DB: Final = 10.0  # after a probe found no echo, the guard's cruder ERL 
 _RESIDUAL_MARGIN_DB: Final = 3.0  # the residual echo is assumed this much louder than the probe measured
 _RECHECK: Final = 25  # on a call judged echo-free, the echo guard's learnt ERL is looked at every this many frames
 _REHEARSALS: Final = 2  # extra passes of the linear canceller over the probe's blocks before it runs (`_rehearse`)
+_EDGE_DB: Final = 20.0  # what we play starts or stops abruptly: a 10 ms block this much louder than its neighbour
 _TRIM: Final = 0.25  # the share of the probe's blocks an ERLE leaves out (those it removed least from: `_erle`)
 _MAX_DELAY_S: Final = 0.35  # the longest echo delay the probe looks for (the echo guard's max_delay_ms and more)
 
@@ -338,6 +339,16 @@ def _xcorr(near: np.ndarray, far: np.ndarray, lags: int) -> tuple[np.ndarray, np
     return corr[::-1], windows[::-1]
 
 
+def _edge(x: np.ndarray, block: int) -> bool:
+    """Whether ``x`` starts or stops abruptly somewhere: a ``block`` of it at least `_EDGE_DB`
+    louder than the next or the one before, and audible."""
+    power = np.mean(np.square(x[: len(x) // block * block].reshape(-1, block)), axis=1)
+    db = 10 * np.log10(power + 1.0)
+    jump = np.abs(np.diff(db))
+    loud = np.maximum(db[1:], db[:-1]) >= 20 * math.log10(_AUDIBLE)
+    return bool(np.any((jump >= _EDGE_DB) & loud))
+
+
 def _erle(blocks: list[tuple[float, float]]) -> float:
     """What a canceller removed, in dB, from blocks' powers before and after it: over all but the
     `_TRIM` of them it removed least from, so that a caller talking over a few of them (whom the
@@ -367,8 +378,8 @@ class EchoCanceller:
     __slots__ = (
         "_anchor", "_arrivals", "_behind", "_block", "_clocked", "_dither", "_engine", "_frame", "_gate", "_heard",
         "_linear", "_linear_loader", "_linear_next", "_loader", "_off", "_parked", "_played", "_pos", "_probe",
-        "_rate", "_recent", "_residual", "_shift", "_spectra", "_tail", "_wait", "_window", "config", "echoic",
-        "engaged", "frames", "line",
+        "_rate", "_recent", "_residual", "_shift", "_spectra", "_tail", "_tonal", "_wait", "_window", "config",
+        "echoic", "engaged", "frames", "line",
     )
 
     def __init__(self, config: AecConfig | None = None, rate: int = 8000, frame_samples: int = 160,
@@ -404,6 +415,7 @@ class EchoCanceller:
         self._behind: _Reference | None = None  # the cleaned line's echo guard, fed while we may clean
         self._dither: np.random.Generator | None = None  # `_excite`'s, made with the canceller
         self._window = np.ones(0)
+        self._tonal = False  # whether the last half second we played was a steady tone (`_excite`)
         self._spectra: deque[np.ndarray] = deque(maxlen=max(1, round(_TONAL_S * rate / frame_samples)))
         self._recent: deque[tuple[int, np.ndarray]] = deque(maxlen=max(1, round(_RECENT_S * rate / frame_samples)))
         self.engaged = False  # whether the canceller ran on the last chunk (and handed back its output)
@@ -565,9 +577,9 @@ class EchoCanceller:
             self._spectra.append(np.square(np.abs(np.fft.rfft(x[k : k + size] * self._window))))
         spectrum = np.sum(self._spectra, axis=0)
         total = float(spectrum.sum())
-        if len(self._spectra) < self._spectra.maxlen or total <= 0.0:  # type: ignore[operator]
-            return far
-        if float(np.sort(spectrum)[-_TONAL_BINS:].sum()) < _TONAL_SHARE * total:
+        self._tonal = len(self._spectra) == self._spectra.maxlen and total > 0.0 and (
+            float(np.sort(spectrum)[-_TONAL_BINS:].sum()) >= _TONAL_SHARE * total)
+        if not self._tonal:
             return far
         rms = math.sqrt(float(np.dot(x, x)) / max(len(x), 1))
         noise = self._dither.standard_normal(len(x)) * rms * 10 ** (_DITHER_DB / 20)
@@ -578,13 +590,20 @@ class EchoCanceller:
         what we played at some echo delay: a residual echo, not a caller. After the echo path
         moves, the filter is wrong until it re-converges and the residual is loud; a caller's
         voice does not correlate with ours (the probe's test, `_Probe`). About 0.2 ms; asked only
-        for a frame that only the cleaned line takes for the caller."""
+        for a frame that only the cleaned line takes for the caller.
+
+        And while we play a steady tone, whenever it started or stopped within the window: a
+        filter that learnt the echo path from a tone knows it at the tone's frequency alone, and
+        the click of a tone's abrupt start or end is broadband, so its echo passes the linear
+        canceller at the raw line's level (a -3 dBFS beep's end: 2 of 3 calls paused)."""
         if not self._recent:
             return False
         first = self._recent[0][0]
         out = np.concatenate([x for _, x in self._recent]).astype(np.float64)
         lags = round(_MAX_DELAY_S * self._rate)
         far = self._played.read(first - lags, len(out) + lags).astype(np.float64)
+        if self._tonal and self._linear is not None and _edge(far, self._block):
+            return True
         return _correlation(out, far, lags) >= _COHERENT
 
     def _judge(self) -> np.ndarray | None:

@@ -224,6 +224,24 @@ def test_without_libspeexdsp_the_listener_hears_aec3s_output(monkeypatch: pytest
     assert np.array_equal(out, heard) and not np.array_equal(out, line[: len(out)])
 
 
+def test_the_end_of_a_loud_beep_does_not_pass_the_linear_line_for_the_caller() -> None:
+    """A -3 dBFS tone that stops dead, its echo -10 dB through a room: the click at its end is
+    broadband, which a filter that learnt the path from the tone alone cannot cancel; the
+    listener must not start a sound on it."""
+    n = np.arange(13 * RATE)
+    beep = np.round(32768 * 10 ** (-3 / 20) * np.sin(2 * np.pi * 440 * n / RATE))
+    far, _, _ = _call(beep, echo_db=None, seconds=14.0)
+    k = np.arange(round(0.09 * RATE))
+    tail = np.random.default_rng(7).standard_normal(len(k)) * np.exp(-k / (0.03 * RATE))  # a 30 ms room,
+    room = np.concatenate(([1.0], tail * math.sqrt(0.1 / float(np.sum(tail**2)))))  # 10 dB under the direct path
+    heard = np.convolve(_ulaw(far), room)[: len(far)]
+    heard *= math.sqrt(float(np.mean(far**2)) / float(np.mean(heard**2)))
+    for delay in (120.0, 250.0):
+        d = round(delay / 1000 * RATE)
+        echo = np.concatenate([np.zeros(d), heard[:-d]]) * 10 ** (-10 / 20)
+        assert not any(isinstance(c, SpeechStarted) for c in _listen(far, _ulaw(echo))), delay
+
+
 def test_the_canceller_runs_while_the_agent_plays_and_stops_after_the_tail() -> None:
     far, _, line = _call(_agent(), echo_db=-10.0, seconds=9.0)
     aec = EchoCanceller(AecConfig(mode="on", tail_ms=400))
