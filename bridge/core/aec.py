@@ -49,6 +49,16 @@ canceller's recent output does not follow ours (`follows_us`: after the echo pat
 filter is wrong for about a second and the residual is loud) and once it has re-learnt after a
 false alarm.
 
+**The listener's line is linear only.** AEC3's output (what the recorder, and so the
+speech-to-text, gets) has been through its non-linear suppressor, which in double talk takes a
+quiet caller out with the echo. So the line the listener hears beside the raw one (`line`) comes
+from a second canceller, linear only (``bridge.core.linear``: SpeexDSP's MDF), made when the
+probe engages AEC3 and fed what we played already shifted by the echo delay the probe found (its
+correlation peak, `_Probe.delay`), so that a short filter spans only the room's tail; it runs over
+the probe's blocks before the catch-up (`_rehearse`), its ERLE over them sets the cleaned line's
+residual, and `follows_us` judges its output. Without ``libspeexdsp``, and where there is no
+probe delay (``mode = "on"``, a call engaged later by the guard), the listener hears AEC3's output.
+
 A steady tone (hold music, a beep) is the one signal AEC3 cannot learn a path from: it excites
 a single frequency, the linear filter stays unusable and the suppressor takes out everything
 under the tone's echo, a caller included. `_excite` puts faint noise under a tonal reference.
