@@ -160,7 +160,7 @@ def stream(far: np.ndarray, line: np.ndarray, aec: EchoCanceller | None, listene
         cpu += time.process_time() - t0
         out[j * FRAME : (j + 1) * FRAME] = np.frombuffer(clean, "<i2")
         if listener is not None:
-            changes += listener.feed(pcm, float(at), clean if aec is not None and aec.cleaning else None)
+            changes += listener.feed(pcm, float(at), aec.line if aec is not None and aec.cleaning else None)
     return out, changes, cpu
 
 

@@ -49,6 +49,16 @@ canceller's recent output does not follow ours (`follows_us`: after the echo pat
 filter is wrong for about a second and the residual is loud) and once it has re-learnt after a
 false alarm.
 
+**The listener's line is linear only.** AEC3's output (what the recorder, and so the
+speech-to-text, gets) has been through its non-linear suppressor, which in double talk takes a
+quiet caller out with the echo. So the line the listener hears beside the raw one (`line`) comes
+from a second canceller, linear only (``bridge.core.linear``: SpeexDSP's MDF), made when the
+probe engages AEC3 and fed what we played already shifted by the echo delay the probe found (its
+correlation peak, `_Probe.delay`), so that a short filter spans only the room's tail; it runs over
+the probe's blocks before the catch-up (`_rehearse`), its ERLE over them sets the cleaned line's
+residual, and `follows_us` judges its output. Without ``libspeexdsp``, and where there is no
+probe delay (``mode = "on"``, a call engaged later by the guard), the listener hears AEC3's output.
+
 A steady tone (hold music, a beep) is the one signal AEC3 cannot learn a path from: it excites
 a single frequency, the linear filter stays unusable and the suppressor takes out everything
 under the tone's echo, a caller included. `_excite` puts faint noise under a tonal reference.
@@ -63,6 +73,8 @@ from dataclasses import dataclass, field, fields
 from typing import Final, Protocol
 
 import numpy as np
+
+from bridge.core.linear import LEAD_S, TAPS_S, Linear, load_linear
 
 __all__ = [
     "MODES", "AecConfig", "Cleaned", "EchoCanceller", "Engine", "Fanout", "Gate", "Guard", "Listening", "load_engine",
@@ -83,6 +95,9 @@ _MARGIN_DB: Final = 10.0  # after a probe found no echo, the guard's cruder ERL 
 # talking over us drag it down) engages the canceller only this far under ``engage_erl_db``
 _RESIDUAL_MARGIN_DB: Final = 3.0  # the residual echo is assumed this much louder than the probe measured
 _RECHECK: Final = 25  # on a call judged echo-free, the echo guard's learnt ERL is looked at every this many frames
+_REHEARSALS: Final = 2  # extra passes of the linear canceller over the probe's blocks before it runs (`_rehearse`)
+_EDGE_DB: Final = 20.0  # what we play starts or stops abruptly: a 10 ms block this much louder than its neighbour
+_TRIM: Final = 0.25  # the share of the probe's blocks an ERLE leaves out (those it removed least from: `_erle`)
 _MAX_DELAY_S: Final = 0.35  # the longest echo delay the probe looks for (the echo guard's max_delay_ms and more)
 
 
@@ -250,7 +265,8 @@ class _Probe:
     blocks are kept, as the canceller would have been given them, so that a call judged echoic
     can run the canceller over them at once and start as converged as if it had run all along."""
 
-    __slots__ = ("_lags", "_left", "_limit", "_next", "_stretches", "chunks", "coherence", "erl_db", "erle_db")
+    __slots__ = ("_lags", "_left", "_limit", "_next", "_stretches", "chunks", "coherence", "delay", "erl_db",
+                 "erle_db")
 
     def __init__(self, samples: int, rate: int, max_delay_s: float) -> None:
         self._left = samples  # audible playback still to hear before judging
@@ -262,6 +278,7 @@ class _Probe:
         self.erl_db: float | None = None
         self.erle_db = 0.0  # what the canceller removed over the probe (near over its output), once it runs
         self.coherence: float | None = None  # the line's peak normalised correlation with what we played
+        self.delay = 0  # the echo's delay behind what we played, in samples (the correlation's peak)
 
     def add(self, first: int, near: np.ndarray, far: np.ndarray, played: _Played) -> bool:
         """One block the canceller would run on (``far`` read from ``played``); whether the probe
@@ -294,12 +311,26 @@ class _Probe:
             power += float(np.dot(near, near))
         shares = np.abs(corr) / np.sqrt(np.maximum(windows, 1e-9) * max(power, 1e-9))
         best = int(np.argmax(shares))
+        self.delay = best
         self.coherence = float(shares[best])
         if self.coherence < _COHERENT:
             self.erl_db = math.inf  # the line does not follow ours: no echo to speak of
         else:
             self.erl_db = 10 * math.log10(max(float(windows[best]), 1.0) / (power * self.coherence**2))
         return self.erl_db
+
+    def shifted(self, shift: int) -> list[np.ndarray]:
+        """Each kept block's far end as played ``shift`` samples (at most the longest delay) earlier:
+        what the linear canceller, fed the far end already delayed like the echo, is given."""
+        out: list[np.ndarray] = []
+        bounds = [i for _, i in self._stretches[1:]] + [len(self.chunks)]
+        for (before, i), j in zip(self._stretches, bounds, strict=True):
+            far = np.concatenate([before, *(c[2] for c in self.chunks[i:j])])
+            at = self._lags - shift
+            for c in self.chunks[i:j]:
+                out.append(far[at : at + len(c[2])])
+                at += len(c[2])
+        return out
 
     def drop(self) -> None:
         """The verdict is in: the blocks are not needed any more."""
@@ -318,6 +349,28 @@ def _xcorr(near: np.ndarray, far: np.ndarray, lags: int) -> tuple[np.ndarray, np
     return corr[::-1], windows[::-1]
 
 
+def _edge(x: np.ndarray, block: int) -> bool:
+    """Whether ``x`` starts or stops abruptly somewhere: a ``block`` of it at least `_EDGE_DB`
+    louder than the next or the one before, and audible."""
+    power = np.mean(np.square(x[: len(x) // block * block].reshape(-1, block)), axis=1)
+    db = 10 * np.log10(power + 1.0)
+    jump = np.abs(np.diff(db))
+    loud = np.maximum(db[1:], db[:-1]) >= 20 * math.log10(_AUDIBLE)
+    return bool(np.any((jump >= _EDGE_DB) & loud))
+
+
+def _erle(blocks: list[tuple[float, float]]) -> float:
+    """What a canceller removed, in dB, from blocks' powers before and after it: over all but the
+    `_TRIM` of them it removed least from, so that a caller talking over a few of them (whom the
+    canceller rightly leaves) does not count as echo it failed to remove: over the whole probe,
+    40 ms of a caller 10 dB under us put a converged filter's 20 dB at 10. The median block's
+    would not do: in the echo's quiet stretches the line's own noise is most of what is left."""
+    if not blocks:
+        return 0.0
+    ratio = sorted(blocks, key=lambda b: b[0] / max(b[1], 1.0))[math.floor(_TRIM * len(blocks)) :]
+    return 10 * math.log10(max(sum(b[0] for b in ratio), 1.0) / max(sum(b[1] for b in ratio), 1.0))
+
+
 def _correlation(near: np.ndarray, far: np.ndarray, lags: int) -> float:
     """How closely ``near`` follows ``far`` (which starts ``lags`` samples earlier) at its best
     delay: max over delays of the normalised correlation (`_xcorr`)."""
@@ -333,13 +386,15 @@ class EchoCanceller:
     """
 
     __slots__ = (
-        "_anchor", "_arrivals", "_behind", "_block", "_clocked", "_dither", "_engine", "_frame", "_gate", "_loader",
-        "_off", "_parked", "_played", "_pos", "_probe", "_rate", "_recent", "_residual", "_spectra", "_tail",
-        "_wait", "_window", "config", "echoic", "engaged", "frames",
+        "_anchor", "_arrivals", "_behind", "_block", "_clocked", "_dither", "_engine", "_frame", "_gate", "_heard",
+        "_linear", "_linear_loader", "_linear_next", "_loader", "_off", "_parked", "_played", "_pos", "_probe",
+        "_rate", "_recent", "_residual", "_shift", "_spectra", "_tail", "_tonal", "_wait", "_window", "config",
+        "echoic", "engaged", "frames", "line",
     )
 
     def __init__(self, config: AecConfig | None = None, rate: int = 8000, frame_samples: int = 160,
-                 *, loader: Callable[[int], Engine | None] = load_engine) -> None:
+                 *, loader: Callable[[int], Engine | None] = load_engine,
+                 linear: Callable[[int, int, int], Linear | None] = load_linear) -> None:
         self.config = config or AecConfig()
         self._rate = rate
         self._frame = frame_samples
@@ -348,6 +403,11 @@ class EchoCanceller:
         self._played = _Played(rate, self._tail)
         self._loader = loader
         self._engine: Engine | None = None
+        self._linear_loader = linear
+        self._linear: Linear | None = None  # the listener's linear-only canceller, made when the probe engages AEC3
+        self._shift = 0  # the linear canceller's far end is read this many samples early (the echo's delay)
+        self._linear_next = 0  # the line sample after the last block the linear canceller was given
+        self._heard = np.zeros(0, np.int16)  # the listener's cleaned copy of the last block cancelled
         self._off = self.config.mode == "off"  # or the library failed to load once: never try again on this call
         # Until the first frame of ours, and on a call judged echo-free, the line's clock is not kept
         # (nothing at all is done per frame): a clock started later re-anchors, as at a call's start.
@@ -365,9 +425,11 @@ class EchoCanceller:
         self._behind: _Reference | None = None  # the cleaned line's echo guard, fed while we may clean
         self._dither: np.random.Generator | None = None  # `_excite`'s, made with the canceller
         self._window = np.ones(0)
+        self._tonal = False  # whether the last half second we played was a steady tone (`_excite`)
         self._spectra: deque[np.ndarray] = deque(maxlen=max(1, round(_TONAL_S * rate / frame_samples)))
         self._recent: deque[tuple[int, np.ndarray]] = deque(maxlen=max(1, round(_RECENT_S * rate / frame_samples)))
         self.engaged = False  # whether the canceller ran on the last chunk (and handed back its output)
+        self.line = b""  # the last chunk as the listener's cleaned line hears it, while ``engaged``
         self.frames = 0
 
     @property
@@ -459,6 +521,7 @@ class EchoCanceller:
         if out is None:
             return pcm
         self.engaged = True
+        self.line = self._heard.tobytes() + pcm[2 * whole :]
         return out.tobytes() + pcm[2 * whole :]
 
     def clean(self, pcm: bytes, at: float, gate: Gate) -> bytes:
@@ -478,12 +541,29 @@ class EchoCanceller:
             (gate.echo if gate.cleaned is None else gate.cleaned.guard).assume(loss)
         return out
 
-    def _cancel(self, first: int, near: np.ndarray, far: np.ndarray) -> np.ndarray:
-        """The canceller's output for one block (``near`` starts at line sample ``first``)."""
+    def _cancel(self, first: int, near: np.ndarray, far: np.ndarray, shifted: np.ndarray | None = None) -> np.ndarray:
+        """The canceller's output for one block (``near`` starts at line sample ``first``); the
+        listener's copy (`line`) from the linear canceller when there is one, fed the far end
+        read the echo's delay early (``shifted``: given, while catching up over the probe). The
+        linear canceller's far end runs on without a seam through the line clock's small moves
+        (`_clock`: the anchor moving a fraction of a sample earlier rounds the block's start one
+        sample back): a one-sample jump costs a sharp echo path all its cancellation, and without
+        a suppressor behind it, the residual that a jittery line's re-anchoring let through
+        paused the agent (5 of 24 calls with 20 ms of jitter); a real gap (`_SLACK_S` or more) is
+        followed."""
         assert self._engine is not None
         out = np.asarray(self._engine.process(near, self._excite(far)), dtype="<i2")
         self.frames += max(1, round(len(near) / self._frame))
-        self._recent.append((first, out))
+        if self._linear is not None:
+            if shifted is None:
+                if abs(first - self._linear_next) <= round(_SLACK_S * self._rate):
+                    first = self._linear_next  # see below
+                shifted = self._played.read(first - self._shift, len(near))
+            self._linear_next = first + len(near)
+            self._heard = np.asarray(self._linear.process(near, shifted), dtype="<i2")
+        else:
+            self._heard = out
+        self._recent.append((first, self._heard))
         return out
 
     def _excite(self, far: np.ndarray) -> np.ndarray:
@@ -507,9 +587,9 @@ class EchoCanceller:
             self._spectra.append(np.square(np.abs(np.fft.rfft(x[k : k + size] * self._window))))
         spectrum = np.sum(self._spectra, axis=0)
         total = float(spectrum.sum())
-        if len(self._spectra) < self._spectra.maxlen or total <= 0.0:  # type: ignore[operator]
-            return far
-        if float(np.sort(spectrum)[-_TONAL_BINS:].sum()) < _TONAL_SHARE * total:
+        self._tonal = len(self._spectra) == self._spectra.maxlen and total > 0.0 and (
+            float(np.sort(spectrum)[-_TONAL_BINS:].sum()) >= _TONAL_SHARE * total)
+        if not self._tonal:
             return far
         rms = math.sqrt(float(np.dot(x, x)) / max(len(x), 1))
         noise = self._dither.standard_normal(len(x)) * rms * 10 ** (_DITHER_DB / 20)
@@ -520,13 +600,20 @@ class EchoCanceller:
         what we played at some echo delay: a residual echo, not a caller. After the echo path
         moves, the filter is wrong until it re-converges and the residual is loud; a caller's
         voice does not correlate with ours (the probe's test, `_Probe`). About 0.2 ms; asked only
-        for a frame that only the cleaned line takes for the caller."""
+        for a frame that only the cleaned line takes for the caller.
+
+        And while we play a steady tone, whenever it started or stopped within the window: a
+        filter that learnt the echo path from a tone knows it at the tone's frequency alone, and
+        the click of a tone's abrupt start or end is broadband, so its echo passes the linear
+        canceller at the raw line's level (a -3 dBFS beep's end: 2 of 3 calls paused)."""
         if not self._recent:
             return False
         first = self._recent[0][0]
         out = np.concatenate([x for _, x in self._recent]).astype(np.float64)
         lags = round(_MAX_DELAY_S * self._rate)
         far = self._played.read(first - lags, len(out) + lags).astype(np.float64)
+        if self._tonal and self._linear is not None and _edge(far, self._block):
+            return True
         return _correlation(out, far, lags) >= _COHERENT
 
     def _judge(self) -> np.ndarray | None:
@@ -551,30 +638,48 @@ class EchoCanceller:
     def _catch_up(self) -> np.ndarray | None:
         """Run the fresh canceller over every block the probe kept, in order, as it would have run
         had it been on from the start (so it is as converged now), and measure what it removed
-        over the probe's audible blocks (``erle_db``). Its output for the last block, or None
+        over the probe's audible blocks (``erle_db``, `_erle`). Its output for the last block, or None
         without the library."""
         assert self._probe is not None
+        if self._ready():
+            self._shift = max(0, self._probe.delay - round(LEAD_S * self._rate))
+            self._linear = self._linear_loader(self._rate, self._block, round(TAPS_S * self._rate))
+        shifted = self._probe.shifted(self._shift) if self._linear is not None else None
         chunks, self._probe.chunks = self._probe.chunks, []
         self._probe.drop()
         if not self._ready():
             return None
+        if self._linear is not None and shifted is not None:
+            self._rehearse([c[1] for c in chunks], shifted)
         self._attach()
         if self._behind is not None:
             for pcm, start in self._played.frames():  # the cleaned line's guard hears what played from now on
                 self._behind.played(pcm, start)
-        near_power = out_power = 0.0
+        removed: list[tuple[float, float]] = []  # each audible block's power, before and after
         out = np.zeros(0, np.int16)
         self._recent.clear()
         for k, (first, near, far, audible) in enumerate(chunks):
             if k and first != chunks[k - 1][0] + len(chunks[k - 1][1]):
                 self._recent.clear()  # `follows_us` reads a contiguous stretch
-            out = self._cancel(first, near, far)
+            out = self._cancel(first, near, far, None if shifted is None else shifted[k])
             if audible:
-                y, z = near.astype(np.float64), out.astype(np.float64)
-                near_power += float(np.dot(y, y))
-                out_power += float(np.dot(z, z))
-        self._probe.erle_db = 10 * math.log10(max(near_power, 1.0) / max(out_power, 1.0))
+                y, z = near.astype(np.float64), self._heard.astype(np.float64)
+                removed.append((float(np.dot(y, y)), float(np.dot(z, z))))
+        self._probe.erle_db = _erle(removed)
         return out
+
+    def _rehearse(self, near: list[np.ndarray], far: list[np.ndarray]) -> None:
+        """Run the linear canceller over the probe's blocks `_REHEARSALS` times before the catch-up
+        proper (then silence as long as its filter, so no pass reads the end of the last): a
+        fresh filter over the probe's half second of our audio removes only about 9 dB of it, too
+        little to hear a caller 10 dB under us over a -6 dB echo, converged it removes 20 dB and
+        more, and a pass costs about 2 ms of CPU. AEC3 needs no such thing (its suppressor)."""
+        assert self._linear is not None
+        quiet = np.zeros(self._block * -(-round(TAPS_S * self._rate) // self._block), np.int16)
+        for _ in range(_REHEARSALS):
+            for y, x in zip(near, far, strict=True):
+                self._linear.process(y, x)
+            self._linear.process(quiet, quiet)
 
     def _park(self) -> None:
         """A call without echo: keep only the frames we play (raw, for `_wake`), not the line's clock."""

@@ -228,7 +228,7 @@ class Call(TurnTaking, CallControlMixin):
             return
         pcm = self._aec.clean(event.pcm, event.at, self._listener.gate)  # our echo out (the raw line heard too)
         self._recorder.remember(pcm)  # the cleaned line: the agent's speech-to-text hears the caller, not us
-        for change in self._listener.feed(event.pcm, event.at, pcm if self._aec.cleaning else None):
+        for change in self._listener.feed(event.pcm, event.at, self._aec.line if self._aec.cleaning else None):
             reply = self._reply
             paused = reply is not None and reply.paused
             match change:

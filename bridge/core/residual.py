@@ -13,6 +13,9 @@ loud echo) is plain there. But the cleaned line is not a better line in every wa
 * its suppressor modulates the line's noise with the echo, which a noise floor followed on the
   cleaned line alone takes for quiet gaps.
 
+(Where ``libspeexdsp`` is installed, the cleaned line is a linear-only canceller's, without
+AEC3's suppressor or its delay: ``bridge.core.aec``. The rules below hold for either.)
+
 So the raw line keeps its say, exactly as without a canceller, and `CleanedLine` only adds: a
 frame is the caller if the raw line says so, *or* if the cleaned frame is speech, clears the
 cleaned line's noise floor, and is louder than the residual echo can be (a second `EchoGuard`,

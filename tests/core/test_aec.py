@@ -11,6 +11,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from bridge.core import linear
 from bridge.core.aec import AecConfig, EchoCanceller, Engine, load_engine
 from bridge.core.audio import pcm_to_ulaw, ulaw_to_pcm
 from bridge.core.bargein import Listener
@@ -56,10 +57,12 @@ def _call(agent: np.ndarray, echo_db: float | None, delay_ms: float = 120.0, sec
 
 
 def _run(aec: EchoCanceller, far: np.ndarray, line: np.ndarray, until: float | None = None,
-         erl_db: float | None = None, lost: tuple[float, float] | None = None) -> np.ndarray:
+         erl_db: float | None = None, lost: tuple[float, float] | None = None,
+         heard: np.ndarray | None = None) -> np.ndarray:
     """Frames of ``far`` enter the canceller ``LEAD_S`` before they play (silent ones are not sent,
     and none from ``until`` on); the line's frames arrive at their end, but for those ending
-    within ``lost`` (never sent: they come out as silence)."""
+    within ``lost`` (never sent: they come out as silence). ``heard``: filled with the listener's
+    cleaned line (`EchoCanceller.line`; the raw line where the canceller did not run)."""
     frames = len(line) // FRAME
     out = np.zeros(frames * FRAME)
     sent = 0
@@ -74,6 +77,8 @@ def _run(aec: EchoCanceller, far: np.ndarray, line: np.ndarray, until: float | N
             continue
         pcm = line[j * FRAME : (j + 1) * FRAME].astype("<i2").tobytes()
         out[j * FRAME : (j + 1) * FRAME] = _samples(aec.process(pcm, now, erl_db))
+        if heard is not None:
+            heard[j * FRAME : (j + 1) * FRAME] = _samples(aec.line if aec.engaged else pcm)
     return out
 
 
@@ -105,7 +110,7 @@ def _wired(far: np.ndarray, line: np.ndarray, aec: EchoCanceller, listener: List
         raw = line[j * FRAME : (j + 1) * FRAME].astype("<i2").tobytes()
         pcm = aec.clean(raw, now, listener.gate)
         out[j * FRAME : (j + 1) * FRAME] = _samples(pcm)
-        changes += listener.feed(raw, now, pcm if aec.cleaning else None)
+        changes += listener.feed(raw, now, aec.line if aec.cleaning else None)
     return changes, out
 
 
@@ -188,6 +193,53 @@ def test_the_echo_alone_never_barges_in() -> None:
     for echo_db in (-10.0, -20.0, -30.0):
         far, _, line = _call(_agent(), echo_db=echo_db, seconds=10.0)
         assert not any(isinstance(c, SpeechConfirmed) for c in _listen(far, line)), echo_db
+
+
+def _lines(aec: EchoCanceller, far: np.ndarray, line: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`_run` on a call the probe engages: AEC3's output (the recorder's) and the listener's cleaned line."""
+    heard = np.zeros(len(line) // FRAME * FRAME)
+    return _run(aec, far, line, heard=heard), heard
+
+
+def test_the_listener_hears_the_linear_canceller_which_removes_the_echo_and_keeps_the_caller() -> None:
+    """Over a -6 dB echo, a caller 10 dB under the agent: the listener's line holds the echo 15 dB
+    down and the caller within 2 dB, where AEC3's suppressor takes the caller down with the echo."""
+    if linear.load_linear(RATE, 80, 1024) is None:
+        pytest.skip("libspeexdsp is not installed")
+    onset = AGENT_AT + 4.0
+    voice = _samples(load_wav("caller_03.wav")) * 10 ** (-10 / 20)
+    far, echo, line = _call(_agent(), echo_db=-6.0, delay_ms=250.0, seconds=onset + 2.5, caller=(voice, onset))
+    out, heard = _lines(EchoCanceller(AecConfig(mode="auto")), far, line)
+    before = slice(round((onset - 2.0) * RATE), round(onset * RATE))
+    talk = slice(round(onset * RATE), round(onset * RATE) + len(voice))
+    assert _db(line[before]) - _db(heard[before]) >= 15.0
+    assert abs(_db(heard[talk]) - _db(line[talk] - echo[talk])) <= 2.0
+    assert _db(line[talk] - echo[talk]) - _db(out[talk]) >= 3.0  # AEC3's own output loses the caller
+
+
+def test_without_libspeexdsp_the_listener_hears_aec3s_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(linear, "_load", lambda: None)
+    far, _, line = _call(_agent(), echo_db=-6.0, seconds=6.0)
+    out, heard = _lines(EchoCanceller(AecConfig(mode="auto")), far, line)
+    assert np.array_equal(out, heard) and not np.array_equal(out, line[: len(out)])
+
+
+def test_the_end_of_a_loud_beep_does_not_pass_the_linear_line_for_the_caller() -> None:
+    """A -3 dBFS tone that stops dead, its echo -10 dB through a room: the click at its end is
+    broadband, which a filter that learnt the path from the tone alone cannot cancel; the
+    listener must not start a sound on it."""
+    n = np.arange(13 * RATE)
+    beep = np.round(32768 * 10 ** (-3 / 20) * np.sin(2 * np.pi * 440 * n / RATE))
+    far, _, _ = _call(beep, echo_db=None, seconds=14.0)
+    k = np.arange(round(0.09 * RATE))
+    tail = np.random.default_rng(7).standard_normal(len(k)) * np.exp(-k / (0.03 * RATE))  # a 30 ms room,
+    room = np.concatenate(([1.0], tail * math.sqrt(0.1 / float(np.sum(tail**2)))))  # 10 dB under the direct path
+    heard = np.convolve(_ulaw(far), room)[: len(far)]
+    heard *= math.sqrt(float(np.mean(far**2)) / float(np.mean(heard**2)))
+    for delay in (120.0, 250.0):
+        d = round(delay / 1000 * RATE)
+        echo = np.concatenate([np.zeros(d), heard[:-d]]) * 10 ** (-10 / 20)
+        assert not any(isinstance(c, SpeechStarted) for c in _listen(far, _ulaw(echo))), delay
 
 
 def test_the_canceller_runs_while_the_agent_plays_and_stops_after_the_tail() -> None:

@@ -10,11 +10,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from bridge.core import linear
 from bridge.core.actions import StartTurn
 from bridge.core.aec import AecConfig
 from bridge.core.call import CallSettings
-from tests.support import load_wav
-from tests.turntaking import RATE, Line, Scenario, run, talk_over
+from tests.support import load_wav, tone
+from tests.turntaking import RATE, Line, Scenario, echo_only, run, talk_over
 
 AUTO = CallSettings(aec=AecConfig(mode="auto"))
 OFF = CallSettings(aec=AecConfig(mode="off"))
@@ -68,6 +69,35 @@ def test_aec_off_and_a_missing_library_leave_the_call_as_it_was(monkeypatch: pyt
     monkeypatch.setitem(sys.modules, "pywebrtc_audio", None)  # import now raises ImportError
     assert run(scenario, AUTO).actions == before
     assert run(scenario, replace(AUTO, aec=AecConfig(mode="on"))).actions == before
+    monkeypatch.setattr(linear, "_load", lambda: None)  # nor libspeexdsp
+    assert run(scenario, AUTO).actions == before
+
+
+def test_a_quiet_caller_over_a_loud_echo_is_heard_on_the_linear_line_where_aec3s_suppresses_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A caller 10 dB under the agent over a -6 dB echo 250 ms late: the listener's cleaned line,
+    from the linear canceller, hears them within 300 ms; AEC3's output, whose suppressor takes
+    them out with the echo in double talk, took twice that."""
+    if linear.load_linear(RATE, 80, 1024) is None:
+        pytest.skip("libspeexdsp is not installed")
+    scenario = talk_over("caller_03.wav", ONSET, -6.0, 250.0, caller_db=-10.0)
+    heard = run(scenario, AUTO).reaction(ONSET)
+    assert heard is not None and heard <= 0.3
+    monkeypatch.setattr(linear, "_load", lambda: None)  # the listener hears AEC3's output
+    late = run(scenario, AUTO).reaction(ONSET)
+    assert late is None or late > 0.3
+
+
+@pytest.mark.parametrize("agent", ["speech", "tone"])
+def test_the_echo_alone_never_barges_in_on_the_linear_line(agent: str) -> None:
+    """Its residual echo, 20 dB and more under the raw one but not suppressed, never passes for the
+    caller. (A held tone's echo at -6 dB already pauses the agent on the raw line alone.)"""
+    for level, delay in ((-6.0 if agent == "speech" else -10.0, 40.0), (-10.0, 250.0)):
+        scenario = echo_only(level, delay)
+        if agent == "tone":
+            scenario = replace(scenario, reply=tone(440.0, 14.0, level=0.25))
+        result = run(scenario, AUTO)
+        assert result.interrupted_at is None and not result.clears, (level, delay)
 
 
 def test_the_utterance_sent_to_speech_to_text_holds_the_caller_and_the_echo_20_db_down() -> None:
@@ -94,3 +124,10 @@ def test_the_utterance_sent_to_speech_to_text_holds_the_caller_and_the_echo_20_d
     assert 0.8 <= caller_off <= 1.25 and 0.8 <= echo_off <= 1.25, "the raw line holds both, as they were"
     assert 20 * math.log10(max(abs(echo_auto), 1e-6)) <= -20.0, f"echo left: {echo_auto:.3f}"
     assert 20 * math.log10(caller_auto) >= -6.0, f"caller kept: {caller_auto:.3f}"
+
+
+def test_a_jittery_line_does_not_let_the_linear_lines_residual_pass_for_the_caller() -> None:
+    """Caller frames up to 20 ms late move the line's clock by fractions of a sample: the linear
+    canceller's reference must run on without a one-sample seam, which would let the echo through."""
+    result = run(replace(echo_only(-10.0, 180.0), jitter_ms=20.0), AUTO)
+    assert result.interrupted_at is None and not result.clears
