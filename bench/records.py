@@ -287,10 +287,6 @@ def _update_docs(result: dict[str, Any], args: argparse.Namespace) -> None:
         lines.append(f"| {label} | {_median([r['underruns'] for r in same])} | "
                      f"{_median([r['lateness_ms_p99'] for r in same])} | "
                      f"{_median([r['server_cpu_s'] for r in same])} |")
-    if _median([r["failures"] for r in rows if r["recorded"] is None] or [0]) > 0:
-        lines += ["", "Every run, records off included, had failed calls and seconds of pacing lateness: the machine "
-                  "was saturated by other work (see `load before`), so the load rows differ by that noise more than "
-                  "by the records; the in-process figures above are the records' own cost."]
     text = DOCS.read_text(encoding="utf-8")
     before, _, after = text.partition(SECTION)
     rest = after[after.find("\n## "):] if "\n## " in after else ""
