@@ -68,7 +68,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from typing import Final, Protocol
 
@@ -301,11 +301,9 @@ class _Probe:
         corr = np.zeros(self._lags + 1)
         windows = np.zeros(self._lags + 1)
         power = 0.0
-        bounds = [i for _, i in self._stretches[1:]] + [len(self.chunks)]
-        for (before, i), j in zip(self._stretches, bounds, strict=True):
-            near = np.concatenate([c[1] for c in self.chunks[i:j]]).astype(np.float64)
-            far = np.concatenate([before, *(c[2] for c in self.chunks[i:j])]).astype(np.float64)
-            c, w = _xcorr(near, far, self._lags)
+        for played, chunks in self._stretch_fars():
+            near = np.concatenate([c[1] for c in chunks]).astype(np.float64)
+            c, w = _xcorr(near, played.astype(np.float64), self._lags)
             corr += c
             windows += w
             power += float(np.dot(near, near))
@@ -323,14 +321,20 @@ class _Probe:
         """Each kept block's far end as played ``shift`` samples (at most the longest delay) earlier:
         what the linear canceller, fed the far end already delayed like the echo, is given."""
         out: list[np.ndarray] = []
-        bounds = [i for _, i in self._stretches[1:]] + [len(self.chunks)]
-        for (before, i), j in zip(self._stretches, bounds, strict=True):
-            far = np.concatenate([before, *(c[2] for c in self.chunks[i:j])])
+        for played, chunks in self._stretch_fars():
             at = self._lags - shift
-            for c in self.chunks[i:j]:
-                out.append(far[at : at + len(c[2])])
+            for c in chunks:
+                out.append(played[at : at + len(c[2])])
                 at += len(c[2])
         return out
+
+    def _stretch_fars(self) -> Iterator[tuple[np.ndarray, list[tuple[int, np.ndarray, np.ndarray, bool]]]]:
+        """Each stretch of playback the probe kept: what played over it, from the longest delay
+        before its first block on, and its blocks."""
+        bounds = [i for _, i in self._stretches[1:]] + [len(self.chunks)]
+        for (before, i), j in zip(self._stretches, bounds, strict=True):
+            chunks = self.chunks[i:j]
+            yield np.concatenate([before, *(c[2] for c in chunks)]), chunks
 
     def drop(self) -> None:
         """The verdict is in: the blocks are not needed any more."""
