@@ -90,7 +90,7 @@ class CallRecorder:
         self._end_of_turn_ms = end_of_turn_ms
         self._preroll_s = preroll_ms / 1000
         self._rate = rate = audio_format.rate
-        self._frame_s = audio_format.frame_s  # the carrier's packet: a clear lets the one in flight finish
+        self._frame = audio_format  # the carrier's packet: a clear lets the one in flight finish
         self._audio = StereoAudio(rate=rate) if audio else None
         self._base: CallRecord | None = None
         self._t0 = 0.0
@@ -282,8 +282,8 @@ class CallRecorder:
                 agent.pop()
             if agent:  # a message of several frames: the frame in flight finishes, the rest is dropped
                 start, pcm = agent[-1]
-                frame = round(self._rate * self._frame_s) * 2
-                agent[-1] = (start, pcm[: math.ceil((now - start) / self._frame_s - 1e-6) * frame])
+                frames = math.ceil((now - start) / self._frame.frame_s - 1e-6)
+                agent[-1] = (start, pcm[: frames * self._frame.frame_samples * 2])
 
     def _heard(self, action: ReplyHeard) -> None:
         turn = self._turns.get(action.turn)
