@@ -82,10 +82,8 @@ class Call(TurnTaking, CallControlMixin):
         self._turn = -1
         self._reply: Reply | None = None
         self._digits = ""
-        self._dropped_chunks = 0
-        self._dropped_bytes = 0
-        self._barge_ins = 0
-        self._malformed = 0
+        self._dropped_chunks = self._dropped_bytes = 0
+        self._barge_ins = self._malformed = 0
         self._reactions: list[float] = []
         self._control = Control(s.idle_reprompt_s, s.idle_hangup_s, s.mark_grace_s)
 
@@ -228,6 +226,7 @@ class Call(TurnTaking, CallControlMixin):
             return
         pcm = self._aec.clean(event.pcm, event.at, self._listener.gate)  # our echo out (the raw line heard too)
         self._recorder.remember(pcm)  # the cleaned line: the agent's speech-to-text hears the caller, not us
+        candidate = self._eot.candidate  # a pause heard before this audio
         for change in self._listener.feed(event.pcm, event.at, self._aec.line if self._aec.cleaning else None):
             reply = self._reply
             paused = reply is not None and reply.paused
@@ -246,10 +245,11 @@ class Call(TurnTaking, CallControlMixin):
                     self._barge_in(reply, change, out)
                 case SpeechDropped() if reply is not None and paused:
                     self._resume(reply)
-                case SpeechEnded() if self._eot.candidate is None:  # else its Timer.TURN_END ends the turn
+                case SpeechEnded() if self._eot.candidate is None:  # else the silence heard ends the turn
                     utterance = self._recorder.take()
                     if utterance is not None:  # else the turn-end key already ended this utterance's turn
                         self._start_turn(utterance, event.at, out)
+        self._silence_heard(candidate, event.pcm, event.at, out)  # its end counted in audio, not on the clock
 
     def _resume(self, reply: Reply) -> None:
         """It was a cough, a click, an "mhm" (or nothing settled it in time): the reply goes on

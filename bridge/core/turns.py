@@ -19,15 +19,28 @@ the utterance's first onset).
 A verdict made from audio alone (no transcript) only shortens the wait, and only when very sure
 (``confident_audio``): on real speech its accuracy is near chance (bench/results/turn_model.md),
 so it may never make the caller wait longer than the plain VAD would.
+
+The silence is counted in the caller's *audio*, not on the clock: the turn ends when the frames
+heard since the pause cover it (`EndOfTurn.heard`). Audio over the internet comes in bursts (a
+lost TCP segment holds everything behind it for a retransmission, 200 ms or more), and a
+wall-clock deadline would fire inside such a hole, while the words that end the pause are still
+on their way: the agent would answer a caller who is talking. Only when no audio comes at all
+for ``STALL_S`` past the end does the clock end the turn (`EndOfTurn.deadline`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bridge.core.deadlines import EPS, is_due
 from bridge.core.limits import within
 
-__all__ = ["Candidate", "EndOfTurn", "TurnConfig"]
+__all__ = ["STALL_S", "Candidate", "EndOfTurn", "TurnConfig"]
+
+STALL_S = 0.5
+"""How long past a turn's end the caller's audio may be missing before the clock ends the turn
+anyway: longer than one TCP retransmission (at least 200 ms on Linux) with its burst, short
+enough that a carrier that sends nothing in silence still gets its answer promptly."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,12 +57,18 @@ class TurnConfig:
 
 @dataclass(slots=True)
 class Candidate:
-    """One candidate end: the speech stopped at ``offset``; the turn ends at ``end_at``."""
+    """One candidate end: the speech stopped at ``offset``; the turn ends at ``end_at``, once the
+    caller's audio since ``offset`` (``heard`` seconds of it) covers that much silence."""
 
     id: int
     offset: float
     end_at: float
+    heard: float
     turn: int = -1  # the tentative turn started for it (-1: none)
+
+    def covered(self) -> bool:
+        """Whether the audio heard since the speech stopped covers the silence that ends the turn."""
+        return self.offset + self.heard >= self.end_at - EPS
 
 
 class EndOfTurn:
@@ -71,11 +90,25 @@ class EndOfTurn:
     def preemptive(self) -> bool:
         return self._config.preemptive
 
-    def open(self, offset: float) -> Candidate:
-        """A pause began at ``offset``: a candidate, ending the turn at the floor until judged."""
+    def open(self, offset: float, heard: float) -> Candidate:
+        """A pause began at ``offset``, ``heard`` seconds of silent audio ago: a candidate, ending
+        the turn at the floor until judged."""
         self._next_id += 1
-        self.candidate = Candidate(self._next_id, offset, offset + self._floor)
+        self.candidate = Candidate(self._next_id, offset, offset + self._floor, heard)
         return self.candidate
+
+    def heard(self, candidate: Candidate, seconds: float) -> bool:
+        """``seconds`` more of the caller's audio came, silent, for ``candidate`` (opened before
+        it); True when that audio now covers the silence that ends the turn."""
+        if self.candidate is not candidate:
+            return False  # the caller went on (or the turn ended) in this very audio
+        candidate.heard += seconds
+        return candidate.covered()
+
+    def due(self, now: float) -> bool:
+        """Whether the turn is over: the silence heard, or no audio for `STALL_S` past its end."""
+        candidate = self.candidate
+        return candidate is not None and (candidate.covered() or is_due(now, candidate.end_at + STALL_S))
 
     def verdict(self, candidate: int, prob: float, wait_ms: int, complete: bool, text: bool) -> bool:
         """Apply the judge's answer for ``candidate``; False when that candidate is over (dropped)."""
@@ -109,4 +142,6 @@ class EndOfTurn:
         return candidate
 
     def deadline(self) -> float | None:
-        return self.candidate.end_at if self.candidate is not None else None
+        """When the clock ends the turn if the caller's audio stops coming (`STALL_S`); while it
+        comes, `heard` ends it on the frame that completes the silence."""
+        return self.candidate.end_at + STALL_S if self.candidate is not None else None

@@ -13,11 +13,10 @@ from typing import TYPE_CHECKING
 
 from bridge.core.actions import AbandonTurn, Action, ConfirmTurn, JudgeTurn, StartTurn
 from bridge.core.control import Control
-from bridge.core.deadlines import is_due
 from bridge.core.events import DtmfReceived, TurnVerdict
 from bridge.core.reply import Input, Reply
 from bridge.core.terms import CallSettings, CallState
-from bridge.core.turns import EndOfTurn
+from bridge.core.turns import Candidate, EndOfTurn
 from bridge.core.utterance import Recorder
 from bridge.core.vad import SpeechPaused
 
@@ -87,7 +86,7 @@ class TurnTaking:
         """A candidate end: ask the judge; if nothing is playing, start a held reply now."""
         if self._reply is not None or not self._recorder.recording:
             return  # a reply is live (the caller talks over it): its turn ends at SpeechEnded
-        candidate = self._eot.open(change.offset)
+        candidate = self._eot.open(change.offset, change.silence)
         utterance = self._recorder.peek()
         if self._eot.preemptive:
             self._start_turn(utterance, change.at, out, tentative=True)
@@ -97,8 +96,14 @@ class TurnTaking:
     def _on_verdict(self, event: TurnVerdict, out: list[Action]) -> None:
         """A verdict moves the candidate's end (a late one, for a candidate that is over, is dropped)."""
         applied = self._eot.verdict(event.candidate, event.complete_prob, event.wait_ms, event.complete, event.text)
-        if applied and is_due(event.at, self._eot.deadline()):
+        if applied and self._eot.due(event.at):
             self._turn_over(event.at, out)
+
+    def _silence_heard(self, candidate: Candidate | None, pcm: bytes, at: float, out: list[Action]) -> None:
+        """The caller's audio ``pcm`` came after ``candidate`` opened (the candidate before it, if
+        any) and did not end it: the turn is over once the silence heard is long enough."""
+        if candidate is not None and self._eot.heard(candidate, len(pcm) / self.settings.audio.pcm_bytes_per_s):
+            self._turn_over(at, out)
 
     def _went_on(self, at: float, out: list[Action]) -> None:
         """The caller went on after a candidate end: abandon its held reply, unheard."""

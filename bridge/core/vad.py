@@ -116,10 +116,12 @@ class SpeechEnded:
 @dataclass(frozen=True, slots=True)
 class SpeechPaused:
     """Speech went quiet for ``pause_ms`` by ``at`` (it stopped at ``offset``): a candidate end of
-    turn, reported before `SpeechEnded` so the owner can start thinking about a reply early."""
+    turn, reported before `SpeechEnded` so the owner can start thinking about a reply early.
+    ``silence``: the seconds of audio heard since ``offset`` (whole frames, whatever the clock did)."""
 
     at: float
     offset: float
+    silence: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,5 +351,5 @@ class SpeechDetector:
             self._phase = _Phase.IDLE
             return [SpeechEnded(at=end, offset=self._last_voiced_end)]
         if self._phase is _Phase.SPEAKING and self._pause_frames and self._silent_run == self._pause_frames:
-            return [SpeechPaused(at=end, offset=self._last_voiced_end)]
+            return [SpeechPaused(at=end, offset=self._last_voiced_end, silence=self._silent_run * self._frame_s)]
         return None

@@ -22,10 +22,10 @@ from bridge.core.actions import (
     StartTurn,
 )
 from bridge.core.call import CallSettings
-from bridge.core.events import AgentDone, AgentText, TtsAudio, TtsFinal, TurnVerdict
+from bridge.core.events import AgentDone, AgentText, CallerAudio, Tick, TtsAudio, TtsFinal, TurnVerdict
 from bridge.core.reply import ReplyState
-from bridge.core.turns import TurnConfig
-from tests.support import Driver, load_wav, silence
+from bridge.core.turns import STALL_S, TurnConfig
+from tests.support import FRAME_S, Driver, frames, load_wav, silence
 
 YES = load_wav("caller_04.wav")  # "Yes." 0.44 s, one word, no pause inside
 
@@ -205,3 +205,57 @@ def test_rapid_speculation_never_takes_a_sixth_context_nor_plays_a_guess():
     assert len(d.all(AbandonTurn)) == 10
     assert d.all(SendMedia) == [], "not one frame of a guess the end of turn did not confirm"
     assert {a.turn for a in d.all(CancelTurn)} <= set(range(1, 11)), "only abandoned turns are cancelled"
+
+
+def held_up(d: Driver, until: float, audio: list[bytes]) -> None:
+    """The caller's audio is held up on its way (a lost TCP segment holds everything behind it):
+    nothing comes until ``until``, every deadline the core asked for fires meanwhile, then the held
+    frames arrive at once, stamped with their arrival as the shell stamps them."""
+    while (deadline := d.call.next_deadline()) is not None and deadline <= until:
+        d.now = max(d.now, deadline)
+        d.log.extend((d.now, a) for a in d.call.handle(Tick(d.now)))
+    d.now = until
+    for frame in audio:
+        d.log.extend((until, a) for a in d.call.handle(CallerAudio(until, frame)))
+    d.line_at = until
+
+
+def test_a_hole_in_the_callers_audio_is_not_taken_for_the_end_of_their_turn():
+    d = greeted()
+    d.caller(YES, 1.0)
+    spoke_until = d.now
+    d.advance(spoke_until + 0.2)  # a candidate end: its reply starts, held
+    # The next 100 ms of silence and the caller's next word come 700 ms late, in one burst: by the
+    # clock, the VAD's 600 ms of silence passed inside the hole; in the audio, the pause was 300 ms.
+    held_up(d, spoke_until + 0.9, [silence(FRAME_S)] * 5 + frames(YES))
+    assert d.all(ConfirmTurn) == [], "no turn ends inside a hole in the audio"
+    assert d.all(AbandonTurn) == [AbandonTurn(1)], "the caller went on: the guess is dropped unheard"
+    d.advance(d.now + 1.0)
+    [turn] = [a for a in d.all(StartTurn) if a.turn == 2]
+    assert len(turn.utterance) >= 2 * len(YES), "one turn holds both words"
+    assert [a.turn for a in d.all(ConfirmTurn)] == [2]
+    assert not [a for a in d.all(ReplyHeard) if a.turn == 1]
+
+
+def test_when_the_callers_audio_stops_coming_the_clock_ends_the_turn():
+    d = greeted()
+    d.caller(YES, 1.0)
+    spoke_until = d.now
+    d.advance(spoke_until + 0.2)
+    held_up(d, spoke_until + 3.0, [])  # the carrier sends nothing more (a stream that skips silence)
+    [confirm] = d.all(ConfirmTurn)
+    [(confirmed_at, _)] = d.since(spoke_until, [ConfirmTurn])
+    assert abs(confirmed_at - (spoke_until + 0.6 + STALL_S)) < 0.021, "the floor, then the stall's grace"
+    assert confirm.turn == 1
+
+
+def test_a_burst_that_completes_the_silence_ends_the_turn_on_its_frame():
+    d = greeted()
+    d.caller(YES, 1.0)
+    spoke_until = d.now
+    d.advance(spoke_until + 0.2)
+    held_up(d, spoke_until + 0.8, [silence(FRAME_S)] * 30)  # 600 ms of silence, late but all of it
+    [confirm] = d.all(ConfirmTurn)
+    [(confirmed_at, _)] = d.since(spoke_until, [ConfirmTurn])
+    assert confirmed_at == spoke_until + 0.8, "ended as the audio that covers the silence came"
+    assert confirm.turn == 1
