@@ -96,16 +96,20 @@ class Store:
         config.attributes["connection"] = conn
         command.upgrade(config, "head")
 
-    async def save(self, records: Sequence[CallRecord], audio_paths: dict[str, str]) -> None:
-        """Replace these calls' rows, all in one transaction."""
-        ids = [r.call_id for r in records]
+    async def save(self, records: Sequence[CallRecord], audio_paths: dict[str, str], chunk: int = 20) -> None:
+        """Replace these calls' rows, all in one transaction, ``chunk`` calls a statement: each
+        statement's Python work (building rows, binding them) stays short, and between
+        statements the caller's thread waits for the database without the interpreter's lock."""
         async with self.engine.begin() as conn:
-            for table in (*_CHILDREN, schema.calls):
-                await conn.execute(delete(table).where(table.c.call_id.in_(ids)))
-            await conn.execute(insert(schema.calls), [_call_row(r, audio_paths.get(r.call_id)) for r in records])
-            for table, rows in _child_rows(records).items():
-                if rows:
-                    await conn.execute(insert(table), rows)
+            for start in range(0, len(records), chunk):
+                part = records[start:start + chunk]
+                ids = [r.call_id for r in part]
+                for table in (*_CHILDREN, schema.calls):
+                    await conn.execute(delete(table).where(table.c.call_id.in_(ids)))
+                await conn.execute(insert(schema.calls), [_call_row(r, audio_paths.get(r.call_id)) for r in part])
+                for table, rows in _child_rows(part).items():
+                    if rows:
+                        await conn.execute(insert(table), rows)
 
     async def list_calls(self, limit: int, cursor: tuple[datetime, str] | None) -> list[dict[str, Any]]:
         """Newest first; ``cursor`` is the last call of the previous page."""
