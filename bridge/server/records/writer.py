@@ -11,9 +11,9 @@ Calls hand their records to `RecordWriter.submit`, which appends them to a threa
 wakes the writer's loop and returns: O(1) on the calls' loop, never blocking, never raising.
 The writer files them (the newest version of each call replaces the older one) and writes what
 is waiting in batches, waiting ``linger_s`` after the first record so that the records of many
-calls share the cost of a transaction. A batch's statements each hold at most ``chunk`` calls,
-so no single step of the writer holds the interpreter's lock for long: the calls' loop only has
-to wait for the step in progress.
+calls share the cost of a transaction. No statement of a batch carries more than
+``statement_rows`` rows, so no single step of the writer holds the interpreter's lock for long:
+the calls' loop only has to wait for the step in progress.
 
 When the database is down, slow or locked, the batch stays where it is and is tried again with
 growing pauses (up to ``max_retry_s``), for as long as it takes: no call is lost while the
@@ -50,13 +50,13 @@ class RecordWriter:
     """Owns the writer's thread, the records waiting for it, and what it gave up."""
 
     def __init__(self, store: Store, *, retention_days: int, recordings_dir: Path, batch: int = 200,
-                 chunk: int = 20, linger_s: float = 0.5, max_pending: int = 20_000, max_retry_s: float = 10.0,
+                 statement_rows: int = 250, linger_s: float = 0.5, max_pending: int = 20_000, max_retry_s: float = 10.0,
                  purge_every_s: float = 3600.0) -> None:
         self.store = store  # the app's, for reading on its loop; the writer opens its own on the same URL
         self.retention_days = retention_days
         self.recordings_dir = recordings_dir
         self.batch = batch
-        self.chunk = chunk
+        self.statement_rows = statement_rows
         self.linger_s = linger_s
         self.max_pending = max_pending
         self.max_retry_s = max_retry_s
@@ -242,7 +242,7 @@ class RecordWriter:
         for record in batch:
             if record.audio is not None and record.call_id not in self._audio_paths:
                 self._audio_paths[record.call_id] = await self._save_audio(record)
-        await store.save(batch, self._audio_paths, chunk=self.chunk)
+        await store.save(batch, self._audio_paths, rows=self.statement_rows)
         for record in batch:
             if self._pending.get(record.call_id) is record:  # not replaced by a newer version meanwhile
                 del self._pending[record.call_id]
