@@ -1,4 +1,7 @@
-"""The database behind the records: one async SQLAlchemy engine (aiosqlite or asyncpg).
+"""The database behind the records: an async SQLAlchemy engine (aiosqlite or asyncpg) per `Store`.
+
+The app reads through one on its event loop; the records writer writes through one of its own,
+made and used in its thread only (an async driver's connections belong to one event loop).
 
 ``sqlite:///bridge.db`` (the default) is a file in the working directory, created on first
 start; ``postgresql://user:password@host/db`` works the same. The schema is brought up to date
