@@ -1,23 +1,26 @@
-"""What writing call records costs the event loop the calls run on, in-process, for two trees.
+"""What writing call records costs the event loop the calls run on, in-process, tree by tree.
 
-    python -m bench.records_loop BEFORE_TREE AFTER_TREE [--rounds 5] [--calls 100]
-    python bench/records_loop.py --measure [--pg-admin URL]   # this tree alone, one JSON line
+    python -m bench.records_loop BEFORE_TREE AFTER_TREE... [--rounds 5] [--calls 100]
+    PYTHONPATH=. python bench/records_loop.py --measure [--pg-admin URL]   # this tree alone
 
 A server's live calls are paced by timers on its one event loop: every 20 ms each call sends
 the phone its next frame. Whatever else holds that loop (or the interpreter's lock) makes the
-timers late, and a late timer is audio the phone runs out of. This runs a 20 ms ticker on a
-uvloop loop, as the server does, and measures how late it fires (max, p99) while the records
+timers late, and a late timer is audio the phone runs out of. This runs 20 ms timers on a
+uvloop loop, as the server does, and measures how late they fire (max, p99) while the records
 writer writes the finished records of ``--calls`` calls that ended together: each the record
 the recorder makes of a scripted 42 s call (6 rounds of greeting, barge-in and reply), all in
-one batch, after a first batch has warmed the statement caches. On SQLite (a file in a temporary
-folder) and on PostgreSQL (a server started once from the system's packages, a fresh database
-per measurement). Also reported: the main thread's CPU time over the same stretch, and how long
-the batch took to be written. With nothing written the ticker is late by about a millisecond
-(uvloop's timers are millisecond-grained); the ``idle`` figures say so in the same process.
+one batch, after a first batch has warmed the statement caches; ``--repeat`` batches, medians.
+On SQLite (a file in a temporary folder) and on PostgreSQL (a server started once from the
+system's packages, a fresh database per measurement), each with a quiet loop (one timer, nothing
+else: what the writer itself takes from the loop) and a busy one (``--pacers`` timers doing
+``--work-us`` of Python each a tick, as live calls do). Also reported: the CPU time of the loop's
+thread and of the whole process over the same stretch, how long the batch took to be written,
+and the timers' lateness just before, with nothing written (uvloop's timers are millisecond-
+grained: 1 ms late is on time).
 
-The trees are measured in turn, each in a fresh process (``PYTHONPATH=TREE``), ``--rounds``
-times, and the medians printed; so a tree older than this file can be measured too (it needs
-``bench.core_cost`` and ``tests.records``).
+The trees are measured in turn (each first in turn), each in a fresh process
+(``PYTHONPATH=TREE``), ``--rounds`` times, and the medians printed; so a tree older than this
+file can be measured too (it needs ``bench.core_cost`` and ``tests.records``).
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ class RecordWriter:
         self._stopped = False  # no thread will take the inbox any more
         self._thread: threading.Thread | None = None
         self._finished: concurrent.futures.Future[None] = concurrent.futures.Future()
-        # Only the writer's thread touches these:
+        # The writer's thread's own while it runs (stop() reads them once it has ended):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
