@@ -3,6 +3,7 @@ newest-first paging, retention."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 from pathlib import Path
 
@@ -47,6 +48,24 @@ async def test_saving_a_call_again_replaces_it(database_url: str) -> None:
         assert len(call["barge_ins"]) == 1 and len(call["tts_reconnects"]) == 1 and len(call["segments"]) == 4
         assert call["started_at"] == live.started_at and call["audio_path"] == "/tmp/x.wav"
         assert call["median_reply_ms"] == 340.0, "the greeting is not a reply"
+    finally:
+        await store.aclose()
+
+
+async def test_every_part_of_a_call_reads_back_as_recorded_when_a_batch_spans_several_statements(
+        database_url: str) -> None:
+    store = Store(database_url)
+    try:
+        await store.migrate()
+        records = [record(n) for n in range(3)]
+        await store.save(records, {}, rows=2)  # each table's rows over several statements
+        for r in records:
+            call = await store.get_call(r.call_id)
+            assert call is not None
+            for table, parts in (("turns", r.turns), ("barge_ins", r.barge_ins), ("tts_reconnects", r.reconnects),
+                                 ("segments", r.segments)):
+                stored = [{k: v for k, v in row.items() if k != "call_id"} for row in call[table]]
+                assert stored == [dataclasses.asdict(part) for part in parts], table
     finally:
         await store.aclose()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,36 @@ from tests.records.factory import record
 
 def lost_total() -> float:
     return REGISTRY.get_sample_value("bridge_records_lost_total") or 0.0
+
+
+async def test_records_handed_over_on_any_thread_are_written_by_the_writer_s_own_and_a_stop_flushes_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{tmp_path / 'records.db'}"
+    writers: set[str] = set()
+    save = Store.save
+
+    async def watched(self: Store, *args: object, **kwargs: object) -> None:
+        writers.add(threading.current_thread().name)
+        await save(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Store, "save", watched)
+    writer = RecordWriter(Store(url), retention_days=30, recordings_dir=tmp_path, linger_s=60)
+    await writer.start()
+    assert writer.ready
+    callers = [threading.Thread(target=lambda k=k: [writer.submit(record(25 * k + n)) for n in range(25)])
+               for k in range(4)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
+    await writer.stop(flush_s=10)  # long before the minute the writer would wait for more calls
+    assert writer.lost == 0 and writer.written == 100
+    assert writers == {"records-writer"}, "the calls' loop never writes"
+    store = Store(url)
+    try:
+        assert len(await store.list_calls(200, None)) == 100
+    finally:
+        await store.aclose()
 
 
 async def test_postgres_stopped_mid_stream_loses_no_call(postgres: Postgres, tmp_path: Path) -> None:
@@ -55,7 +86,7 @@ async def test_a_database_that_never_answers_costs_the_submitter_nothing_and_los
         assert not writer.ready
         for n in range(8):
             writer.submit(record(n))  # returns at once: nothing waits on the database
-        assert writer.pending == 5 and writer.lost == 3
+        await wait_until(lambda: writer.pending == 5 and writer.lost == 3)  # the writer files them in its thread
         await writer.stop(flush_s=0.3)
     assert writer.lost == 8 and lost_total() - before == 8
     overflow = [r for r in caplog.records if "more than 5 calls waiting" in r.getMessage()]

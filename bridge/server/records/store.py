@@ -1,4 +1,7 @@
-"""The database behind the records: one async SQLAlchemy engine (aiosqlite or asyncpg).
+"""The database behind the records: an async SQLAlchemy engine (aiosqlite or asyncpg) per `Store`.
+
+The app reads through one on its event loop; the records writer writes through one of its own,
+made and used in its thread only (an async driver's connections belong to one event loop).
 
 ``sqlite:///bridge.db`` (the default) is a file in the working directory, created on first
 start; ``postgresql://user:password@host/db`` works the same. The schema is brought up to date
@@ -12,6 +15,7 @@ import base64
 import binascii
 import contextlib
 import logging
+import operator
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +23,7 @@ from typing import Any
 
 from alembic import command  # imported here, not on first use: a database that only answers mid-call
 from alembic.config import Config  # must not stall the event loop for the import (about a second)
-from sqlalchemy import Connection, and_, delete, event, insert, or_, select
+from sqlalchemy import Connection, Table, and_, delete, event, insert, or_, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -69,6 +73,7 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = async_url(url)
         self.dialect = make_url(self.url).get_backend_name()
+        self._inserts: dict[Table, str] = {}
         if self.dialect == "sqlite":
             quiet = logging.getLogger("aiosqlite")  # at DEBUG it logs every statement from its own thread
             if quiet.level == logging.NOTSET:
@@ -96,16 +101,31 @@ class Store:
         config.attributes["connection"] = conn
         command.upgrade(config, "head")
 
-    async def save(self, records: Sequence[CallRecord], audio_paths: dict[str, str]) -> None:
-        """Replace these calls' rows, all in one transaction."""
+    async def save(self, records: Sequence[CallRecord], audio_paths: dict[str, str], rows: int = 250) -> None:
+        """Replace these calls' rows, all in one transaction. No statement carries more than
+        ``rows`` rows (or call ids), so each step of Python work (binding, encoding) stays short,
+        and between statements the calling thread waits for the database without the interpreter's
+        lock: the records writer's thread leaves the calls' loop the lock often."""
         ids = [r.call_id for r in records]
+        calls = [_call_row(r, audio_paths.get(r.call_id)) for r in records]
         async with self.engine.begin() as conn:
             for table in (*_CHILDREN, schema.calls):
-                await conn.execute(delete(table).where(table.c.call_id.in_(ids)))
-            await conn.execute(insert(schema.calls), [_call_row(r, audio_paths.get(r.call_id)) for r in records])
-            for table, rows in _child_rows(records).items():
-                if rows:
-                    await conn.execute(insert(table), rows)
+                for part in _slices(ids, rows):
+                    await conn.execute(delete(table).where(table.c.call_id.in_(part)))
+            for part in _slices(calls, rows):
+                await conn.execute(insert(schema.calls), part)
+            for table, values in _child_rows(records).items():  # most of a call's rows: straight to the
+                for part in _slices(values, rows):  # driver, as tuples, without SQLAlchemy's per-row binding
+                    await conn.exec_driver_sql(self._insert_sql(table), part)
+
+    def _insert_sql(self, table: Table) -> str:
+        """The table's INSERT in the dialect's own words, its values in the columns' order."""
+        sql = self._inserts.get(table)
+        if sql is None:
+            compiled = insert(table).compile(dialect=self.engine.dialect)
+            assert tuple(compiled.positiontup or ()) == _KEYS[table], "a positional paramstyle, in column order"
+            sql = self._inserts[table] = str(compiled)
+        return sql
 
     async def list_calls(self, limit: int, cursor: tuple[datetime, str] | None) -> list[dict[str, Any]]:
         """Newest first; ``cursor`` is the last call of the previous page."""
@@ -138,10 +158,9 @@ class Store:
         async with self.engine.begin() as conn:
             old = (await conn.execute(select(c.call_id, c.audio_path).where(c.started_at < cutoff))).all()
             ids = [row[0] for row in old]
-            for start in range(0, len(ids), 500):
-                chunk = ids[start:start + 500]
+            for part in _slices(ids, 500):
                 for table in (*_CHILDREN, schema.calls):
-                    await conn.execute(delete(table).where(table.c.call_id.in_(chunk)))
+                    await conn.execute(delete(table).where(table.c.call_id.in_(part)))
         return [row[1] for row in old]
 
     async def aclose(self) -> None:
@@ -171,11 +190,18 @@ def _call_row(r: CallRecord, audio_path: str | None) -> dict[str, Any]:
     }
 
 
-def _child_rows(records: Sequence[CallRecord]) -> dict[Any, list[dict[str, Any]]]:
-    rows: dict[Any, list[dict[str, Any]]] = {table: [] for table in _CHILDREN}
-    for r in records:
-        for table, items in ((schema.turns, r.turns), (schema.barge_ins, r.barge_ins),
-                             (schema.reconnects, r.reconnects), (schema.segments, r.segments)):
-            names = [col.name for col in table.columns if col.name != "call_id"]
-            rows[table].extend({"call_id": r.call_id, **{n: getattr(item, n) for n in names}} for item in items)
-    return rows
+def _slices(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[start:start + size] for start in range(0, len(items), size)]
+
+
+_PARTS = ((schema.turns, "turns"), (schema.barge_ins, "barge_ins"), (schema.reconnects, "reconnects"),
+          (schema.segments, "segments"))
+_KEYS = {table: tuple(col.name for col in table.columns) for table, _ in _PARTS}  # call_id first
+_VALUES = {table: operator.attrgetter(*keys[1:]) for table, keys in _KEYS.items()}
+
+
+def _child_rows(records: Sequence[CallRecord]) -> dict[Table, list[tuple[Any, ...]]]:
+    """Each part of each call as its table's rows, values in the columns' order (the model's
+    fields bear the columns' names)."""
+    return {table: [(r.call_id, *_VALUES[table](item)) for r in records for item in getattr(r, part)]
+            for table, part in _PARTS}
