@@ -90,8 +90,10 @@ class RecordWriter:
 
     @property
     def pending(self) -> int:
-        """Records waiting to be written: filed ones (one per call) and those not yet filed."""
-        return len(self._pending) + len(self._inbox)
+        """Calls whose record waits to be written, filed or not yet filed (a call whose newer
+        version is still in the inbox counts once). ``list`` copies the inbox in one step, safe
+        against the writer's thread taking from it."""
+        return len(self._pending.keys() | {record.call_id for record in list(self._inbox)})
 
     def _nudge(self) -> None:
         loop, wake = self._loop, self._wake
