@@ -26,7 +26,7 @@ the first ``probe_ms`` of the agent's audio, without any canceller: the part of 
 follows what we played (one cross-correlation over every delay up to `_MAX_DELAY_S`, when the
 probe has heard enough) is the echo, and its loss against what we played is the call's echo
 return loss (ERL), within a dB at any delay. A caller talking over the first reply, or line hiss,
-does not follow what we played, and does not count (`_Probe`). Echo louder than
+does not follow what we played, and does not count (`bridge.core.probe.Probe`). Echo louder than
 ``-engage_erl_db`` engages the canceller for the rest of the call: it is made then and run at once
 over the blocks the probe kept, so it starts as converged as if it had run from the first frame.
 Otherwise no canceller is ever made, and the call does nothing per caller frame and only keeps
@@ -54,7 +54,7 @@ speech-to-text, gets) has been through its non-linear suppressor, which in doubl
 quiet caller out with the echo. So the line the listener hears beside the raw one (`line`) comes
 from a second canceller, linear only (``bridge.core.linear``: SpeexDSP's MDF), made when the
 probe engages AEC3 and fed what we played already shifted by the echo delay the probe found (its
-correlation peak, `_Probe.delay`), so that a short filter spans only the room's tail; it runs over
+correlation peak, `Probe.delay`), so that a short filter spans only the room's tail; it runs over
 the probe's blocks before the catch-up (`_rehearse`), its ERLE over them sets the cleaned line's
 residual, and `follows_us` judges its output. Without ``libspeexdsp``, and where there is no
 probe delay (``mode = "on"``, a call engaged later by the guard), the listener hears AEC3's output.
@@ -68,20 +68,20 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Final, Protocol
 
 import numpy as np
 
 from bridge.core.linear import LEAD_S, TAPS_S, Linear, load_linear
+from bridge.core.probe import AUDIBLE, COHERENT, Probe, correlation
 
 __all__ = [
     "MODES", "AecConfig", "Cleaned", "EchoCanceller", "Engine", "Fanout", "Gate", "Guard", "Listening", "load_engine",
 ]
 
 MODES: Final = ("auto", "on", "off")
-_AUDIBLE: Final = 104  # int16 peak of -50 dBFS: quieter played frames echo nothing worth cancelling
 _WINDOW_S: Final = 2.0  # the line's clock follows the earliest arrival of the last this many seconds
 _SLACK_S: Final = 0.005  # and moves later only when that is this much later (a gap, or clock drift)
 _KEEP_S: Final = 0.25  # played audio kept behind the line's clock (arrivals can move that clock back)
@@ -90,7 +90,6 @@ _DITHER_DB: Final = 0.0  # the noise added to a tonal reference, against its lev
 _TONAL_S: Final = 0.5  # a reference is tonal when over this long
 _TONAL_BINS: Final = 6  # its this many strongest frequencies (of 20 ms spectra)
 _TONAL_SHARE: Final = 0.88  # hold at least this share of its power
-_COHERENT: Final = 0.3  # the probe's removed signal correlates at least this much with ours when it is echo
 _MARGIN_DB: Final = 10.0  # after a probe found no echo, the guard's cruder ERL (a lower bound: noise and a caller
 # talking over us drag it down) engages the canceller only this far under ``engage_erl_db``
 _RESIDUAL_MARGIN_DB: Final = 3.0  # the residual echo is assumed this much louder than the probe measured
@@ -98,6 +97,9 @@ _RECHECK: Final = 25  # on a call judged echo-free, the echo guard's learnt ERL 
 _REHEARSALS: Final = 2  # extra passes of the linear canceller over the probe's blocks before it runs (`_rehearse`)
 _EDGE_DB: Final = 20.0  # what we play starts or stops abruptly: a 10 ms block this much louder than its neighbour
 _TRIM: Final = 0.25  # the share of the probe's blocks an ERLE leaves out (those it removed least from: `_erle`)
+_TRUST_S: Final = 1.0  # the cleaned line is trusted by what the canceller removed over this much of our audio
+_TRUST_TRIM: Final = 0.5  # leaving out the half it removed least from (a caller talking over us: `removes`)
+_TRUST_DB: Final = 10.0  # and it must remove at least this much (less where the probe measured less)
 _MAX_DELAY_S: Final = 0.35  # the longest echo delay the probe looks for (the echo guard's max_delay_ms and more)
 
 
@@ -221,7 +223,7 @@ class _Played:
     def add(self, pcm: bytes, start: float) -> None:
         x = np.frombuffer(pcm, "<i2", count=len(pcm) // 2)
         self._frames.append((round(start * self._rate), x, self.since, self.until))
-        if len(x) and max(int(x.max()), -int(x.min())) >= _AUDIBLE:
+        if len(x) and max(int(x.max()), -int(x.min())) >= AUDIBLE:
             if start > self.until + self._gap:
                 self.since = start
             self.until = max(self.until, start + len(x) / self._rate)
@@ -253,117 +255,17 @@ class _Played:
         return out
 
 
-class _Probe:
-    """Auto mode's first look at a call, on the raw line and without the canceller: how much of
-    the caller's audio follows what we played, and how loud that part is against it (the ERL).
-    Echo is our signal through a linear path, so at the echo's delay it correlates with what we
-    played; a caller talking over us, or line hiss, does not. So the line is cross-correlated with
-    the far end over every delay up to ``max_delay``, once, when the probe has heard enough; the
-    share of the line's power that follows ours at the best delay is the echo's (coherence
-    squared), and a line whose coherence stays under `_COHERENT` holds no echo to speak of.
-    Judging the raw line needs no canceller at all: a call without echo never runs one. The
-    blocks are kept, as the canceller would have been given them, so that a call judged echoic
-    can run the canceller over them at once and start as converged as if it had run all along."""
-
-    __slots__ = ("_lags", "_left", "_limit", "_next", "_stretches", "chunks", "coherence", "delay", "erl_db",
-                 "erle_db")
-
-    def __init__(self, samples: int, rate: int, max_delay_s: float) -> None:
-        self._left = samples  # audible playback still to hear before judging
-        self._limit = 4 * samples  # judge with what there is after this much playback, however quiet
-        self._lags = round(max_delay_s * rate)
-        self._next = -1  # the sample after the last block kept: a block elsewhere starts a new stretch
-        self.chunks: list[tuple[int, np.ndarray, np.ndarray, bool]] = []  # first sample, near, far, audible
-        self._stretches: list[tuple[np.ndarray, int]] = []  # far before each stretch, index of its first chunk
-        self.erl_db: float | None = None
-        self.erle_db = 0.0  # what the canceller removed over the probe (near over its output), once it runs
-        self.coherence: float | None = None  # the line's peak normalised correlation with what we played
-        self.delay = 0  # the echo's delay behind what we played, in samples (the correlation's peak)
-
-    def add(self, first: int, near: np.ndarray, far: np.ndarray, played: _Played) -> bool:
-        """One block the canceller would run on (``far`` read from ``played``); whether the probe
-        has heard enough to judge (`judge`)."""
-        if first != self._next:  # a new stretch of playback: keep what played up to the longest delay before it
-            self._stretches.append((played.read(first - self._lags, self._lags), len(self.chunks)))
-        self._next = first + len(near)
-        x = far.astype(np.float64)
-        audible = float(np.dot(x, x)) >= len(far) * float(_AUDIBLE) ** 2  # else we were quiet: nothing to learn
-        self.chunks.append((first, near, far, audible))
-        self._left -= len(far) if audible else 0
-        self._limit -= len(far)
-        return self._left <= 0 or self._limit <= 0
-
-    def judge(self) -> float:
-        """The call's ERL in dB, infinite when the line does not follow what we played: the far
-        end's power at the best delay over the part of the line's power that follows it
-        (|f_k|^2 / (|y|^2 c^2), c the coherence), i.e. the inverse square of the echo path's gain
-        at that delay. Summed over the stretches the probe heard."""
-        corr = np.zeros(self._lags + 1)
-        windows = np.zeros(self._lags + 1)
-        power = 0.0
-        for played, chunks in self._stretch_fars():
-            near = np.concatenate([c[1] for c in chunks]).astype(np.float64)
-            c, w = _xcorr(near, played.astype(np.float64), self._lags)
-            corr += c
-            windows += w
-            power += float(np.dot(near, near))
-        shares = np.abs(corr) / np.sqrt(np.maximum(windows, 1e-9) * max(power, 1e-9))
-        best = int(np.argmax(shares))
-        self.delay = best
-        self.coherence = float(shares[best])
-        if self.coherence < _COHERENT:
-            self.erl_db = math.inf  # the line does not follow ours: no echo to speak of
-        else:
-            self.erl_db = 10 * math.log10(max(float(windows[best]), 1.0) / (power * self.coherence**2))
-        return self.erl_db
-
-    def shifted(self, shift: int) -> list[np.ndarray]:
-        """Each kept block's far end as played ``shift`` samples (at most the longest delay) earlier:
-        what the linear canceller, fed the far end already delayed like the echo, is given."""
-        out: list[np.ndarray] = []
-        for played, chunks in self._stretch_fars():
-            at = self._lags - shift
-            for c in chunks:
-                out.append(played[at : at + len(c[2])])
-                at += len(c[2])
-        return out
-
-    def _stretch_fars(self) -> Iterator[tuple[np.ndarray, list[tuple[int, np.ndarray, np.ndarray, bool]]]]:
-        """Each stretch of playback the probe kept: what played over it, from the longest delay
-        before its first block on, and its blocks."""
-        bounds = [i for _, i in self._stretches[1:]] + [len(self.chunks)]
-        for (before, i), j in zip(self._stretches, bounds, strict=True):
-            chunks = self.chunks[i:j]
-            yield np.concatenate([before, *(c[2] for c in chunks)]), chunks
-
-    def drop(self) -> None:
-        """The verdict is in: the blocks are not needed any more."""
-        self.chunks = []
-        self._stretches = []
-
-
-def _xcorr(near: np.ndarray, far: np.ndarray, lags: int) -> tuple[np.ndarray, np.ndarray]:
-    """For k in 0..lags: sum near[n] far[n + lags - k] (``far`` starts ``lags`` samples earlier, so
-    k is the delay of ``near`` behind ``far``), and the far end's energy over the same n. One FFT."""
-    n = len(near)
-    size = 1 << (len(far) - 1).bit_length()  # n + lags: no lag in 0..lags wraps round
-    corr = np.fft.irfft(np.conj(np.fft.rfft(near, size)) * np.fft.rfft(far, size), size)[: lags + 1]
-    energy = np.concatenate(([0.0], np.cumsum(far * far)))
-    windows = energy[n : n + lags + 1] - energy[: lags + 1]  # far[j .. j + n) for j = 0 .. lags
-    return corr[::-1], windows[::-1]
-
-
 def _edge(x: np.ndarray, block: int) -> bool:
     """Whether ``x`` starts or stops abruptly somewhere: a ``block`` of it at least `_EDGE_DB`
     louder than the next or the one before, and audible."""
     power = np.mean(np.square(x[: len(x) // block * block].reshape(-1, block)), axis=1)
     db = 10 * np.log10(power + 1.0)
     jump = np.abs(np.diff(db))
-    loud = np.maximum(db[1:], db[:-1]) >= 20 * math.log10(_AUDIBLE)
+    loud = np.maximum(db[1:], db[:-1]) >= 20 * math.log10(AUDIBLE)
     return bool(np.any((jump >= _EDGE_DB) & loud))
 
 
-def _erle(blocks: list[tuple[float, float]]) -> float:
+def _erle(blocks: list[tuple[float, float]], trim: float = _TRIM) -> float:
     """What a canceller removed, in dB, from blocks' powers before and after it: over all but the
     `_TRIM` of them it removed least from, so that a caller talking over a few of them (whom the
     canceller rightly leaves) does not count as echo it failed to remove: over the whole probe,
@@ -371,16 +273,8 @@ def _erle(blocks: list[tuple[float, float]]) -> float:
     would not do: in the echo's quiet stretches the line's own noise is most of what is left."""
     if not blocks:
         return 0.0
-    ratio = sorted(blocks, key=lambda b: b[0] / max(b[1], 1.0))[math.floor(_TRIM * len(blocks)) :]
+    ratio = sorted(blocks, key=lambda b: b[0] / max(b[1], 1.0))[math.floor(trim * len(blocks)) :]
     return 10 * math.log10(max(sum(b[0] for b in ratio), 1.0) / max(sum(b[1] for b in ratio), 1.0))
-
-
-def _correlation(near: np.ndarray, far: np.ndarray, lags: int) -> float:
-    """How closely ``near`` follows ``far`` (which starts ``lags`` samples earlier) at its best
-    delay: max over delays of the normalised correlation (`_xcorr`)."""
-    corr, windows = _xcorr(near, far, lags)
-    norm = np.sqrt(np.maximum(windows, 1e-9) * max(float(np.dot(near, near)), 1e-9))
-    return float(np.max(np.abs(corr) / norm))
 
 
 class EchoCanceller:
@@ -390,10 +284,10 @@ class EchoCanceller:
     """
 
     __slots__ = (
-        "_anchor", "_arrivals", "_behind", "_block", "_clocked", "_dither", "_engine", "_frame", "_gate", "_heard",
-        "_linear", "_linear_loader", "_linear_next", "_loader", "_off", "_parked", "_played", "_pos", "_probe",
-        "_rate", "_recent", "_residual", "_shift", "_spectra", "_tail", "_tonal", "_wait", "_window", "config",
-        "echoic", "engaged", "frames", "line",
+        "_anchor", "_arrivals", "_behind", "_block", "_clocked", "_dither", "_engine", "_floor", "_frame", "_gate",
+        "_heard", "_linear", "_linear_loader", "_linear_next", "_loader", "_off", "_parked", "_played", "_pos",
+        "_probe", "_rate", "_recent", "_removed", "_residual", "_shift", "_spectra", "_tail", "_tonal", "_wait",
+        "_window", "config", "echoic", "engaged", "frames", "line",
     )
 
     def __init__(self, config: AecConfig | None = None, rate: int = 8000, frame_samples: int = 160,
@@ -422,7 +316,7 @@ class EchoCanceller:
         self._arrivals: deque[tuple[float, float]] = deque()  # (arrival, anchor it implies), rising anchors
         self._pos = 0  # samples of the line seen while the clock ran
         auto = self.config.mode == "auto"
-        self._probe = _Probe(round(self.config.probe_ms / 1000 * rate), rate, _MAX_DELAY_S) if auto else None
+        self._probe = Probe(round(self.config.probe_ms / 1000 * rate), rate, _MAX_DELAY_S) if auto else None
         self.echoic: bool | None = None if auto else self.config.mode == "on"  # None: not judged yet
         self._residual: float | None = None
         self._gate: Gate | None = None  # the listener's gate, which hears the cleaned line while we may clean
@@ -432,6 +326,9 @@ class EchoCanceller:
         self._tonal = False  # whether the last half second we played was a steady tone (`_excite`)
         self._spectra: deque[np.ndarray] = deque(maxlen=max(1, round(_TONAL_S * rate / frame_samples)))
         self._recent: deque[tuple[int, np.ndarray]] = deque(maxlen=max(1, round(_RECENT_S * rate / frame_samples)))
+        # each of the last `_TRUST_S` of chunks where we played: the line's power, and the cleaned line's
+        self._removed: deque[tuple[float, float]] = deque(maxlen=max(1, round(_TRUST_S * rate / frame_samples)))
+        self._floor = _TRUST_DB  # what the canceller must go on removing for its line to be trusted (`removes`)
         self.engaged = False  # whether the canceller ran on the last chunk (and handed back its output)
         self.line = b""  # the last chunk as the listener's cleaned line hears it, while ``engaged``
         self.frames = 0
@@ -461,7 +358,7 @@ class EchoCanceller:
         if self._gate is not None:
             cleaned = self._gate.clean_too()
             self._behind = cleaned.guard
-            cleaned.echoing = self.follows_us
+            cleaned.echoing = self.untrusted
 
     def played(self, pcm: bytes, start: float) -> None:
         """One frame of ours will play at the caller from ``start`` (frames come in play order).
@@ -568,7 +465,32 @@ class EchoCanceller:
         else:
             self._heard = out
         self._recent.append((first, self._heard))
+        x = (far if shifted is None else shifted).astype(np.float64)
+        if float(np.dot(x, x)) >= len(x) * float(AUDIBLE) ** 2:  # what the listener's canceller was given played
+            y, z = near.astype(np.float64), self._heard.astype(np.float64)
+            self._removed.append((float(np.dot(y, y)), float(np.dot(z, z))))
         return out
+
+    def untrusted(self) -> bool:
+        """Whether the cleaned line may not prove the caller now: the canceller does not remove
+        our echo (`removes`), or what it let through follows what we played (`follows_us`)."""
+        return not self.removes() or self.follows_us()
+
+    def removes(self) -> bool:
+        """Whether the canceller demonstrably takes our echo out: what it removed over the last
+        `_TRUST_S` of chunks where we played (`_erle`, over the half it removed most from: a
+        caller talking over us for up to half of it, whom it rightly leaves, does not count) is
+        at least `_TRUST_DB`, or where the probe measured less on this call (a noisy line: the
+        noise stays), that less `_RESIDUAL_MARGIN_DB`. The cleaned line's guard was told the
+        echo lies that far down (`take_residual`): when the canceller's reference no longer
+        matches what the phone echoed (a worker's loop that lags behind its calls, so what it
+        believes played and what did drift apart; an echo path that moved; a filter that
+        diverged), the echo comes through it nearly whole and passed that guard as the caller
+        on every call. Then the raw line's level guard decides alone, until the canceller
+        removes the echo again."""
+        if len(self._removed) < (self._removed.maxlen or 1) // 2:
+            return True  # too little heard yet to judge: the probe's catch-up just measured it
+        return _erle(list(self._removed), _TRUST_TRIM) >= self._floor
 
     def _excite(self, far: np.ndarray) -> np.ndarray:
         """What we played, for AEC3 to hear; with white noise as loud as it added while what we
@@ -603,7 +525,7 @@ class EchoCanceller:
         """Whether what the canceller let through lately (its last `_RECENT_S` of output) follows
         what we played at some echo delay: a residual echo, not a caller. After the echo path
         moves, the filter is wrong until it re-converges and the residual is loud; a caller's
-        voice does not correlate with ours (the probe's test, `_Probe`). About 0.2 ms; asked only
+        voice does not correlate with ours (the probe's test, `bridge.core.probe.Probe`). About 0.2 ms; asked only
         for a frame that only the cleaned line takes for the caller.
 
         And while we play a steady tone, whenever it started or stopped within the window: a
@@ -618,7 +540,7 @@ class EchoCanceller:
         far = self._played.read(first - lags, len(out) + lags).astype(np.float64)
         if self._tonal and self._linear is not None and _edge(far, self._block):
             return True
-        return _correlation(out, far, lags) >= _COHERENT
+        return correlation(out, far, lags) >= COHERENT
 
     def _judge(self) -> np.ndarray | None:
         """The probe's verdict; on a call judged echoic, the canceller's output for the block that
@@ -670,6 +592,7 @@ class EchoCanceller:
                 y, z = near.astype(np.float64), self._heard.astype(np.float64)
                 removed.append((float(np.dot(y, y)), float(np.dot(z, z))))
         self._probe.erle_db = _erle(removed)
+        self._floor = min(_TRUST_DB, self._probe.erle_db - _RESIDUAL_MARGIN_DB)
         return out
 
     def _rehearse(self, near: list[np.ndarray], far: list[np.ndarray]) -> None:

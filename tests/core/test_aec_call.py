@@ -140,3 +140,32 @@ def test_a_held_tones_echo_6_db_down_never_pauses_the_agent_on_the_raw_line() ->
     for delay in (40.0, 250.0):
         result = run(replace(echo_only(-6.0, delay), reply=tone(440.0, 14.0, level=0.25), duration=5.0), OFF)
         assert not result.clears, delay
+
+
+class Late:
+    """The canceller's side of the playout's echo reference, from ``since`` on believing every frame
+    plays ``by`` seconds later than it does: a worker whose loop lags behind its calls."""
+
+    def __init__(self, to: object, by: float, since: float) -> None:
+        self._to, self._by, self._since = to, by, since
+
+    def played(self, pcm: bytes, start: float) -> None:
+        self._to.played(pcm, start + (self._by if start >= self._since else 0.0))  # type: ignore[attr-defined]
+
+    def cleared(self, at: float) -> None:
+        self._to.cleared(at + (self._by if at >= self._since else 0.0))  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("delay", [40.0, 120.0])
+def test_a_canceller_whose_reference_no_longer_matches_the_echo_leaves_the_raw_line_to_decide(delay: float) -> None:
+    """From 5 s on the canceller is given what played 150 ms late: its output is then the echo
+    nearly whole, which its line's guard, told the echo lies 40 dB and more down, took for the
+    caller at every loud syllable (3-5 pauses in 9 s). Once what it removes falls, the raw line's
+    level guard decides alone: no barge-in, and at most the one pause before that shows."""
+    line = Line(echo_only(-10.0, delay), AUTO)
+    fanout = line.call._playout.echo
+    listener, canceller = fanout._to  # type: ignore[attr-defined]
+    fanout._to = (listener, Late(canceller, 0.15, 5.0))  # type: ignore[attr-defined]
+    result = line.run()
+    assert result.interrupted_at is None
+    assert len(result.clears) <= 1
