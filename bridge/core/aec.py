@@ -74,6 +74,7 @@ from typing import Final, Protocol
 
 import numpy as np
 
+from bridge.core.budget import AecBudget
 from bridge.core.linear import LEAD_S, TAPS_S, Linear, load_linear
 from bridge.core.probe import AUDIBLE, COHERENT, Probe, correlation
 
@@ -111,6 +112,8 @@ class AecConfig:
     engage_erl_db: float = field(default=25.0, metadata={"lo": 0.0, "hi": 60.0})  # auto: engage below this ERL
     tail_ms: int = field(default=400, metadata={"lo": 0, "hi": 5000})  # keep cancelling after the agent stops
     probe_ms: int = field(default=500, metadata={"lo": 100, "hi": 60000})  # auto: agent audio heard before judging
+    # per worker process: cancellers running at once; a call that needs one past that keeps the level guard alone
+    max_engaged: int = field(default=20, metadata={"lo": 0, "hi": 100000})
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -280,19 +283,21 @@ def _erle(blocks: list[tuple[float, float]], trim: float = _TRIM) -> float:
 class EchoCanceller:
     """One call's canceller: the far end in from the playout side, caller frames in and out.
 
-    ``frames`` counts the caller frames it processed (for metrics: zero on a call it never ran on).
+    ``frames`` counts the caller frames it processed (for metrics: zero on a call it never ran on);
+    ``refused``: the call needed a canceller and the worker's ``budget`` (`AecBudget`) had no slot.
     """
 
     __slots__ = (
-        "_anchor", "_arrivals", "_behind", "_block", "_clocked", "_dither", "_engine", "_floor", "_frame", "_gate",
-        "_heard", "_linear", "_linear_loader", "_linear_next", "_loader", "_off", "_parked", "_played", "_pos",
-        "_probe", "_rate", "_recent", "_removed", "_residual", "_shift", "_spectra", "_tail", "_tonal", "_wait",
-        "_window", "config", "echoic", "engaged", "frames", "line",
+        "__weakref__", "_anchor", "_arrivals", "_behind", "_block", "_budget", "_clocked", "_dither", "_engine",
+        "_floor", "_frame", "_gate", "_heard", "_linear", "_linear_loader", "_linear_next", "_loader", "_off",
+        "_parked", "_played", "_pos", "_probe", "_rate", "_recent", "_removed", "_residual", "_shift", "_spectra",
+        "_tail", "_tonal", "_wait", "_window", "config", "echoic", "engaged", "frames", "line", "refused",
     )
 
     def __init__(self, config: AecConfig | None = None, rate: int = 8000, frame_samples: int = 160,
                  *, loader: Callable[[int], Engine | None] = load_engine,
-                 linear: Callable[[int, int, int], Linear | None] = load_linear) -> None:
+                 linear: Callable[[int, int, int], Linear | None] = load_linear,
+                 budget: AecBudget | None = None) -> None:
         self.config = config or AecConfig()
         self._rate = rate
         self._frame = frame_samples
@@ -301,6 +306,8 @@ class EchoCanceller:
         self._played = _Played(rate, self._tail)
         self._loader = loader
         self._engine: Engine | None = None
+        self._budget = budget  # the worker's canceller slots (None: no limit)
+        self.refused = False
         self._linear_loader = linear
         self._linear: Linear | None = None  # the listener's linear-only canceller, made when the probe engages AEC3
         self._shift = 0  # the linear canceller's far end is read this many samples early (the echo's delay)
@@ -665,9 +672,18 @@ class EchoCanceller:
         return self._played.since <= end and start <= self._played.until + self._tail
 
     def _ready(self) -> bool:
-        """Whether the canceller is there, made at first need (a call without echo never makes one)."""
+        """Whether the canceller is there, made at first need (a call without echo never makes one)
+        if the worker has a slot for it (`AecBudget`): else, as without the library, the line goes
+        on as without a canceller, for the rest of the call."""
         if self._engine is None and not self._off:
-            self._engine = self._loader(self._rate)
-            if self._engine is None:  # without the library: the line goes on as without a canceller
+            self.refused = self._budget is not None and not self._budget.take(self)
+            self._engine = None if self.refused else self._loader(self._rate)
+            if self._engine is None:
+                self.close()
                 self._off, self._clocked = True, False
         return self._engine is not None
+
+    def close(self) -> None:
+        """The call is over: its slot goes back to the worker."""
+        if self._budget is not None:
+            self._budget.give_back(self)

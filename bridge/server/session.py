@@ -541,6 +541,7 @@ class CallSession:
         )
         log.info(
             "call %s ended (%s): %d turns, %d barge-ins, greeting latency %s, %d late TTS chunks dropped, "
-            "%d bad messages, echo canceller on %d frames", self.call_id, self.end_reason or "?", snap.turn + 1,
+            "%d bad messages, echo canceller on %d frames%s", self.call_id, self.end_reason or "?", snap.turn + 1,
             snap.barge_ins, latency, snap.dropped_audio_chunks, snap.malformed_messages, snap.aec_frames,
+            " (none free: aec.max_engaged)" if snap.aec_refused else "",
         )

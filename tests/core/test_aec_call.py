@@ -13,7 +13,9 @@ import pytest
 from bridge.core import linear
 from bridge.core.actions import StartTurn
 from bridge.core.aec import AecConfig
+from bridge.core.budget import AecBudget
 from bridge.core.call import CallSettings
+from bridge.core.events import CallEnded
 from tests.support import load_wav, tone
 from tests.turntaking import RATE, Line, Scenario, echo_only, run, talk_over
 
@@ -169,3 +171,21 @@ def test_a_canceller_whose_reference_no_longer_matches_the_echo_leaves_the_raw_l
     result = line.run()
     assert result.interrupted_at is None
     assert len(result.clears) <= 1
+
+
+def test_a_worker_that_runs_its_limit_of_cancellers_keeps_the_next_speakerphone_call_on_the_echo_guard() -> None:
+    """One canceller slot: the first speakerphone call takes it; the second, judged as echoic, runs
+    the echo guard alone (no false barge-in: the level guard holds the echo) and says why; once the
+    first call has ended, the next one cancels again."""
+    settings = replace(AUTO, aec_budget=AecBudget(1))
+    first = Line(echo_only(-10.0, 120.0), settings)
+    first.run()
+    assert first.call.snapshot.aec_frames > 0 and not first.call.snapshot.aec_refused
+    second = Line(echo_only(-10.0, 120.0), settings)
+    result = second.run()
+    assert second.call.snapshot.aec_frames == 0 and second.call.snapshot.aec_refused
+    assert result.interrupted_at is None and not result.clears
+    first.call.handle(CallEnded(15.0, "hangup"))
+    third = Line(echo_only(-10.0, 120.0), settings)
+    third.run()
+    assert third.call.snapshot.aec_frames > 0 and not third.call.snapshot.aec_refused
