@@ -312,13 +312,13 @@ class EchoCanceller:
     """One call's canceller: the far end in from the playout side, caller frames in and out.
 
     ``frames`` counts the caller frames it processed (for metrics: zero on a call it never ran on);
-    ``refused``: the call needed a canceller and the worker's ``budget`` (`AecBudget`) had no slot.
+    ``refused``: why the call runs without the canceller it needed ("budget", "lag": `AecBudget`), or "".
     """
 
     __slots__ = (
         "__weakref__", "_added", "_anchor", "_arrivals", "_behind", "_block", "_budget", "_clocked", "_dither",
         "_engine", "_floor", "_frame", "_gate", "_heard", "_linear", "_linear_loader", "_linear_next", "_loader",
-        "_off", "_parked", "_played", "_pos", "_probe", "_rate", "_recent", "_removed", "_residual", "_shift",
+        "_now", "_off", "_parked", "_played", "_pos", "_probe", "_rate", "_recent", "_removed", "_residual", "_shift",
         "_spectra", "_spectrum", "_tail", "_tonal", "_wait", "_window", "config", "echoic", "engaged", "frames",
         "line", "refused",
     )
@@ -336,7 +336,8 @@ class EchoCanceller:
         self._loader = loader
         self._engine: Engine | None = None
         self._budget = budget  # the worker's canceller slots (None: no limit)
-        self.refused = False
+        self._now = float("-inf")  # the last caller chunk's arrival: when a slot is asked for
+        self.refused = ""
         self._linear_loader = linear
         self._linear: Linear | None = None  # the listener's linear-only canceller, made when the probe engages AEC3
         self._shift = 0  # the linear canceller's far end is read this many samples early (the echo's delay)
@@ -439,6 +440,7 @@ class EchoCanceller:
                 return pcm
             self._wake()
         count = len(pcm) // 2
+        self._now = at
         start = self._clock(count, at)
         first = round(start * self._rate)
         self._played.forget(first - round((_KEEP_S + _MAX_DELAY_S + _RECENT_S) * self._rate))
@@ -715,7 +717,7 @@ class EchoCanceller:
         if the worker has a slot for it (`AecBudget`): else, as without the library, the line goes
         on as without a canceller, for the rest of the call."""
         if self._engine is None and not self._off:
-            self.refused = self._budget is not None and not self._budget.take(self)
+            self.refused = "" if self._budget is None else self._budget.take(self, self._now)
             self._engine = None if self.refused else self._loader(self._rate)
             if self._engine is None:
                 self.close()

@@ -8,42 +8,57 @@ call stopped its agent for its own echo, where the level guard alone (``bridge.c
 ``aec.mode = "off"``) made no false barge-in at 30. More calls must never make the agent
 interrupt itself, so a worker hands out at most ``aec.max_engaged`` canceller slots, and a call
 judged echoic while none is free runs the level guard alone for the rest of the call (its
-metrics say so: `EchoCanceller.refused`).
+metrics say so: `EchoCanceller.refused`). Nor does a worker whose loop already lags take on a new
+canceller: while its calls' pacing timers fire `LATE_S` late or more, and for `CALM_S` after,
+a call judged echoic keeps the level guard alone as well.
 
 Sans-I/O: the shell makes one `AecBudget` per worker process and hands it to every call
-(``CallSettings.aec_budget``); a canceller takes a slot when it is made and gives it back when its
-call ends. Slots are held by weak reference, so a call that is dropped without ending frees its
-slot as well.
+(``CallSettings.aec_budget``), and tells it how late each pacing timer fired (`late`, on the
+calls' clock); a canceller takes a slot when it is made and gives it back when its call ends.
+Slots are held by weak reference, so a call that is dropped without ending frees its slot too.
 """
 
 from __future__ import annotations
 
 import weakref
+from typing import Final
 
-__all__ = ["AecBudget"]
+__all__ = ["CALM_S", "LATE_S", "AecBudget"]
+
+LATE_S: Final = 0.1  # a pacing timer this late (playback.low_ms's default): the caller's queue runs dry
+CALM_S: Final = 10.0  # no new canceller until the worker's timers have been on time this long
 
 
 class AecBudget:
     """One worker's canceller slots: at most ``limit`` taken at once."""
 
-    __slots__ = ("_holders", "limit")
+    __slots__ = ("_holders", "_late_at", "limit")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._holders: weakref.WeakSet[object] = weakref.WeakSet()
+        self._late_at: float | None = None  # when a pacing timer last fired `LATE_S` late or more
 
     @property
     def engaged(self) -> int:
         """Cancellers running now (made and their call not over)."""
         return len(self._holders)
 
-    def take(self, holder: object) -> bool:
-        """A slot for ``holder`` (it may make its canceller), or False: the worker runs as many as it may."""
+    def late(self, at: float, lateness_s: float) -> None:
+        """A call's pacing timer fired ``lateness_s`` late at ``at``."""
+        if lateness_s >= LATE_S:
+            self._late_at = at
+
+    def take(self, holder: object, at: float) -> str:
+        """A slot for ``holder`` at ``at`` (""), or why not: "budget" (the worker runs as many
+        cancellers as it may) or "lag" (its loop lags behind its calls)."""
         if holder not in self._holders:
             if len(self._holders) >= self.limit:
-                return False
+                return "budget"
+            if self._late_at is not None and at - self._late_at < CALM_S:
+                return "lag"
             self._holders.add(holder)
-        return True
+        return ""
 
     def give_back(self, holder: object) -> None:
         """``holder``'s call is over (or it never made its canceller)."""

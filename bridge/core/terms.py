@@ -78,4 +78,4 @@ class CallSnapshot:
     ended: bool
     reply: ReplyState | None = None  # the live reply's state, if there is one
     aec_frames: int = 0  # caller frames the echo canceller processed (0: it never ran on this call)
-    aec_refused: bool = False  # the call's echo called for the canceller, and the worker had no slot for it
+    aec_refused: str = ""  # why the canceller this call's echo called for did not run: "budget", "lag" (AecBudget)

@@ -183,9 +183,21 @@ def test_a_worker_that_runs_its_limit_of_cancellers_keeps_the_next_speakerphone_
     assert first.call.snapshot.aec_frames > 0 and not first.call.snapshot.aec_refused
     second = Line(echo_only(-10.0, 120.0), settings)
     result = second.run()
-    assert second.call.snapshot.aec_frames == 0 and second.call.snapshot.aec_refused
+    assert second.call.snapshot.aec_frames == 0 and second.call.snapshot.aec_refused == "budget"
     assert result.interrupted_at is None and not result.clears
     first.call.handle(CallEnded(15.0, "hangup"))
     third = Line(echo_only(-10.0, 120.0), settings)
     third.run()
     assert third.call.snapshot.aec_frames > 0 and not third.call.snapshot.aec_refused
+
+
+@pytest.mark.parametrize(("lateness", "refused"), [(0.02, ""), (0.3, "lag")])
+def test_a_worker_whose_calls_pacing_runs_late_takes_on_no_new_canceller(lateness: float, refused: str) -> None:
+    """A pacing timer 300 ms late just before the call (the worker's loop behind its calls): the
+    speakerphone call keeps the echo guard alone, without a false barge-in; 20 ms late is on time."""
+    budget = AecBudget(20)
+    budget.late(0.0, lateness)
+    line = Line(echo_only(-10.0, 120.0), replace(AUTO, aec_budget=budget))
+    result = line.run()
+    assert line.call.snapshot.aec_refused == refused and (line.call.snapshot.aec_frames == 0) == bool(refused)
+    assert result.interrupted_at is None and not result.clears
