@@ -76,6 +76,7 @@ import numpy as np
 
 from bridge.core.budget import AecBudget
 from bridge.core.linear import LEAD_S, TAPS_S, Linear, load_linear
+from bridge.core.lineclock import SLACK_S, LineClock
 from bridge.core.probe import AUDIBLE, COHERENT, Probe, correlation
 
 __all__ = [
@@ -83,8 +84,6 @@ __all__ = [
 ]
 
 MODES: Final = ("auto", "on", "off")
-_WINDOW_S: Final = 2.0  # the line's clock follows the earliest arrival of the last this many seconds
-_SLACK_S: Final = 0.005  # and moves later only when that is this much later (a gap, or clock drift)
 _KEEP_S: Final = 0.25  # played audio kept behind the line's clock (arrivals can move that clock back)
 _RECENT_S: Final = 0.2  # how much of its output `follows_us` judges
 _DITHER_DB: Final = 0.0  # the noise added to a tonal reference, against its level (`_excite`)
@@ -316,11 +315,10 @@ class EchoCanceller:
     """
 
     __slots__ = (
-        "__weakref__", "_added", "_anchor", "_arrivals", "_behind", "_block", "_budget", "_clocked", "_dither",
-        "_engine", "_floor", "_frame", "_gate", "_heard", "_linear", "_linear_loader", "_linear_next", "_loader",
-        "_now", "_off", "_parked", "_played", "_pos", "_probe", "_rate", "_recent", "_removed", "_residual", "_shift",
-        "_spectra", "_spectrum", "_tail", "_tonal", "_wait", "_window", "config", "echoic", "engaged", "frames",
-        "line", "refused",
+        "__weakref__", "_added", "_behind", "_block", "_budget", "_clocked", "_dither", "_engine", "_floor", "_frame",
+        "_gate", "_heard", "_line", "_linear", "_linear_loader", "_linear_next", "_loader", "_now", "_off", "_parked",
+        "_played", "_probe", "_rate", "_recent", "_removed", "_residual", "_shift", "_spectra", "_spectrum", "_tail",
+        "_tonal", "_wait", "_window", "config", "echoic", "engaged", "frames", "line", "refused",
     )
 
     def __init__(self, config: AecConfig | None = None, rate: int = 8000, frame_samples: int = 160,
@@ -349,9 +347,7 @@ class EchoCanceller:
         self._clocked = False
         self._parked: deque[tuple[bytes, float]] | None = None  # judged echo-free: the frames played lately
         self._wait = 0  # judged echo-free: caller frames until the echo guard's ERL is looked at again
-        self._anchor = float("inf")  # when the line's first sample arrived, by the earliest arrival
-        self._arrivals: deque[tuple[float, float]] = deque()  # (arrival, anchor it implies), rising anchors
-        self._pos = 0  # samples of the line seen while the clock ran
+        self._line = LineClock(rate)  # the line's samples on the playout clock, while ``_clocked``
         auto = self.config.mode == "auto"
         self._probe = Probe(round(self.config.probe_ms / 1000 * rate), rate, _MAX_DELAY_S) if auto else None
         self.echoic: bool | None = None if auto else self.config.mode == "on"  # None: not judged yet
@@ -441,7 +437,7 @@ class EchoCanceller:
             self._wake()
         count = len(pcm) // 2
         self._now = at
-        start = self._clock(count, at)
+        start = self._line.start(count, at)
         first = round(start * self._rate)
         self._played.forget(first - round((_KEEP_S + _MAX_DELAY_S + _RECENT_S) * self._rate))
         whole = count - count % self._block
@@ -487,17 +483,17 @@ class EchoCanceller:
         listener's copy (`line`) from the linear canceller when there is one, fed the far end
         read the echo's delay early (``shifted``: given, while catching up over the probe). The
         linear canceller's far end runs on without a seam through the line clock's small moves
-        (`_clock`: the anchor moving a fraction of a sample earlier rounds the block's start one
+        (`LineClock`: the anchor moving a fraction of a sample earlier rounds the block's start one
         sample back): a one-sample jump costs a sharp echo path all its cancellation, and without
         a suppressor behind it, the residual that a jittery line's re-anchoring let through
-        paused the agent (5 of 24 calls with 20 ms of jitter); a real gap (`_SLACK_S` or more) is
+        paused the agent (5 of 24 calls with 20 ms of jitter); a real gap (`SLACK_S` or more) is
         followed."""
         assert self._engine is not None
         out = np.asarray(self._engine.process(near, self._excite(far)), dtype="<i2")
         self.frames += max(1, round(len(near) / self._frame))
         if self._linear is not None:
             if shifted is None:
-                if abs(first - self._linear_next) <= round(_SLACK_S * self._rate):
+                if abs(first - self._linear_next) <= round(SLACK_S * self._rate):
                     first = self._linear_next  # see below
                 shifted = self._played.read(first - self._shift, len(near))
             self._linear_next = first + len(near)
@@ -677,8 +673,7 @@ class EchoCanceller:
             if self._behind is not None:
                 self._behind.played(pcm, start)
         self._clocked = True
-        self._anchor = float("inf")
-        self._arrivals.clear()
+        self._line.restart()
 
     def take_residual(self) -> float | None:
         """Once, when the probe engages the canceller: how far below what we play the echo left
@@ -687,26 +682,6 @@ class EchoCanceller:
         takes it at once instead of holding the raw line's loss until it has re-learnt."""
         residual, self._residual = self._residual, None
         return residual
-
-    def _clock(self, count: int, at: float) -> float:
-        """When the chunk's first sample was spoken, on the playout clock. The line's samples are
-        evenly spaced after an anchor: the earliest time the first sample can have arrived, by the
-        arrivals of the last `_WINDOW_S` (jitter only ever delays a frame, so the earliest is the
-        truest). The anchor moves earlier at once, and later only by more than `_SLACK_S` (frames
-        the carrier never sent, or its clock running slow), so a jittery line reads a contiguous
-        reference."""
-        offset = at - (self._pos + count) / self._rate
-        while self._arrivals and self._arrivals[-1][1] >= offset:
-            self._arrivals.pop()
-        self._arrivals.append((at, offset))
-        while self._arrivals[0][0] < at - _WINDOW_S:
-            self._arrivals.popleft()
-        earliest = self._arrivals[0][1]
-        if earliest < self._anchor or earliest - self._anchor > _SLACK_S:
-            self._anchor = earliest
-        start = self._anchor + self._pos / self._rate
-        self._pos += count
-        return start
 
     def _playing(self, start: float, end: float) -> bool:
         """Our audio plays over the chunk, or stopped less than ``tail_ms`` before it."""

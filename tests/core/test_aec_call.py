@@ -201,3 +201,16 @@ def test_a_worker_whose_calls_pacing_runs_late_takes_on_no_new_canceller(latenes
     result = line.run()
     assert line.call.snapshot.aec_refused == refused and (line.call.snapshot.aec_frames == 0) == bool(refused)
     assert result.interrupted_at is None and not result.clears
+
+
+@pytest.mark.parametrize("settings", [OFF, AUTO], ids=["off", "auto"])
+def test_caller_frames_read_late_at_once_after_a_stall_never_pass_for_the_caller(settings: CallSettings) -> None:
+    """The worker's loop stalls for 0.8 or 1.5 s and then reads every caller frame that waited at
+    once: timed by their arrival, they held the echo of what played a second before the guard's
+    window, and paused the agent once per stall (with or without the canceller)."""
+    for stall in (0.8, 1.5):
+        for delay in (40.0, 120.0):
+            line = Line(echo_only(-10.0, delay), settings)
+            line.arrivals = [5.0 + stall if 5.0 <= at < 5.0 + stall else at for at in line.arrivals]
+            result = line.run()
+            assert result.interrupted_at is None and not result.clears, (stall, delay)
