@@ -311,7 +311,8 @@ class EchoCanceller:
     """One call's canceller: the far end in from the playout side, caller frames in and out.
 
     ``frames`` counts the caller frames it processed (for metrics: zero on a call it never ran on);
-    ``refused``: why the call runs without the canceller it needed ("budget", "lag": `AecBudget`), or "".
+    ``refused``: why the call ran without the canceller it needed, or for a while ("budget", "lag":
+    `AecBudget`), or "".
     """
 
     __slots__ = (
@@ -442,7 +443,7 @@ class EchoCanceller:
         self._played.forget(first - round((_KEEP_S + _MAX_DELAY_S + _RECENT_S) * self._rate))
         whole = count - count % self._block
         self.engaged = False
-        if not whole or not self._playing(start, start + count / self._rate):
+        if not whole or not self._playing(start, start + count / self._rate) or self._lagging(at):
             self._recent.clear()  # `follows_us` reads a contiguous stretch
             return pcm
         near = np.frombuffer(pcm, "<i2", count=whole)
@@ -698,6 +699,16 @@ class EchoCanceller:
                 self.close()
                 self._off, self._clocked = True, False
         return self._engine is not None
+
+    def _lagging(self, at: float) -> bool:
+        """Whether the worker lags behind its calls (`AecBudget.lagging`) while this call's canceller
+        runs: it then skips its work (its CPU back to the worker), and the raw line's echo guard
+        decides alone until the worker has caught up; the cleaned line is trusted again once the
+        canceller demonstrably removes the echo again (`removes`)."""
+        if self._engine is None or self._budget is None or not self._budget.lagging(at):
+            return False
+        self.refused = "lag"
+        return True
 
     def close(self) -> None:
         """The call is over: its slot goes back to the worker."""

@@ -8,9 +8,11 @@ call stopped its agent for its own echo, where the level guard alone (``bridge.c
 ``aec.mode = "off"``) made no false barge-in at 30. More calls must never make the agent
 interrupt itself, so a worker hands out at most ``aec.max_engaged`` canceller slots, and a call
 judged echoic while none is free runs the level guard alone for the rest of the call (its
-metrics say so: `EchoCanceller.refused`). Nor does a worker whose loop already lags take on a new
-canceller: while its calls' pacing timers fire `LATE_S` late or more, and for `CALM_S` after,
-a call judged echoic keeps the level guard alone as well.
+metrics say so: `EchoCanceller.refused`). Nor does a worker whose loop lags keep cancellers
+going: while its calls' pacing timers fire `LATE_S` late or more, and for `CALM_S` after, a
+call judged echoic keeps the level guard alone for good, and a canceller already running skips
+its work (its CPU goes back to the worker, whose calls the level guard alone carried with no
+false barge-in where the cancellers' load paused them) until the worker has caught up.
 
 Sans-I/O: the shell makes one `AecBudget` per worker process and hands it to every call
 (``CallSettings.aec_budget``), and tells it how late each pacing timer fired (`late`, on the
@@ -49,13 +51,17 @@ class AecBudget:
         if lateness_s >= LATE_S:
             self._late_at = at
 
+    def lagging(self, at: float) -> bool:
+        """Whether a pacing timer fired `LATE_S` late within `CALM_S` before ``at``."""
+        return self._late_at is not None and self._late_at <= at < self._late_at + CALM_S
+
     def take(self, holder: object, at: float) -> str:
         """A slot for ``holder`` at ``at`` (""), or why not: "budget" (the worker runs as many
         cancellers as it may) or "lag" (its loop lags behind its calls)."""
         if holder not in self._holders:
             if len(self._holders) >= self.limit:
                 return "budget"
-            if self._late_at is not None and at - self._late_at < CALM_S:
+            if self.lagging(at):
                 return "lag"
             self._holders.add(holder)
         return ""

@@ -214,3 +214,17 @@ def test_caller_frames_read_late_at_once_after_a_stall_never_pass_for_the_caller
             line.arrivals = [5.0 + stall if 5.0 <= at < 5.0 + stall else at for at in line.arrivals]
             result = line.run()
             assert result.interrupted_at is None and not result.clears, (stall, delay)
+
+
+def test_a_canceller_running_when_the_worker_starts_to_lag_rests_and_leaves_the_echo_guard_alone() -> None:
+    """The worker's pacing timers run 300 ms late at 3 s: the call's canceller, engaged at the
+    first reply, skips its work until 13 s (its CPU back to the worker) and the echo guard alone
+    lets no echo through; then it runs again, to the call's end at 14 s."""
+    budget = AecBudget(20)
+    budget.late(3.0, 0.3)
+    line = Line(echo_only(-10.0, 120.0), replace(AUTO, aec_budget=budget))
+    result = line.run()
+    snapshot = line.call.snapshot
+    assert snapshot.aec_refused == "lag"
+    assert 1.0 / 0.02 < snapshot.aec_frames < 4.0 / 0.02  # about 0.8-3 s and 13-14 s, not 0.8-14 s
+    assert result.interrupted_at is None and not result.clears
