@@ -26,7 +26,7 @@ the first ``probe_ms`` of the agent's audio, without any canceller: the part of 
 follows what we played (one cross-correlation over every delay up to `_MAX_DELAY_S`, when the
 probe has heard enough) is the echo, and its loss against what we played is the call's echo
 return loss (ERL), within a dB at any delay. A caller talking over the first reply, or line hiss,
-does not follow what we played, and does not count (`_Probe`). Echo louder than
+does not follow what we played, and does not count (`bridge.core.probe.Probe`). Echo louder than
 ``-engage_erl_db`` engages the canceller for the rest of the call: it is made then and run at once
 over the blocks the probe kept, so it starts as converged as if it had run from the first frame.
 Otherwise no canceller is ever made, and the call does nothing per caller frame and only keeps
@@ -54,7 +54,7 @@ speech-to-text, gets) has been through its non-linear suppressor, which in doubl
 quiet caller out with the echo. So the line the listener hears beside the raw one (`line`) comes
 from a second canceller, linear only (``bridge.core.linear``: SpeexDSP's MDF), made when the
 probe engages AEC3 and fed what we played already shifted by the echo delay the probe found (its
-correlation peak, `_Probe.delay`), so that a short filter spans only the room's tail; it runs over
+correlation peak, `Probe.delay`), so that a short filter spans only the room's tail; it runs over
 the probe's blocks before the catch-up (`_rehearse`), its ERLE over them sets the cleaned line's
 residual, and `follows_us` judges its output. Without ``libspeexdsp``, and where there is no
 probe delay (``mode = "on"``, a call engaged later by the guard), the listener hears AEC3's output.
@@ -68,29 +68,28 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Final, Protocol
 
 import numpy as np
 
+from bridge.core.budget import AecBudget
 from bridge.core.linear import LEAD_S, TAPS_S, Linear, load_linear
+from bridge.core.lineclock import SLACK_S, LineClock
+from bridge.core.probe import AUDIBLE, COHERENT, Probe, correlation
 
 __all__ = [
     "MODES", "AecConfig", "Cleaned", "EchoCanceller", "Engine", "Fanout", "Gate", "Guard", "Listening", "load_engine",
 ]
 
 MODES: Final = ("auto", "on", "off")
-_AUDIBLE: Final = 104  # int16 peak of -50 dBFS: quieter played frames echo nothing worth cancelling
-_WINDOW_S: Final = 2.0  # the line's clock follows the earliest arrival of the last this many seconds
-_SLACK_S: Final = 0.005  # and moves later only when that is this much later (a gap, or clock drift)
 _KEEP_S: Final = 0.25  # played audio kept behind the line's clock (arrivals can move that clock back)
 _RECENT_S: Final = 0.2  # how much of its output `follows_us` judges
 _DITHER_DB: Final = 0.0  # the noise added to a tonal reference, against its level (`_excite`)
 _TONAL_S: Final = 0.5  # a reference is tonal when over this long
 _TONAL_BINS: Final = 6  # its this many strongest frequencies (of 20 ms spectra)
 _TONAL_SHARE: Final = 0.88  # hold at least this share of its power
-_COHERENT: Final = 0.3  # the probe's removed signal correlates at least this much with ours when it is echo
 _MARGIN_DB: Final = 10.0  # after a probe found no echo, the guard's cruder ERL (a lower bound: noise and a caller
 # talking over us drag it down) engages the canceller only this far under ``engage_erl_db``
 _RESIDUAL_MARGIN_DB: Final = 3.0  # the residual echo is assumed this much louder than the probe measured
@@ -98,6 +97,9 @@ _RECHECK: Final = 25  # on a call judged echo-free, the echo guard's learnt ERL 
 _REHEARSALS: Final = 2  # extra passes of the linear canceller over the probe's blocks before it runs (`_rehearse`)
 _EDGE_DB: Final = 20.0  # what we play starts or stops abruptly: a 10 ms block this much louder than its neighbour
 _TRIM: Final = 0.25  # the share of the probe's blocks an ERLE leaves out (those it removed least from: `_erle`)
+_TRUST_S: Final = 1.0  # the cleaned line is trusted by what the canceller removed over this much of our audio
+_TRUST_TRIM: Final = 0.5  # leaving out the half it removed least from (a caller talking over us: `removes`)
+_TRUST_DB: Final = 10.0  # and it must remove at least this much (less where the probe measured less)
 _MAX_DELAY_S: Final = 0.35  # the longest echo delay the probe looks for (the echo guard's max_delay_ms and more)
 
 
@@ -109,6 +111,8 @@ class AecConfig:
     engage_erl_db: float = field(default=25.0, metadata={"lo": 0.0, "hi": 60.0})  # auto: engage below this ERL
     tail_ms: int = field(default=400, metadata={"lo": 0, "hi": 5000})  # keep cancelling after the agent stops
     probe_ms: int = field(default=500, metadata={"lo": 100, "hi": 60000})  # auto: agent audio heard before judging
+    # per worker process: cancellers running at once; a call that needs one past that keeps the level guard alone
+    max_engaged: int = field(default=20, metadata={"lo": 0, "hi": 100000})
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -207,24 +211,45 @@ def load_engine(rate: int) -> Engine | None:
 class _Played:
     """What we played, frame by frame on the call's clock (sample index = time x rate), kept until
     the line has gone past it; and when audible playback began and stops (``since``, ``until``).
-    Appending a frame is all the work done while the canceller does not run."""
+    The frames are also written, as they come, into one contiguous buffer of samples from
+    ``_base`` on, so that `read` (two or three times per caller chunk while the canceller runs) is
+    one slice, not a walk over every frame kept (36 us a chunk). Appending a frame is all the work
+    done while the canceller does not run."""
 
-    __slots__ = ("_frames", "_gap", "_rate", "since", "until")
+    __slots__ = ("_base", "_buffer", "_frames", "_gap", "_rate", "since", "until")
 
     def __init__(self, rate: int, gap_s: float) -> None:
         self._rate = rate
         self._gap = gap_s  # silence longer than this starts a new stretch of playback
         self._frames: deque[tuple[int, np.ndarray, float, float]] = deque()  # first sample, samples, before
+        self._base = 0  # the sample ``_buffer[0]`` holds
+        self._buffer = np.zeros(0, np.int16)  # the kept frames' samples, later frames over earlier ones
         self.since = float("-inf")
         self.until = float("-inf")
 
     def add(self, pcm: bytes, start: float) -> None:
         x = np.frombuffer(pcm, "<i2", count=len(pcm) // 2)
-        self._frames.append((round(start * self._rate), x, self.since, self.until))
-        if len(x) and max(int(x.max()), -int(x.min())) >= _AUDIBLE:
+        first = round(start * self._rate)
+        if not self._frames:
+            self._base, self._buffer = first, self._buffer[:0]
+        self._frames.append((first, x, self.since, self.until))
+        self._write(first, x)
+        if len(x) and max(int(x.max()), -int(x.min())) >= AUDIBLE:
             if start > self.until + self._gap:
                 self.since = start
             self.until = max(self.until, start + len(x) / self._rate)
+
+    def _write(self, first: int, x: np.ndarray, since: int | None = None) -> None:
+        """``x`` from sample ``first`` on into the buffer (only from sample ``since`` on, if given)."""
+        lo = max(first, self._base, first if since is None else since)
+        end = first + len(x)
+        if end <= lo:
+            return
+        if end - self._base > len(self._buffer):  # grow (the front is dropped as the line moves on)
+            grown = np.zeros(max(end - self._base, 2 * len(self._buffer), 4096), np.int16)
+            grown[: len(self._buffer)] = self._buffer
+            self._buffer = grown
+        self._buffer[lo - self._base : end - self._base] = x[lo - first :]
 
     def frames(self) -> list[tuple[bytes, float]]:
         """The frames kept, as `add` was given them."""
@@ -233,124 +258,31 @@ class _Played:
     def take_back(self, at: float) -> None:
         """Frames due to start at ``at`` or later never play (the one in flight does)."""
         first = round(at * self._rate)
+        cut: int | None = None
         while self._frames and self._frames[-1][0] >= first:
-            _, _, self.since, self.until = self._frames.pop()
+            cut, _, self.since, self.until = self._frames.pop()
+        if cut is not None:  # silence from the first frame taken back on, then what the rest put there
+            self._buffer[max(0, cut - self._base) :] = 0
+            for start, x, _, _ in self._frames:
+                if start + len(x) > cut:
+                    self._write(start, x, cut)
 
     def forget(self, before: int) -> None:
         """The line is past sample ``before``: frames that ended earlier can no longer be read."""
         while self._frames and self._frames[0][0] + len(self._frames[0][1]) <= before:
             self._frames.popleft()
+        base = min(before, self._frames[0][0]) if self._frames else before
+        if base > self._base:
+            self._buffer = self._buffer[min(base - self._base, len(self._buffer)) :]
+            self._base = base
 
     def read(self, first: int, count: int) -> np.ndarray:
         """Samples ``first`` .. ``first + count - 1``; silence where nothing (kept) played."""
         out = np.zeros(count, np.int16)
-        for start, x, _, _ in self._frames:
-            if start >= first + count:
-                break
-            lo, hi = max(first, start), min(first + count, start + len(x))
-            if lo < hi:
-                out[lo - first : hi - first] = x[lo - start : hi - start]
+        lo, hi = max(first, self._base), min(first + count, self._base + len(self._buffer))
+        if lo < hi:
+            out[lo - first : hi - first] = self._buffer[lo - self._base : hi - self._base]
         return out
-
-
-class _Probe:
-    """Auto mode's first look at a call, on the raw line and without the canceller: how much of
-    the caller's audio follows what we played, and how loud that part is against it (the ERL).
-    Echo is our signal through a linear path, so at the echo's delay it correlates with what we
-    played; a caller talking over us, or line hiss, does not. So the line is cross-correlated with
-    the far end over every delay up to ``max_delay``, once, when the probe has heard enough; the
-    share of the line's power that follows ours at the best delay is the echo's (coherence
-    squared), and a line whose coherence stays under `_COHERENT` holds no echo to speak of.
-    Judging the raw line needs no canceller at all: a call without echo never runs one. The
-    blocks are kept, as the canceller would have been given them, so that a call judged echoic
-    can run the canceller over them at once and start as converged as if it had run all along."""
-
-    __slots__ = ("_lags", "_left", "_limit", "_next", "_stretches", "chunks", "coherence", "delay", "erl_db",
-                 "erle_db")
-
-    def __init__(self, samples: int, rate: int, max_delay_s: float) -> None:
-        self._left = samples  # audible playback still to hear before judging
-        self._limit = 4 * samples  # judge with what there is after this much playback, however quiet
-        self._lags = round(max_delay_s * rate)
-        self._next = -1  # the sample after the last block kept: a block elsewhere starts a new stretch
-        self.chunks: list[tuple[int, np.ndarray, np.ndarray, bool]] = []  # first sample, near, far, audible
-        self._stretches: list[tuple[np.ndarray, int]] = []  # far before each stretch, index of its first chunk
-        self.erl_db: float | None = None
-        self.erle_db = 0.0  # what the canceller removed over the probe (near over its output), once it runs
-        self.coherence: float | None = None  # the line's peak normalised correlation with what we played
-        self.delay = 0  # the echo's delay behind what we played, in samples (the correlation's peak)
-
-    def add(self, first: int, near: np.ndarray, far: np.ndarray, played: _Played) -> bool:
-        """One block the canceller would run on (``far`` read from ``played``); whether the probe
-        has heard enough to judge (`judge`)."""
-        if first != self._next:  # a new stretch of playback: keep what played up to the longest delay before it
-            self._stretches.append((played.read(first - self._lags, self._lags), len(self.chunks)))
-        self._next = first + len(near)
-        x = far.astype(np.float64)
-        audible = float(np.dot(x, x)) >= len(far) * float(_AUDIBLE) ** 2  # else we were quiet: nothing to learn
-        self.chunks.append((first, near, far, audible))
-        self._left -= len(far) if audible else 0
-        self._limit -= len(far)
-        return self._left <= 0 or self._limit <= 0
-
-    def judge(self) -> float:
-        """The call's ERL in dB, infinite when the line does not follow what we played: the far
-        end's power at the best delay over the part of the line's power that follows it
-        (|f_k|^2 / (|y|^2 c^2), c the coherence), i.e. the inverse square of the echo path's gain
-        at that delay. Summed over the stretches the probe heard."""
-        corr = np.zeros(self._lags + 1)
-        windows = np.zeros(self._lags + 1)
-        power = 0.0
-        for played, chunks in self._stretch_fars():
-            near = np.concatenate([c[1] for c in chunks]).astype(np.float64)
-            c, w = _xcorr(near, played.astype(np.float64), self._lags)
-            corr += c
-            windows += w
-            power += float(np.dot(near, near))
-        shares = np.abs(corr) / np.sqrt(np.maximum(windows, 1e-9) * max(power, 1e-9))
-        best = int(np.argmax(shares))
-        self.delay = best
-        self.coherence = float(shares[best])
-        if self.coherence < _COHERENT:
-            self.erl_db = math.inf  # the line does not follow ours: no echo to speak of
-        else:
-            self.erl_db = 10 * math.log10(max(float(windows[best]), 1.0) / (power * self.coherence**2))
-        return self.erl_db
-
-    def shifted(self, shift: int) -> list[np.ndarray]:
-        """Each kept block's far end as played ``shift`` samples (at most the longest delay) earlier:
-        what the linear canceller, fed the far end already delayed like the echo, is given."""
-        out: list[np.ndarray] = []
-        for played, chunks in self._stretch_fars():
-            at = self._lags - shift
-            for c in chunks:
-                out.append(played[at : at + len(c[2])])
-                at += len(c[2])
-        return out
-
-    def _stretch_fars(self) -> Iterator[tuple[np.ndarray, list[tuple[int, np.ndarray, np.ndarray, bool]]]]:
-        """Each stretch of playback the probe kept: what played over it, from the longest delay
-        before its first block on, and its blocks."""
-        bounds = [i for _, i in self._stretches[1:]] + [len(self.chunks)]
-        for (before, i), j in zip(self._stretches, bounds, strict=True):
-            chunks = self.chunks[i:j]
-            yield np.concatenate([before, *(c[2] for c in chunks)]), chunks
-
-    def drop(self) -> None:
-        """The verdict is in: the blocks are not needed any more."""
-        self.chunks = []
-        self._stretches = []
-
-
-def _xcorr(near: np.ndarray, far: np.ndarray, lags: int) -> tuple[np.ndarray, np.ndarray]:
-    """For k in 0..lags: sum near[n] far[n + lags - k] (``far`` starts ``lags`` samples earlier, so
-    k is the delay of ``near`` behind ``far``), and the far end's energy over the same n. One FFT."""
-    n = len(near)
-    size = 1 << (len(far) - 1).bit_length()  # n + lags: no lag in 0..lags wraps round
-    corr = np.fft.irfft(np.conj(np.fft.rfft(near, size)) * np.fft.rfft(far, size), size)[: lags + 1]
-    energy = np.concatenate(([0.0], np.cumsum(far * far)))
-    windows = energy[n : n + lags + 1] - energy[: lags + 1]  # far[j .. j + n) for j = 0 .. lags
-    return corr[::-1], windows[::-1]
 
 
 def _edge(x: np.ndarray, block: int) -> bool:
@@ -359,11 +291,11 @@ def _edge(x: np.ndarray, block: int) -> bool:
     power = np.mean(np.square(x[: len(x) // block * block].reshape(-1, block)), axis=1)
     db = 10 * np.log10(power + 1.0)
     jump = np.abs(np.diff(db))
-    loud = np.maximum(db[1:], db[:-1]) >= 20 * math.log10(_AUDIBLE)
+    loud = np.maximum(db[1:], db[:-1]) >= 20 * math.log10(AUDIBLE)
     return bool(np.any((jump >= _EDGE_DB) & loud))
 
 
-def _erle(blocks: list[tuple[float, float]]) -> float:
+def _erle(blocks: list[tuple[float, float]], trim: float = _TRIM) -> float:
     """What a canceller removed, in dB, from blocks' powers before and after it: over all but the
     `_TRIM` of them it removed least from, so that a caller talking over a few of them (whom the
     canceller rightly leaves) does not count as echo it failed to remove: over the whole probe,
@@ -371,34 +303,29 @@ def _erle(blocks: list[tuple[float, float]]) -> float:
     would not do: in the echo's quiet stretches the line's own noise is most of what is left."""
     if not blocks:
         return 0.0
-    ratio = sorted(blocks, key=lambda b: b[0] / max(b[1], 1.0))[math.floor(_TRIM * len(blocks)) :]
+    ratio = sorted(blocks, key=lambda b: b[0] / max(b[1], 1.0))[math.floor(trim * len(blocks)) :]
     return 10 * math.log10(max(sum(b[0] for b in ratio), 1.0) / max(sum(b[1] for b in ratio), 1.0))
-
-
-def _correlation(near: np.ndarray, far: np.ndarray, lags: int) -> float:
-    """How closely ``near`` follows ``far`` (which starts ``lags`` samples earlier) at its best
-    delay: max over delays of the normalised correlation (`_xcorr`)."""
-    corr, windows = _xcorr(near, far, lags)
-    norm = np.sqrt(np.maximum(windows, 1e-9) * max(float(np.dot(near, near)), 1e-9))
-    return float(np.max(np.abs(corr) / norm))
 
 
 class EchoCanceller:
     """One call's canceller: the far end in from the playout side, caller frames in and out.
 
-    ``frames`` counts the caller frames it processed (for metrics: zero on a call it never ran on).
+    ``frames`` counts the caller frames it processed (for metrics: zero on a call it never ran on);
+    ``refused``: why the call ran without the canceller it needed, or for a while ("budget", "lag":
+    `AecBudget`), or "".
     """
 
     __slots__ = (
-        "_anchor", "_arrivals", "_behind", "_block", "_clocked", "_dither", "_engine", "_frame", "_gate", "_heard",
-        "_linear", "_linear_loader", "_linear_next", "_loader", "_off", "_parked", "_played", "_pos", "_probe",
-        "_rate", "_recent", "_residual", "_shift", "_spectra", "_tail", "_tonal", "_wait", "_window", "config",
-        "echoic", "engaged", "frames", "line",
+        "__weakref__", "_added", "_behind", "_block", "_budget", "_clocked", "_dither", "_engine", "_floor", "_frame",
+        "_gate", "_heard", "_line", "_linear", "_linear_loader", "_linear_next", "_loader", "_now", "_off", "_parked",
+        "_played", "_probe", "_rate", "_recent", "_removed", "_residual", "_shift", "_spectra", "_spectrum", "_tail",
+        "_tonal", "_wait", "_window", "config", "echoic", "engaged", "frames", "line", "refused",
     )
 
     def __init__(self, config: AecConfig | None = None, rate: int = 8000, frame_samples: int = 160,
                  *, loader: Callable[[int], Engine | None] = load_engine,
-                 linear: Callable[[int, int, int], Linear | None] = load_linear) -> None:
+                 linear: Callable[[int, int, int], Linear | None] = load_linear,
+                 budget: AecBudget | None = None) -> None:
         self.config = config or AecConfig()
         self._rate = rate
         self._frame = frame_samples
@@ -407,6 +334,9 @@ class EchoCanceller:
         self._played = _Played(rate, self._tail)
         self._loader = loader
         self._engine: Engine | None = None
+        self._budget = budget  # the worker's canceller slots (None: no limit)
+        self._now = float("-inf")  # the last caller chunk's arrival: when a slot is asked for
+        self.refused = ""
         self._linear_loader = linear
         self._linear: Linear | None = None  # the listener's linear-only canceller, made when the probe engages AEC3
         self._shift = 0  # the linear canceller's far end is read this many samples early (the echo's delay)
@@ -418,11 +348,9 @@ class EchoCanceller:
         self._clocked = False
         self._parked: deque[tuple[bytes, float]] | None = None  # judged echo-free: the frames played lately
         self._wait = 0  # judged echo-free: caller frames until the echo guard's ERL is looked at again
-        self._anchor = float("inf")  # when the line's first sample arrived, by the earliest arrival
-        self._arrivals: deque[tuple[float, float]] = deque()  # (arrival, anchor it implies), rising anchors
-        self._pos = 0  # samples of the line seen while the clock ran
+        self._line = LineClock(rate)  # the line's samples on the playout clock, while ``_clocked``
         auto = self.config.mode == "auto"
-        self._probe = _Probe(round(self.config.probe_ms / 1000 * rate), rate, _MAX_DELAY_S) if auto else None
+        self._probe = Probe(round(self.config.probe_ms / 1000 * rate), rate, _MAX_DELAY_S) if auto else None
         self.echoic: bool | None = None if auto else self.config.mode == "on"  # None: not judged yet
         self._residual: float | None = None
         self._gate: Gate | None = None  # the listener's gate, which hears the cleaned line while we may clean
@@ -431,7 +359,12 @@ class EchoCanceller:
         self._window = np.ones(0)
         self._tonal = False  # whether the last half second we played was a steady tone (`_excite`)
         self._spectra: deque[np.ndarray] = deque(maxlen=max(1, round(_TONAL_S * rate / frame_samples)))
+        self._spectrum = np.zeros(0)  # their sum, kept as they come and go
+        self._added = 0  # spectra added so far
         self._recent: deque[tuple[int, np.ndarray]] = deque(maxlen=max(1, round(_RECENT_S * rate / frame_samples)))
+        # each of the last `_TRUST_S` of chunks where we played: the line's power, and the cleaned line's
+        self._removed: deque[tuple[float, float]] = deque(maxlen=max(1, round(_TRUST_S * rate / frame_samples)))
+        self._floor = _TRUST_DB  # what the canceller must go on removing for its line to be trusted (`removes`)
         self.engaged = False  # whether the canceller ran on the last chunk (and handed back its output)
         self.line = b""  # the last chunk as the listener's cleaned line hears it, while ``engaged``
         self.frames = 0
@@ -461,7 +394,7 @@ class EchoCanceller:
         if self._gate is not None:
             cleaned = self._gate.clean_too()
             self._behind = cleaned.guard
-            cleaned.echoing = self.follows_us
+            cleaned.echoing = self.untrusted
 
     def played(self, pcm: bytes, start: float) -> None:
         """One frame of ours will play at the caller from ``start`` (frames come in play order).
@@ -504,12 +437,13 @@ class EchoCanceller:
                 return pcm
             self._wake()
         count = len(pcm) // 2
-        start = self._clock(count, at)
+        self._now = at
+        start = self._line.start(count, at)
         first = round(start * self._rate)
         self._played.forget(first - round((_KEEP_S + _MAX_DELAY_S + _RECENT_S) * self._rate))
         whole = count - count % self._block
         self.engaged = False
-        if not whole or not self._playing(start, start + count / self._rate):
+        if not whole or not self._playing(start, start + count / self._rate) or self._lagging(at):
             self._recent.clear()  # `follows_us` reads a contiguous stretch
             return pcm
         near = np.frombuffer(pcm, "<i2", count=whole)
@@ -550,17 +484,17 @@ class EchoCanceller:
         listener's copy (`line`) from the linear canceller when there is one, fed the far end
         read the echo's delay early (``shifted``: given, while catching up over the probe). The
         linear canceller's far end runs on without a seam through the line clock's small moves
-        (`_clock`: the anchor moving a fraction of a sample earlier rounds the block's start one
+        (`LineClock`: the anchor moving a fraction of a sample earlier rounds the block's start one
         sample back): a one-sample jump costs a sharp echo path all its cancellation, and without
         a suppressor behind it, the residual that a jittery line's re-anchoring let through
-        paused the agent (5 of 24 calls with 20 ms of jitter); a real gap (`_SLACK_S` or more) is
+        paused the agent (5 of 24 calls with 20 ms of jitter); a real gap (`SLACK_S` or more) is
         followed."""
         assert self._engine is not None
         out = np.asarray(self._engine.process(near, self._excite(far)), dtype="<i2")
         self.frames += max(1, round(len(near) / self._frame))
         if self._linear is not None:
             if shifted is None:
-                if abs(first - self._linear_next) <= round(_SLACK_S * self._rate):
+                if abs(first - self._linear_next) <= round(SLACK_S * self._rate):
                     first = self._linear_next  # see below
                 shifted = self._played.read(first - self._shift, len(near))
             self._linear_next = first + len(near)
@@ -568,7 +502,32 @@ class EchoCanceller:
         else:
             self._heard = out
         self._recent.append((first, self._heard))
+        x = (far if shifted is None else shifted).astype(np.float64)
+        if float(np.dot(x, x)) >= len(x) * float(AUDIBLE) ** 2:  # what the listener's canceller was given played
+            y, z = near.astype(np.float64), self._heard.astype(np.float64)
+            self._removed.append((float(np.dot(y, y)), float(np.dot(z, z))))
         return out
+
+    def untrusted(self) -> bool:
+        """Whether the cleaned line may not prove the caller now: the canceller does not remove
+        our echo (`removes`), or what it let through follows what we played (`follows_us`)."""
+        return not self.removes() or self.follows_us()
+
+    def removes(self) -> bool:
+        """Whether the canceller demonstrably takes our echo out: what it removed over the last
+        `_TRUST_S` of chunks where we played (`_erle`, over the half it removed most from: a
+        caller talking over us for up to half of it, whom it rightly leaves, does not count) is
+        at least `_TRUST_DB`, or where the probe measured less on this call (a noisy line: the
+        noise stays), that less `_RESIDUAL_MARGIN_DB`. The cleaned line's guard was told the
+        echo lies that far down (`take_residual`): when the canceller's reference no longer
+        matches what the phone echoed (a worker's loop that lags behind its calls, so what it
+        believes played and what did drift apart; an echo path that moved; a filter that
+        diverged), the echo comes through it nearly whole and passed that guard as the caller
+        on every call. Then the raw line's level guard decides alone, until the canceller
+        removes the echo again."""
+        if len(self._removed) < (self._removed.maxlen or 1) // 2:
+            return True  # too little heard yet to judge: the probe's catch-up just measured it
+        return _erle(list(self._removed), _TRUST_TRIM) >= self._floor
 
     def _excite(self, far: np.ndarray) -> np.ndarray:
         """What we played, for AEC3 to hear; with white noise as loud as it added while what we
@@ -587,12 +546,20 @@ class EchoCanceller:
         if self._dither is None:
             self._dither, self._window = np.random.default_rng(0), np.hanning(size)
         x = far.astype(np.float64)
+        spectra = self._spectra
         for k in range(0, len(x) - size + 1, size):
-            self._spectra.append(np.square(np.abs(np.fft.rfft(x[k : k + size] * self._window))))
-        spectrum = np.sum(self._spectra, axis=0)
+            power = np.square(np.abs(np.fft.rfft(x[k : k + size] * self._window)))
+            if len(spectra) == spectra.maxlen:
+                self._spectrum -= spectra[0]
+            spectra.append(power)
+            self._spectrum = self._spectrum + power if len(self._spectrum) else power.copy()
+            self._added += 1
+            if self._added % len(spectra) == 0:  # now and then afresh: the running sum's rounding stays put
+                self._spectrum = np.sum(spectra, axis=0)
+        spectrum = self._spectrum
         total = float(spectrum.sum())
-        self._tonal = len(self._spectra) == self._spectra.maxlen and total > 0.0 and (
-            float(np.sort(spectrum)[-_TONAL_BINS:].sum()) >= _TONAL_SHARE * total)
+        self._tonal = len(spectra) == spectra.maxlen and total > 0.0 and (
+            float(np.partition(spectrum, -_TONAL_BINS)[-_TONAL_BINS:].sum()) >= _TONAL_SHARE * total)
         if not self._tonal:
             return far
         rms = math.sqrt(float(np.dot(x, x)) / max(len(x), 1))
@@ -603,7 +570,7 @@ class EchoCanceller:
         """Whether what the canceller let through lately (its last `_RECENT_S` of output) follows
         what we played at some echo delay: a residual echo, not a caller. After the echo path
         moves, the filter is wrong until it re-converges and the residual is loud; a caller's
-        voice does not correlate with ours (the probe's test, `_Probe`). About 0.2 ms; asked only
+        voice does not correlate with ours (the probe's test, `bridge.core.probe.Probe`). About 0.2 ms; asked only
         for a frame that only the cleaned line takes for the caller.
 
         And while we play a steady tone, whenever it started or stopped within the window: a
@@ -618,7 +585,7 @@ class EchoCanceller:
         far = self._played.read(first - lags, len(out) + lags).astype(np.float64)
         if self._tonal and self._linear is not None and _edge(far, self._block):
             return True
-        return _correlation(out, far, lags) >= _COHERENT
+        return correlation(out, far, lags) >= COHERENT
 
     def _judge(self) -> np.ndarray | None:
         """The probe's verdict; on a call judged echoic, the canceller's output for the block that
@@ -670,6 +637,7 @@ class EchoCanceller:
                 y, z = near.astype(np.float64), self._heard.astype(np.float64)
                 removed.append((float(np.dot(y, y)), float(np.dot(z, z))))
         self._probe.erle_db = _erle(removed)
+        self._floor = min(_TRUST_DB, self._probe.erle_db - _RESIDUAL_MARGIN_DB)
         return out
 
     def _rehearse(self, near: list[np.ndarray], far: list[np.ndarray]) -> None:
@@ -706,8 +674,7 @@ class EchoCanceller:
             if self._behind is not None:
                 self._behind.played(pcm, start)
         self._clocked = True
-        self._anchor = float("inf")
-        self._arrivals.clear()
+        self._line.restart()
 
     def take_residual(self) -> float | None:
         """Once, when the probe engages the canceller: how far below what we play the echo left
@@ -717,34 +684,33 @@ class EchoCanceller:
         residual, self._residual = self._residual, None
         return residual
 
-    def _clock(self, count: int, at: float) -> float:
-        """When the chunk's first sample was spoken, on the playout clock. The line's samples are
-        evenly spaced after an anchor: the earliest time the first sample can have arrived, by the
-        arrivals of the last `_WINDOW_S` (jitter only ever delays a frame, so the earliest is the
-        truest). The anchor moves earlier at once, and later only by more than `_SLACK_S` (frames
-        the carrier never sent, or its clock running slow), so a jittery line reads a contiguous
-        reference."""
-        offset = at - (self._pos + count) / self._rate
-        while self._arrivals and self._arrivals[-1][1] >= offset:
-            self._arrivals.pop()
-        self._arrivals.append((at, offset))
-        while self._arrivals[0][0] < at - _WINDOW_S:
-            self._arrivals.popleft()
-        earliest = self._arrivals[0][1]
-        if earliest < self._anchor or earliest - self._anchor > _SLACK_S:
-            self._anchor = earliest
-        start = self._anchor + self._pos / self._rate
-        self._pos += count
-        return start
-
     def _playing(self, start: float, end: float) -> bool:
         """Our audio plays over the chunk, or stopped less than ``tail_ms`` before it."""
         return self._played.since <= end and start <= self._played.until + self._tail
 
     def _ready(self) -> bool:
-        """Whether the canceller is there, made at first need (a call without echo never makes one)."""
+        """Whether the canceller is there, made at first need (a call without echo never makes one)
+        if the worker has a slot for it (`AecBudget`): else, as without the library, the line goes
+        on as without a canceller, for the rest of the call."""
         if self._engine is None and not self._off:
-            self._engine = self._loader(self._rate)
-            if self._engine is None:  # without the library: the line goes on as without a canceller
+            self.refused = "" if self._budget is None else self._budget.take(self, self._now)
+            self._engine = None if self.refused else self._loader(self._rate)
+            if self._engine is None:
+                self.close()
                 self._off, self._clocked = True, False
         return self._engine is not None
+
+    def _lagging(self, at: float) -> bool:
+        """Whether the worker lags behind its calls (`AecBudget.lagging`) while this call's canceller
+        runs: it then skips its work (its CPU back to the worker), and the raw line's echo guard
+        decides alone until the worker has caught up; the cleaned line is trusted again once the
+        canceller demonstrably removes the echo again (`removes`)."""
+        if self._engine is None or self._budget is None or not self._budget.lagging(at):
+            return False
+        self.refused = "lag"
+        return True
+
+    def close(self) -> None:
+        """The call is over: its slot goes back to the worker."""
+        if self._budget is not None:
+            self._budget.give_back(self)

@@ -19,6 +19,7 @@ import numpy as np
 
 from bridge.core.echo import EchoConfig, EchoGuard
 from bridge.core.limits import within
+from bridge.core.lineclock import LineClock
 from bridge.core.noise import NoiseFloor, ToneDetector, level_dbfs
 from bridge.core.residual import CleanedLine
 from bridge.core.vad import SAMPLE_RATE, Change, FrameVerdict, SpeechDetector, VadConfig
@@ -50,6 +51,8 @@ class LineGate:
         self._frame_s = vad.frame_ms / 1000
         self._reference: np.ndarray | None = None
         self._frame = b""
+        self._end = 0.0  # the last frame's end on the line's own clock
+        self.shift = 0.0  # the chunk being judged: its end on the line's clock less its arrival (`Listener.feed`)
         self.cleaned: CleanedLine | None = None
         if cleaned:
             self.clean_too()
@@ -63,10 +66,12 @@ class LineGate:
 
     def judge(self, frame: bytes, end: float, vad: bool, strict: bool = False) -> FrameVerdict:
         """One frame: speech-like, sure to be the caller, or neither. ``strict``: ignore the learnt
-        echo delay and bound echo by everything played in the whole echo window."""
+        echo delay and bound echo by everything played in the whole echo window. The echo guards
+        read what played by when the frame was spoken (`shift`), not when it arrived."""
         level = level_dbfs(frame)
         floor = self.floor.update(level, vad)
-        self._reference, bound = self.echo.look(end, self._frame_s)
+        self._end = end + self.shift
+        self._reference, bound = self.echo.look(self._end, self._frame_s)
         echo = self.echo.threshold_db(self._reference, aligned=not strict, bound=bound)
         self._frame = frame
         tone = False
@@ -77,7 +82,8 @@ class LineGate:
                 self.tones.reset()
         clears = self.floor.clears(level, floor)
         sure = vad and not tone and clears and (echo is None or level > echo)
-        if self.cleaned is not None and self.cleaned.pending and self.cleaned.sure(end, level, clears, tone, strict):
+        cleaned = self.cleaned
+        if cleaned is not None and cleaned.pending and cleaned.sure(self._end, level, clears, tone, strict):
             vad = sure = True  # the raw line still decides first: the cleaned one is later by the canceller
         speechlike = vad and not tone
         return FrameVerdict(end, sure, True, vad, level, floor, echo, tone, masked=speechlike and not sure,
@@ -86,7 +92,7 @@ class LineGate:
     def settled(self, verdict: FrameVerdict, idle: bool) -> None:
         """Frames heard with no caller sound in progress teach the echo guard how loud echo gets."""
         if idle:
-            self.echo.learn(verdict.level, self._reference, self._frame, verdict.end)
+            self.echo.learn(verdict.level, self._reference, self._frame, self._end)
         if self.cleaned is not None:
             self.cleaned.settled(idle)
 
@@ -116,6 +122,8 @@ class Listener:
         an echo canceller may hand `feed` a cleaned copy of the line."""
         barge_in = barge_in or BargeInConfig()
         self.gate = LineGate(vad, echo or EchoConfig(), rate, cleaned)
+        self._line = LineClock(rate)
+        self._rate = rate
         self.detector = SpeechDetector(
             vad, gate=self.gate, confirm_ms=barge_in.confirm_ms, gap_ms=barge_in.gap_ms,
             commit_ms=barge_in.commit_ms, pause_ms=pause_ms, keep_verdicts=keep_verdicts, rate=rate
@@ -131,7 +139,12 @@ class Listener:
 
     def feed(self, pcm: bytes, at: float, cleaned: bytes | None = None) -> list[Change]:
         """A chunk of caller audio that arrived at ``at`` (and, when the echo canceller ran on
-        it, the ``cleaned`` copy: the same length, our echo taken out)."""
+        it, the ``cleaned`` copy: the same length, our echo taken out). Its frames are timed by
+        their arrival; the echo guards line them up with what played by when they were spoken
+        (`LineClock`): after a stall of the worker's loop, frames read a second late at once held
+        the echo of what played a second before, and passed the guard as the caller."""
+        count = len(pcm) // 2
+        self.gate.shift = self._line.start(count, at) + count / self._rate - at
         line = self.gate.cleaned
         if line is not None and (cleaned is not None or line.pending):
             line.feed(cleaned, len(pcm))

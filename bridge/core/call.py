@@ -71,7 +71,7 @@ class Call(TurnTaking, CallControlMixin):
         self.settings = settings or CallSettings()
         s = self.settings
         self._listener = Listener(s.vad, s.barge_in, s.echo, rate=s.audio.rate, pause_ms=self._init_turns(s))
-        self._aec = EchoCanceller(s.aec, s.audio.rate, s.audio.frame_samples)
+        self._aec = EchoCanceller(s.aec, s.audio.rate, s.audio.frame_samples, budget=s.aec_budget)
         self._playout = Playout(s, echo=self._aec.behind(self._listener))
         self._voice = Voice(s.max_contexts, s.keepalive_s, s.drain_timeout_s)
         self._recorder = Recorder(s.audio, s.preroll_ms + s.vad.start_ms, s.max_utterance_s)
@@ -126,7 +126,7 @@ class Call(TurnTaking, CallControlMixin):
             reaction_times=tuple(self._reactions),
             ended=self._state is CallState.ENDED,
             reply=reply.state if reply else None,
-            aec_frames=self._aec.frames,
+            aec_frames=self._aec.frames, aec_refused=self._aec.refused,
         )
 
     def handle(self, event: Event) -> list[Action]:
@@ -394,9 +394,9 @@ class Call(TurnTaking, CallControlMixin):
         out.append(reply.heard(frames))
         self._control.played(reply.turn, reply.track, at)
 
-
     def _on_ended(self, at: float, out: list[Action]) -> None:
         if self._reply is not None:
             self._advance(self._reply, Input.CUT, at, out)
         self._voice.close_all(at, out)
+        self._aec.close()
         self._state = CallState.ENDED

@@ -14,7 +14,13 @@ than what we played. Echo cannot beat that bound, so it never counts as speech; 
 over the agent does, as long as they are louder than the loudest echo could be.
 
 Geigel assumes ERL >= 6 dB (``assumed_erl_db`` 10 with ``margin_db`` 4 gives his threshold: half
-the peak amplitude). A quiet caller over a loud agent stays under that bound, so the guard also
+the peak amplitude). An echo that loud then sits right on the bound: a steady tone's echo 6 dB
+down, whose 20 ms frames wobble 0.1 dB about its level, passed as the caller every other frame,
+paused the agent, and again after every resume (every 0.5-0.9 s, never learnt: the guard learns
+only while no sound is in progress, and the canceller's cleaned line is not trusted after a
+false alarm nor around a tone's edges), so a caller who spoke just after a resume waited up to
+360 ms for a pause. So the loss assumed is 9 dB: the bound lies 5 dB under what played, 1 dB
+over the loudest echo G.168 allows. A quiet caller over a loud agent stays under that bound, so the guard also
 *learns* this call's ERL. On the true delay d*, every frame obeys ``played(t - d*) - level(t) <=
 ERL``: the line holds the echo *plus* whatever else (caller, noise), never less. So a high
 percentile of ``played(t - d) - level(t)`` is a lower bound on the ERL, and the smallest such
@@ -90,7 +96,7 @@ def _active_percentile(played: np.ndarray, heard: np.ndarray, percentile: float)
 class EchoConfig:
     enabled: bool = True
     max_delay_ms: int = within(300, 0, 2_000)  # longest echo path, from the predicted play time to the echo's arrival
-    assumed_erl_db: float = within(10.0, 0.0, 60.0)  # echo return loss assumed until one is learnt
+    assumed_erl_db: float = within(9.0, 0.0, 60.0)  # echo return loss assumed until one is learnt
     margin_db: float = within(4.0, 0.0, 30.0)  # how far above the loudest possible echo a caller must be
     learn_ms: int = within(300, 0, 10_000)  # agent audio per delay before the learnt ERL is used instead; 0: never
 

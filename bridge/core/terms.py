@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from bridge.core.aec import AecConfig
 from bridge.core.audio import AudioFormat
 from bridge.core.bargein import BargeInConfig
+from bridge.core.budget import AecBudget
 from bridge.core.echo import EchoConfig
 from bridge.core.reply import ReplyState
 from bridge.core.turns import TurnConfig
@@ -26,6 +27,7 @@ class CallSettings:
     barge_in: BargeInConfig = field(default_factory=BargeInConfig)
     echo: EchoConfig = field(default_factory=EchoConfig)
     aec: AecConfig = field(default_factory=AecConfig)  # the echo canceller in front of everything that listens
+    aec_budget: AecBudget | None = None  # the worker's canceller slots, shared by its calls (None: no limit)
     turn: TurnConfig = field(default_factory=TurnConfig)  # end of turn: candidates, judge, preemptive replies
     audio: AudioFormat = field(default_factory=AudioFormat)  # the carrier's rate and frame size
     lead_ms: int = 200
@@ -76,3 +78,4 @@ class CallSnapshot:
     ended: bool
     reply: ReplyState | None = None  # the live reply's state, if there is one
     aec_frames: int = 0  # caller frames the echo canceller processed (0: it never ran on this call)
+    aec_refused: str = ""  # why the canceller this call's echo called for did not run: "budget", "lag" (AecBudget)

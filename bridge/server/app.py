@@ -27,6 +27,7 @@ from bridge.carriers.base import CarrierCodec, call_settings_for
 from bridge.carriers.twilio.twiml import AFTER_PATH, busy_twiml, media_stream_url, public_base_url, stream_twiml
 from bridge.config import ConfigError, Settings, load_settings
 from bridge.core.audio import PHONE
+from bridge.core.budget import AecBudget
 from bridge.server import factories, guard, metrics
 from bridge.server.asgi import KeepAsgiChannel
 from bridge.server.call_control import Outcome, Outcomes, answered_by_machine, control_routes
@@ -73,6 +74,7 @@ def create_app(
     bridge = Bridge(settings, make_tts, make_agent, Outcomes(transfers))
     drainer = Drainer(bridge, settings.server.drain_timeout_s, goodbye=settings.server.drain_goodbye)
     records = Records(settings)
+    aec_budget = AecBudget(settings.aec.max_engaged)  # this worker's echo cancellers, shared by its calls
 
     engine, warning = factories.tts_engine(settings), factories.voice_warning(settings)
     pool = factories.make_warm_pool(settings, lambda rate: bridge.make_tts(settings, _loop_clock(), rate))
@@ -114,7 +116,7 @@ def create_app(
             metrics.CALLS_REJECTED.inc()
             await guard.refuse_upgrade(websocket, 503, "busy")
             return
-        terms = factories.call_settings(settings)
+        terms = factories.call_settings(settings, aec_budget)
         terms = terms if codec is None else call_settings_for(terms, codec)  # the carrier's rate, 16 kHz on Vonage
         session = CallSession(
             websocket,

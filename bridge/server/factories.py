@@ -23,6 +23,7 @@ from bridge.agents.tools import TransferPolicy
 from bridge.agents.webhook import WebhookAgent
 from bridge.config import Settings
 from bridge.core.audio import SAMPLE_RATE
+from bridge.core.budget import AecBudget
 from bridge.core.call import CallSettings
 from bridge.server import metrics
 from bridge.server.warm import WarmPool
@@ -70,14 +71,16 @@ def voice_warning(settings: Settings) -> str | None:
             "(environment or .env) for ElevenLabs, or BRIDGE_TTS=local to choose the offline voice")
 
 
-def call_settings(settings: Settings) -> CallSettings:
-    """The core's settings for one call: [vad], [barge_in], [echo] and [aec] already are the core's own."""
+def call_settings(settings: Settings, aec_budget: AecBudget | None = None) -> CallSettings:
+    """The core's settings for one call: [vad], [barge_in], [echo] and [aec] already are the core's own;
+    ``aec_budget``: the worker's echo canceller slots, one for all its calls (None: no limit)."""
     playback = settings.playback
     return CallSettings(
         vad=settings.vad,
         barge_in=settings.barge_in,
         echo=settings.echo,
         aec=settings.aec,
+        aec_budget=aec_budget,
         turn=settings.turn,
         lead_ms=playback.lead_ms,
         low_ms=playback.low_ms,

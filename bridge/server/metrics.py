@@ -88,6 +88,9 @@ CALLS_REJECTED = Counter("bridge_calls_rejected", "Media streams turned away bec
                          "server was draining")
 BARGE_INS = Counter("bridge_barge_ins", "Times a caller interrupted the agent (counted when the call ends)")
 AEC_CALLS = Counter("bridge_aec_calls", "Calls on which the echo canceller ran (counted when the call ends)")
+AEC_REFUSED = Counter("bridge_aec_refused", "Calls whose echo called for the echo canceller while the worker ran "
+                      "aec.max_engaged of them (budget) or lagged behind its calls (lag): the level guard alone "
+                      "judged them (counted when the call ends)", ["reason"])
 AEC_FRAMES = Counter("bridge_aec_frames", "Caller frames (20 ms) the echo canceller processed (counted when the call "
                      "ends)")
 TTS_RECONNECTS = Counter("bridge_tts_reconnects", "TTS connections opened again after a call's first (counted when "
@@ -135,6 +138,8 @@ def call_ended(snapshot: CallSnapshot, tts_connects: int) -> None:
     if snapshot.aec_frames:
         AEC_CALLS.inc()
         AEC_FRAMES.inc(snapshot.aec_frames)
+    if snapshot.aec_refused:
+        AEC_REFUSED.labels(snapshot.aec_refused).inc()
     if tts_connects > 1:
         TTS_RECONNECTS.inc(tts_connects - 1)
     if snapshot.dropped_audio_chunks:

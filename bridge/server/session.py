@@ -132,6 +132,7 @@ class CallSession:
         if start_timeout_s is not None:
             settings = dataclasses.replace(settings, start_timeout_s=start_timeout_s)
         self.call = Call(settings)
+        self._aec_budget = settings.aec_budget
         self.codec = codec if codec is not None else TwilioCodec(max_message_bytes=max_message_bytes)
         self.tts = tts
         self.agent = agent
@@ -270,7 +271,10 @@ class CallSession:
 
     def _fire_timer(self) -> None:
         if self._timer_at is not None:  # a late timer means late audio for the caller
-            metrics.frame_lateness(self.clock() - self._timer_at)
+            late = self.clock() - self._timer_at
+            metrics.frame_lateness(late)
+            if self._aec_budget is not None:  # and a worker that should take on no more echo cancellers
+                self._aec_budget.late(self.clock(), late)
         self._timer = None
         self._timer_at = None
         self.put(Tick(self.clock()))
@@ -541,6 +545,7 @@ class CallSession:
         )
         log.info(
             "call %s ended (%s): %d turns, %d barge-ins, greeting latency %s, %d late TTS chunks dropped, "
-            "%d bad messages, echo canceller on %d frames", self.call_id, self.end_reason or "?", snap.turn + 1,
+            "%d bad messages, echo canceller on %d frames%s", self.call_id, self.end_reason or "?", snap.turn + 1,
             snap.barge_ins, latency, snap.dropped_audio_chunks, snap.malformed_messages, snap.aec_frames,
+            f" (refused: {snap.aec_refused})" if snap.aec_refused else "",
         )

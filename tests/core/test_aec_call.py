@@ -13,7 +13,9 @@ import pytest
 from bridge.core import linear
 from bridge.core.actions import StartTurn
 from bridge.core.aec import AecConfig
+from bridge.core.budget import AecBudget
 from bridge.core.call import CallSettings
+from bridge.core.events import CallEnded
 from tests.support import load_wav, tone
 from tests.turntaking import RATE, Line, Scenario, echo_only, run, talk_over
 
@@ -91,8 +93,8 @@ def test_a_quiet_caller_over_a_loud_echo_is_heard_on_the_linear_line_where_aec3s
 @pytest.mark.parametrize("agent", ["speech", "tone"])
 def test_the_echo_alone_never_barges_in_on_the_linear_line(agent: str) -> None:
     """Its residual echo, 20 dB and more under the raw one but not suppressed, never passes for the
-    caller. (A held tone's echo at -6 dB already pauses the agent on the raw line alone.)"""
-    for level, delay in ((-6.0 if agent == "speech" else -10.0, 40.0), (-10.0, 250.0)):
+    caller."""
+    for level, delay in ((-6.0, 40.0), (-10.0, 250.0)):
         scenario = echo_only(level, delay)
         if agent == "tone":
             scenario = replace(scenario, reply=tone(440.0, 14.0, level=0.25))
@@ -130,4 +132,99 @@ def test_a_jittery_line_does_not_let_the_linear_lines_residual_pass_for_the_call
     """Caller frames up to 20 ms late move the line's clock by fractions of a sample: the linear
     canceller's reference must run on without a one-sample seam, which would let the echo through."""
     result = run(replace(echo_only(-10.0, 180.0), jitter_ms=20.0), AUTO)
+    assert result.interrupted_at is None and not result.clears
+
+
+def test_a_held_tones_echo_6_db_down_never_pauses_the_agent_on_the_raw_line() -> None:
+    """The level guard alone, before it has learnt the call's echo: a steady tone's echo at the
+    loudest a line may return (6 dB down) wobbles a tenth of a dB about its level from frame to
+    frame, and on a bound drawn exactly there it paused the agent at every resume."""
+    for delay in (40.0, 250.0):
+        result = run(replace(echo_only(-6.0, delay), reply=tone(440.0, 14.0, level=0.25), duration=5.0), OFF)
+        assert not result.clears, delay
+
+
+class Late:
+    """The canceller's side of the playout's echo reference, from ``since`` on believing every frame
+    plays ``by`` seconds later than it does: a worker whose loop lags behind its calls."""
+
+    def __init__(self, to: object, by: float, since: float) -> None:
+        self._to, self._by, self._since = to, by, since
+
+    def played(self, pcm: bytes, start: float) -> None:
+        self._to.played(pcm, start + (self._by if start >= self._since else 0.0))  # type: ignore[attr-defined]
+
+    def cleared(self, at: float) -> None:
+        self._to.cleared(at + (self._by if at >= self._since else 0.0))  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("delay", [40.0, 120.0])
+def test_a_canceller_whose_reference_no_longer_matches_the_echo_leaves_the_raw_line_to_decide(delay: float) -> None:
+    """From 5 s on the canceller is given what played 150 ms late: its output is then the echo
+    nearly whole, which its line's guard, told the echo lies 40 dB and more down, took for the
+    caller at every loud syllable (3-5 pauses in 9 s). Once what it removes falls, the raw line's
+    level guard decides alone: no barge-in, and at most the one pause before that shows."""
+    line = Line(echo_only(-10.0, delay), AUTO)
+    fanout = line.call._playout.echo
+    listener, canceller = fanout._to  # type: ignore[attr-defined]
+    fanout._to = (listener, Late(canceller, 0.15, 5.0))  # type: ignore[attr-defined]
+    result = line.run()
+    assert result.interrupted_at is None
+    assert len(result.clears) <= 1
+
+
+def test_a_worker_that_runs_its_limit_of_cancellers_keeps_the_next_speakerphone_call_on_the_echo_guard() -> None:
+    """One canceller slot: the first speakerphone call takes it; the second, judged as echoic, runs
+    the echo guard alone (no false barge-in: the level guard holds the echo) and says why; once the
+    first call has ended, the next one cancels again."""
+    settings = replace(AUTO, aec_budget=AecBudget(1))
+    first = Line(echo_only(-10.0, 120.0), settings)
+    first.run()
+    assert first.call.snapshot.aec_frames > 0 and not first.call.snapshot.aec_refused
+    second = Line(echo_only(-10.0, 120.0), settings)
+    result = second.run()
+    assert second.call.snapshot.aec_frames == 0 and second.call.snapshot.aec_refused == "budget"
+    assert result.interrupted_at is None and not result.clears
+    first.call.handle(CallEnded(15.0, "hangup"))
+    third = Line(echo_only(-10.0, 120.0), settings)
+    third.run()
+    assert third.call.snapshot.aec_frames > 0 and not third.call.snapshot.aec_refused
+
+
+@pytest.mark.parametrize(("lateness", "refused"), [(0.02, ""), (0.3, "lag")])
+def test_a_worker_whose_calls_pacing_runs_late_takes_on_no_new_canceller(lateness: float, refused: str) -> None:
+    """A pacing timer 300 ms late just before the call (the worker's loop behind its calls): the
+    speakerphone call keeps the echo guard alone, without a false barge-in; 20 ms late is on time."""
+    budget = AecBudget(20)
+    budget.late(0.0, lateness)
+    line = Line(echo_only(-10.0, 120.0), replace(AUTO, aec_budget=budget))
+    result = line.run()
+    assert line.call.snapshot.aec_refused == refused and (line.call.snapshot.aec_frames == 0) == bool(refused)
+    assert result.interrupted_at is None and not result.clears
+
+
+@pytest.mark.parametrize("settings", [OFF, AUTO], ids=["off", "auto"])
+def test_caller_frames_read_late_at_once_after_a_stall_never_pass_for_the_caller(settings: CallSettings) -> None:
+    """The worker's loop stalls for 0.8 or 1.5 s and then reads every caller frame that waited at
+    once: timed by their arrival, they held the echo of what played a second before the guard's
+    window, and paused the agent once per stall (with or without the canceller)."""
+    for stall in (0.8, 1.5):
+        for delay in (40.0, 120.0):
+            line = Line(echo_only(-10.0, delay), settings)
+            line.arrivals = [5.0 + stall if 5.0 <= at < 5.0 + stall else at for at in line.arrivals]
+            result = line.run()
+            assert result.interrupted_at is None and not result.clears, (stall, delay)
+
+
+def test_a_canceller_running_when_the_worker_starts_to_lag_rests_and_leaves_the_echo_guard_alone() -> None:
+    """The worker's pacing timers run 300 ms late at 3 s: the call's canceller, engaged at the
+    first reply, skips its work until 13 s (its CPU back to the worker) and the echo guard alone
+    lets no echo through; then it runs again, to the call's end at 14 s."""
+    budget = AecBudget(20)
+    budget.late(3.0, 0.3)
+    line = Line(echo_only(-10.0, 120.0), replace(AUTO, aec_budget=budget))
+    result = line.run()
+    snapshot = line.call.snapshot
+    assert snapshot.aec_refused == "lag"
+    assert 1.0 / 0.02 < snapshot.aec_frames < 4.0 / 0.02  # about 0.8-3 s and 13-14 s, not 0.8-14 s
     assert result.interrupted_at is None and not result.clears

@@ -151,7 +151,8 @@ def test_the_reference_is_what_plays_when_it_plays() -> None:
     guard = EchoGuard(EchoConfig())
     guard.played(frame(-20.0), start=1.00)  # sent earlier; reaches the caller at 1.00
     assert guard.reference(0.99) is None, "nothing had played yet"
-    assert guard.threshold_db(guard.reference(1.02)) == pytest.approx(-20.0 - 10.0 + 4.0, abs=0.5)
+    bound = -20.0 - guard.config.assumed_erl_db + guard.config.margin_db
+    assert guard.threshold_db(guard.reference(1.02)) == pytest.approx(bound, abs=0.5)
     assert guard.reference(1.40) is None, "beyond the longest echo path"
 
 
