@@ -40,9 +40,14 @@ class BargeInConfig:
 
 class LineGate:
     """Vetoes voiced frames that are too quiet over the noise floor, a keypad tone, or echo; with
-    ``cleaned``, a frame the echo canceller cleaned may also prove the caller (`CleanedLine`)."""
+    ``cleaned``, a frame the echo canceller cleaned may also prove the caller (`CleanedLine`).
 
-    def __init__(self, vad: VadConfig, echo: EchoConfig, rate: int = SAMPLE_RATE, cleaned: bool = False) -> None:
+    The echo threshold is worked out only for a frame it can veto (speech-like, no tone, clear of
+    the floor): on a call without echo, most frames heard while the agent talks are none of
+    those. With ``explain`` every verdict carries it (the tuning tools plot it)."""
+
+    def __init__(self, vad: VadConfig, echo: EchoConfig, rate: int = SAMPLE_RATE, cleaned: bool = False,
+                 explain: bool = False) -> None:
         self.floor = NoiseFloor(vad.snr_db)  # levels are per sample: the same at any rate
         self.tones = ToneDetector(vad.frame_ms * rate // 1000, rate) if vad.reject_tones else None
         self.echo = EchoGuard(echo, rate)
@@ -50,6 +55,7 @@ class LineGate:
         self._frame_s = vad.frame_ms / 1000
         self._reference: np.ndarray | None = None
         self._frame = b""
+        self._explain = explain
         self.cleaned: CleanedLine | None = None
         if cleaned:
             self.clean_too()
@@ -66,8 +72,7 @@ class LineGate:
         echo delay and bound echo by everything played in the whole echo window."""
         level = level_dbfs(frame)
         floor = self.floor.update(level, vad)
-        self._reference, bound = self.echo.look(end, self._frame_s)
-        echo = self.echo.threshold_db(self._reference, aligned=not strict, bound=bound)
+        self._reference = reference = self.echo.reference(end, self._frame_s)
         self._frame = frame
         tone = False
         if self.tones is not None:
@@ -76,6 +81,10 @@ class LineGate:
             else:
                 self.tones.reset()
         clears = self.floor.clears(level, floor)
+        echo = None
+        if reference is not None and (self._explain or (vad and not tone and clears)):
+            bound = self.echo.bound(end, self._frame_s)
+            echo = self.echo.threshold_db(reference, aligned=not strict, bound=bound)
         sure = vad and not tone and clears and (echo is None or level > echo)
         if self.cleaned is not None and self.cleaned.pending and self.cleaned.sure(end, level, clears, tone, strict):
             vad = sure = True  # the raw line still decides first: the cleaned one is later by the canceller
@@ -115,7 +124,7 @@ class Listener:
         """``pause_ms``: report candidate ends of turn after this much silence (0: off); ``cleaned``:
         an echo canceller may hand `feed` a cleaned copy of the line."""
         barge_in = barge_in or BargeInConfig()
-        self.gate = LineGate(vad, echo or EchoConfig(), rate, cleaned)
+        self.gate = LineGate(vad, echo or EchoConfig(), rate, cleaned, explain=keep_verdicts)
         self.detector = SpeechDetector(
             vad, gate=self.gate, confirm_ms=barge_in.confirm_ms, gap_ms=barge_in.gap_ms,
             commit_ms=barge_in.commit_ms, pause_ms=pause_ms, keep_verdicts=keep_verdicts, rate=rate

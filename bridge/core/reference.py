@@ -1,0 +1,192 @@
+"""The echo guard's reference: what we played, as power per 5 ms cell on the call's clock.
+
+The echo guard (``bridge.core.echo``) reads it for every caller frame heard while the agent
+talks: our level over the frame's width, moved back by every candidate echo delay. Only now
+and then does it need the same per frequency band (a per-band estimate of the echo loss, or a
+frame whose verdict hangs on the per-band bound), so the two are kept apart and each is worked
+out only when read:
+
+* the power per cell over all bands, when a caller frame next reads our level (one
+  ``np.square`` and a sum over a refill's frames);
+* the power per cell per band, when the per-band echo is next needed: the frames' band shares
+  (`bands.frame_shares`: a matrix product over all those waiting) spread over their cells by
+  their power. On a call without echo that is seldom, so most calls never pay for it per frame.
+
+Frames are taken in as they are sent (a refill's at once, up to a lead ahead of their play),
+and ``take_back`` forgets those a ``clear`` stopped before they played. The cells live in
+buffers that slide forward as the call goes on, keeping the last few seconds.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from typing import Final
+
+import numpy as np
+
+from bridge.core.bands import BANDS, frame_shares, moving_mean, power_db
+
+__all__ = ["CELL_S", "KEPT_S", "EchoReference"]
+
+CELL_S: Final = 0.005  # the reference keeps our audio's power per 5 ms; candidate delays are as far apart
+_RING: Final = 1024  # cells kept: five seconds, far more than lead plus echo window plus the guard's history
+KEPT_S: Final = _RING * CELL_S  # cells this far behind the latest one added or read are gone
+_EPS: Final = 1e-6
+_SILENT_DB: Final = -100.0  # `power_db` of silence
+
+_Frames = list[tuple[bytes, float]]  # (PCM, when it starts playing)
+
+
+class EchoReference:
+    """What we played, per cell, in all and per band: cheap to add to, to take back after a
+    ``clear``, and to read at every candidate delay with one moving sum.
+
+    A frame's band shares come from its whole 20 ms (finer cells would blur the spectrum) and
+    are spread over its cells by their power."""
+
+    __slots__ = ("_banded", "_bands", "_base", "_delays", "_pending", "_per", "_power", "_rate", "_recent",
+                 "_unbanded", "until")
+
+    def __init__(self, delays: int, rate: int) -> None:
+        self._rate = rate
+        self._per = round(rate * CELL_S) * 2  # bytes per cell
+        self._delays = delays
+        self._power = np.zeros(2 * _RING)  # all bands
+        self._bands = np.zeros((BANDS, 2 * _RING))
+        self._base = -_RING // 2  # the cell number of column 0 of both
+        self._pending: _Frames = []  # frames added, not yet in `_power`
+        self._unbanded: deque[tuple[bytes, float]] = deque()  # in `_power`, not yet in `_bands`
+        # The frames last taken in, for `take_back`: (start, first cell, power per cell [per band]).
+        self._recent: deque[tuple[float, int, np.ndarray]] = deque(maxlen=64)
+        self._banded: deque[tuple[float, int, np.ndarray]] = deque(maxlen=64)
+        self.until = float("-inf")  # when the last frame added stops playing
+
+    def add(self, pcm: bytes, start: float) -> None:
+        cells = max(1, len(pcm) // self._per)  # a ragged tail shorter than a cell is left out (frames are 20 ms)
+        self._pending.append((pcm, start))
+        self.until = max(self.until, start + cells * CELL_S)
+
+    def take_back(self, at: float) -> None:
+        """Frames due to start at ``at`` or later never play (the one in flight does)."""
+        while self._pending and self._pending[-1][1] >= at - _EPS:
+            self._pending.pop()
+        self._settle()
+        while self._unbanded and self._unbanded[-1][1] >= at - _EPS:
+            self._unbanded.pop()  # never in the bands: nothing to take out of them
+        for recent, cells in ((self._recent, self._power), (self._banded, self._bands)):
+            while recent and recent[-1][0] >= at - _EPS:
+                _, first, powers = recent.pop()
+                lo = self._column(first, powers.shape[-1])
+                if lo is not None:
+                    span = cells[..., lo : lo + powers.shape[-1]]
+                    span[...] = np.maximum(span - powers, 0.0)
+
+    def levels(self, end: float, frame_s: float) -> np.ndarray:
+        """Our level (dBFS) over the caller frame ending at ``end``, moved back by each delay
+        (index 0: delay 0). Per caller frame while the agent talks, so three numpy calls on small
+        arrays: the mean over the frame's width at every delay (one product with a fixed 0/1
+        matrix), then dB."""
+        if self._pending:
+            self._settle()
+        width = max(1, round(frame_s / CELL_S))
+        span = width + self._delays - 1
+        lo = self._column(round(end / CELL_S) - span, span)
+        cells = np.zeros(span) if lo is None else self._power[lo : lo + span]
+        return power_db(cells @ moving_mean(width, self._delays))
+
+    def echo(self, end: float, frame_s: float, gains: np.ndarray) -> np.ndarray:
+        """The level (dBFS) per-band echo ``gains`` predict over the caller frame ending at ``end``,
+        moved back by each delay, as `levels`."""
+        self._band()
+        width = max(1, round(frame_s / CELL_S))
+        span = width + self._delays - 1
+        lo = self._column(round(end / CELL_S) - span, span)
+        cells = np.zeros((BANDS, span)) if lo is None else self._bands[:, lo : lo + span]
+        return power_db(gains @ cells @ moving_mean(width, self._delays))
+
+    def band_levels(self, ends: np.ndarray, delays: np.ndarray, frame_s: float) -> np.ndarray:
+        """Our level (dBFS) over each caller frame ending at ``ends``, per band, moved back by each
+        of ``delays`` (in cells): shape (bands, delays, frames). The level over every frame's width
+        of the cells read is taken once; the frames and delays then only pick from it."""
+        self._band()
+        width = max(1, round(frame_s / CELL_S))
+        lasts = np.rint(ends / CELL_S).astype(int)[None, :] - delays[:, None]
+        first = int(lasts.min()) - width
+        lo = self._column(first, int(lasts.max()) - first)
+        if lo is None:
+            return np.full((BANDS, *lasts.shape), _SILENT_DB)
+        cells = self._bands[:, lo : lo + int(lasts.max()) - first]
+        sums = np.concatenate((np.zeros((BANDS, 1)), np.cumsum(cells, axis=1)), axis=1)
+        levels = power_db((sums[:, width:] - sums[:, :-width]) / width)  # column j: the frame ending at first+width+j
+        picked: np.ndarray = levels[:, lasts - first - width]
+        return picked
+
+    def _settle(self) -> None:
+        """The power per cell of the frames added since the last read."""
+        pending, self._pending = self._pending, []
+        for group, _, cell_powers in self._analysed(pending):
+            self._place(self._power, group, cell_powers, self._recent)
+        self._unbanded.extend(pending)
+        oldest = self._base * CELL_S  # frames before the buffers can never be read in the bands
+        while self._unbanded and self._unbanded[0][1] < oldest:
+            self._unbanded.popleft()
+
+    def _band(self) -> None:
+        """The power per cell per band of the frames not yet split into bands."""
+        if self._pending:
+            self._settle()
+        unbanded, self._unbanded = list(self._unbanded), deque()
+        for group, x, cell_powers in self._analysed(unbanded):
+            powers = frame_shares(x, self._rate)[:, :, None] * cell_powers[:, None, :]  # (frames, bands, cells)
+            self._place(self._bands, group, powers, self._banded)
+
+    def _analysed(self, frames: _Frames) -> Iterator[tuple[_Frames, np.ndarray, np.ndarray]]:
+        """Runs of frames of one length, each with its samples (float32, a row per frame) and its
+        power per cell (a row per frame)."""
+        per = self._per
+        while frames:
+            cells = max(1, len(frames[0][0]) // per)
+            size = cells * per
+            run = 1  # frames of the same length go through together
+            while run < len(frames) and len(frames[run][0]) // per == cells:
+                run += 1
+            group, frames = frames[:run], frames[run:]
+            x = np.frombuffer(b"".join(pcm[:size].ljust(size, b"\0") for pcm, _ in group), dtype="<i2")
+            x = x.astype(np.float32).reshape(run, size // 2)
+            cell_powers = np.square(x, dtype=np.float64).reshape(run, cells, -1).sum(axis=2) * (2 / per / 32768.0**2)
+            yield group, x, cell_powers
+
+    def _place(self, cells: np.ndarray, group: _Frames, powers: np.ndarray,
+               recent: deque[tuple[float, int, np.ndarray]]) -> None:
+        """Add a run of frames' ``powers`` (a row, or a bands x cells block, per frame) to ``cells``
+        where they play, and keep them for `take_back`."""
+        count = powers.shape[-1]
+        firsts = [round(start / CELL_S) for _, start in group]
+        if firsts[-1] - firsts[0] == (len(group) - 1) * count:  # back to back, as a refill's frames are
+            lo = self._column(firsts[0], len(group) * count)
+            if lo is not None:
+                joined = np.moveaxis(powers, 0, -2).reshape(*powers.shape[1:-1], len(group) * count)
+                cells[..., lo : lo + len(group) * count] += joined
+        else:
+            for first, frame_powers in zip(firsts, powers, strict=True):
+                lo = self._column(first, count)
+                if lo is not None:
+                    cells[..., lo : lo + count] += frame_powers
+        recent.extend((start, first, frame_powers)
+                      for (_, start), first, frame_powers in zip(group, firsts, powers, strict=True))
+
+    def _column(self, first: int, count: int) -> int | None:
+        """The buffers' column of cell ``first``, sliding them on if cells up to ``first + count - 1``
+        lie beyond them; None if ``first`` lies before them (more than a few seconds back: never
+        for a live frame; such cells read as silence)."""
+        size = len(self._power)
+        if first + count - self._base > size:
+            shift = first + count - _RING - self._base
+            keep = max(0, size - shift)
+            for cells in (self._power, self._bands):
+                cells[..., :keep] = cells[..., size - keep :]
+                cells[..., keep:] = 0.0
+            self._base += shift
+        lo = first - self._base
+        return lo if lo >= 0 else None
