@@ -7,7 +7,9 @@ frame whose verdict hangs on the per-band bound), so the two are kept apart and 
 out only when read:
 
 * the power per cell over all bands, when a caller frame next reads our level (one
-  ``np.square`` and a sum over a refill's frames);
+  ``np.square`` and a sum over a refill's frames), and with it the level over a frame's width
+  ending at each cell: a caller frame 20 ms on reads nearly the same windows again, so its
+  levels at every delay are then a slice of those, read backwards;
 * the power per cell per band, when the per-band echo is next needed: the frames' band shares
   (`bands.frame_shares`: a matrix product over all those waiting) spread over their cells by
   their power. On a call without echo that is seldom, so most calls never pay for it per frame.
@@ -34,6 +36,7 @@ _RING: Final = 1024  # cells kept: five seconds, far more than lead plus echo wi
 KEPT_S: Final = _RING * CELL_S  # cells this far behind the latest one added or read are gone
 _EPS: Final = 1e-6
 _SILENT_DB: Final = -100.0  # `power_db` of silence
+_FRESH: Final = (2**62, -(2**62))  # no cell's level out of date
 
 _Frames = list[tuple[bytes, float]]  # (PCM, when it starts playing)
 
@@ -45,14 +48,17 @@ class EchoReference:
     A frame's band shares come from its whole 20 ms (finer cells would blur the spectrum) and
     are spread over its cells by their power."""
 
-    __slots__ = ("_banded", "_bands", "_base", "_delays", "_pending", "_per", "_power", "_rate", "_recent",
-                 "_unbanded", "until")
+    __slots__ = ("_banded", "_bands", "_base", "_delays", "_level", "_pending", "_per", "_power", "_rate", "_recent",
+                 "_stale", "_unbanded", "_width", "until")
 
     def __init__(self, delays: int, rate: int) -> None:
         self._rate = rate
         self._per = round(rate * CELL_S) * 2  # bytes per cell
         self._delays = delays
         self._power = np.zeros(2 * _RING)  # all bands
+        self._level = np.full(2 * _RING, _SILENT_DB)  # the level (dBFS) over the `_width` cells ending at each
+        self._width = 0
+        self._stale = _FRESH  # the cells (numbers, from, to) whose `_level` is out of date
         self._bands = np.zeros((BANDS, 2 * _RING))
         self._base = -_RING // 2  # the cell number of column 0 of both
         self._pending: _Frames = []  # frames added, not yet in `_power`
@@ -81,19 +87,44 @@ class EchoReference:
                 if lo is not None:
                     span = cells[..., lo : lo + powers.shape[-1]]
                     span[...] = np.maximum(span - powers, 0.0)
+                    if cells is self._power:
+                        self._changed(first, powers.shape[-1])
 
     def levels(self, end: float, frame_s: float) -> np.ndarray:
         """Our level (dBFS) over the caller frame ending at ``end``, moved back by each delay
-        (index 0: delay 0). Per caller frame while the agent talks, so three numpy calls on small
-        arrays: the mean over the frame's width at every delay (one product with a fixed 0/1
-        matrix), then dB."""
+        (index 0: delay 0): per caller frame while the agent talks, a copy of the kept levels
+        of the windows ending one cell before it, two cells, ..., read backwards."""
         if self._pending:
             self._settle()
         width = max(1, round(frame_s / CELL_S))
+        if width != self._width:  # the first read (a guard reads one width): every level is out of date
+            self._width, self._stale = width, (self._base, self._base + len(self._power))
         span = width + self._delays - 1
         lo = self._column(round(end / CELL_S) - span, span)
-        cells = np.zeros(span) if lo is None else self._power[lo : lo + span]
-        return power_db(cells @ moving_mean(width, self._delays))
+        if lo is None:
+            return np.full(self._delays, _SILENT_DB)
+        if self._stale[0] < self._stale[1]:
+            self._refresh()
+        lo += width - 1  # the window ending at the first cell read
+        return self._level[lo + self._delays - 1 : lo - 1 if lo else None : -1].copy()
+
+    def _refresh(self) -> None:
+        """The level over `_width` cells ending at each cell whose window changed."""
+        width, (first, last) = self._width, self._stale
+        self._stale = _FRESH
+        lo, hi = max(first - self._base, width - 1), min(last - self._base, len(self._power))
+        if lo < hi:
+            power = self._power
+            means = power[lo:hi].copy()
+            for k in range(1, width):
+                means += power[lo - k : hi - k]
+            means *= 1.0 / width
+            self._level[lo:hi] = power_db(means)
+
+    def _changed(self, first: int, count: int) -> None:
+        """Cells ``first`` .. ``first + count - 1`` of `_power` changed, and so did every window holding one."""
+        lo, hi = self._stale
+        self._stale = (min(lo, first), max(hi, first + count + self._width - 1))
 
     def echo(self, end: float, frame_s: float, gains: np.ndarray) -> np.ndarray:
         """The level (dBFS) per-band echo ``gains`` predict over the caller frame ending at ``end``,
@@ -126,7 +157,7 @@ class EchoReference:
         """The power per cell of the frames added since the last read."""
         pending, self._pending = self._pending, []
         for group, _, cell_powers in self._analysed(pending):
-            self._place(self._power, group, cell_powers, self._recent)
+            self._changed(*self._place(self._power, group, cell_powers, self._recent))
         self._unbanded.extend(pending)
         oldest = self._base * CELL_S  # frames before the buffers can never be read in the bands
         while self._unbanded and self._unbanded[0][1] < oldest:
@@ -138,11 +169,12 @@ class EchoReference:
             self._settle()
         unbanded, self._unbanded = list(self._unbanded), deque()
         for group, x, cell_powers in self._analysed(unbanded):
-            powers = frame_shares(x, self._rate)[:, :, None] * cell_powers[:, None, :]  # (frames, bands, cells)
+            shares = frame_shares(x.astype(np.float32), self._rate)
+            powers = shares[:, :, None] * cell_powers[:, None, :]  # (frames, bands, cells)
             self._place(self._bands, group, powers, self._banded)
 
     def _analysed(self, frames: _Frames) -> Iterator[tuple[_Frames, np.ndarray, np.ndarray]]:
-        """Runs of frames of one length, each with its samples (float32, a row per frame) and its
+        """Runs of frames of one length, each with its samples (int16, a row per frame) and its
         power per cell (a row per frame)."""
         per = self._per
         while frames:
@@ -153,21 +185,23 @@ class EchoReference:
                 run += 1
             group, frames = frames[:run], frames[run:]
             x = np.frombuffer(b"".join(pcm[:size].ljust(size, b"\0") for pcm, _ in group), dtype="<i2")
-            x = x.astype(np.float32).reshape(run, size // 2)
+            x = x.reshape(run, size // 2)
             cell_powers = np.square(x, dtype=np.float64).reshape(run, cells, -1).sum(axis=2) * (2 / per / 32768.0**2)
             yield group, x, cell_powers
 
     def _place(self, cells: np.ndarray, group: _Frames, powers: np.ndarray,
-               recent: deque[tuple[float, int, np.ndarray]]) -> None:
+               recent: deque[tuple[float, int, np.ndarray]]) -> tuple[int, int]:
         """Add a run of frames' ``powers`` (a row, or a bands x cells block, per frame) to ``cells``
-        where they play, and keep them for `take_back`."""
-        count = powers.shape[-1]
+        where they play, and keep them for `take_back`; the first cell and how many it spans."""
+        count, run = powers.shape[-1], len(group)
         firsts = [round(start / CELL_S) for _, start in group]
-        if firsts[-1] - firsts[0] == (len(group) - 1) * count:  # back to back, as a refill's frames are
-            lo = self._column(firsts[0], len(group) * count)
+        if firsts[-1] - firsts[0] == (run - 1) * count:  # back to back, as a refill's frames are
+            lo = self._column(firsts[0], run * count)
             if lo is not None:
-                joined = np.moveaxis(powers, 0, -2).reshape(*powers.shape[1:-1], len(group) * count)
-                cells[..., lo : lo + len(group) * count] += joined
+                if powers.ndim == 2:
+                    cells[lo : lo + run * count] += powers.reshape(run * count)
+                else:
+                    cells[:, lo : lo + run * count] += powers.transpose(1, 0, 2).reshape(BANDS, run * count)
         else:
             for first, frame_powers in zip(firsts, powers, strict=True):
                 lo = self._column(first, count)
@@ -175,6 +209,7 @@ class EchoReference:
                     cells[..., lo : lo + count] += frame_powers
         recent.extend((start, first, frame_powers)
                       for (_, start), first, frame_powers in zip(group, firsts, powers, strict=True))
+        return firsts[0], firsts[-1] + count - firsts[0]
 
     def _column(self, first: int, count: int) -> int | None:
         """The buffers' column of cell ``first``, sliding them on if cells up to ``first + count - 1``
@@ -184,9 +219,10 @@ class EchoReference:
         if first + count - self._base > size:
             shift = first + count - _RING - self._base
             keep = max(0, size - shift)
-            for cells in (self._power, self._bands):
+            for cells, silent in ((self._power, 0.0), (self._bands, 0.0), (self._level, _SILENT_DB)):
                 cells[..., :keep] = cells[..., size - keep :]
-                cells[..., keep:] = 0.0
+                cells[..., keep:] = silent
             self._base += shift
+            self._changed(self._base + keep, 0)  # the first windows past the cells kept hold some of them
         lo = first - self._base
         return lo if lo >= 0 else None
