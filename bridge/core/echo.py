@@ -41,7 +41,7 @@ starts playing at the caller (the core's pacing model), and `cleared` forgets th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 import numpy as np
 
@@ -63,6 +63,7 @@ _ALIGN_S: Final = 0.01  # once the echo's delay is known, only played audio this
 # every delay is used)
 _SHARP_DB: Final = 3.0  # the delay is known when every delay further away explains the echo this much worse
 _SILENT_DB: Final = -100.0
+_loudest: Final = np.maximum.reduce  # `ndarray.max` without its Python wrapper: read for every frame heard
 _BAND_PERCENTILE: Final = 0.75  # within a band the loss still varies; 0.5 never let echo through
 # in the paths tried but held back callers over strongly reverberant echo, 0.9 let band edges through
 _BAND_EVERY: Final = 5  # estimates between two per-band ones (each reads the whole history at 31 delays)
@@ -102,18 +103,31 @@ class EchoConfig:
             raise ValueError("learn_ms must not be negative")
 
 
+class _Heard(NamedTuple):
+    """The heard frames a per-band estimate reads (copies, so that one put off reads them as they
+    were): their rows in the evidence, ends, band levels (dBFS; NaN: not yet split), levels, PCM."""
+
+    rows: list[int]
+    ends: np.ndarray
+    bands: np.ndarray
+    levels: np.ndarray
+    pcm: list[bytes]
+
+
 class _Evidence:
     """Frames heard with the agent playing: our level at each delay (a frame per column: the
     estimate sorts each delay's row), what the line carried, when, and its PCM for the per-band
-    estimate (None: not given)."""
+    estimate (None: not given), split into band levels when first read."""
 
-    __slots__ = ("_ends", "_heard", "_levels", "_next", "_rows", "filled")
+    __slots__ = ("_bands", "_ends", "_heard", "_levels", "_next", "_rate", "_rows", "filled")
 
-    def __init__(self, delays: int) -> None:
+    def __init__(self, delays: int, rate: int) -> None:
+        self._rate = rate
         self._rows = np.zeros((delays, _HISTORY))
         self._levels = np.zeros(_HISTORY)
         self._ends = np.zeros(_HISTORY)
         self._heard: list[bytes | None] = [None] * _HISTORY
+        self._bands = np.full((_HISTORY, BANDS), np.nan)
         self._next = 0
         self.filled = 0
 
@@ -121,16 +135,34 @@ class _Evidence:
         self._rows[:, self._next] = reference
         self._levels[self._next] = max(level_db, _SILENT_DB)
         self._heard[self._next] = heard
+        self._bands[self._next] = np.nan
         self._ends[self._next] = end
         self._next = (self._next + 1) % _HISTORY
         self.filled = min(self.filled + 1, _HISTORY)
 
-    def heard(self) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
-        """The frames given with their PCM: their ends, their levels (dBFS) and the PCM; copies,
-        so that a per-band estimate put off (`EchoGuard._band_gains`) reads them as they are now."""
+    def heard(self) -> _Heard:
+        """The frames given with their PCM."""
         rows = [row for row in range(self.filled) if self._heard[row] is not None]
         pcm = [heard for heard in (self._heard[row] for row in rows) if heard is not None]
-        return self._ends[rows], self._levels[rows], pcm
+        return _Heard(rows, self._ends[rows], self._bands[rows], self._levels[rows], pcm)
+
+    def split(self, heard: _Heard) -> np.ndarray:
+        """The band levels of ``heard``: a frame's level spread over the bands by their shares of
+        its power, one matrix product per frame length for the frames not split before; kept for
+        the next estimate where the evidence still holds the frame."""
+        bands = heard.bands
+        todo: list[int] = np.flatnonzero(np.isnan(bands[:, 0])).tolist()
+        sizes = [len(heard.pcm[i]) & ~1 for i in todo]
+        for size in set(sizes):
+            same = [i for i, n in zip(todo, sizes, strict=True) if n == size]
+            x = np.frombuffer(b"".join(heard.pcm[i][:size] for i in same), dtype="<i2")
+            shares = frame_shares(x.astype(np.float32).reshape(len(same), size // 2), self._rate)
+            bands[same] = np.maximum(heard.levels[same, None] + power_db(shares), _SILENT_DB)
+        for i in todo:
+            row = heard.rows[i]
+            if self._heard[row] is heard.pcm[i] and self._ends[row] == heard.ends[i]:
+                self._bands[row] = bands[i]
+        return bands
 
     def clear(self) -> None:
         self._next = self.filled = 0
@@ -142,19 +174,6 @@ class _Evidence:
             return None
         out, counts = _active_percentile(self._rows[:, : self.filled], self._levels[: self.filled], _PERCENTILE)
         return out if int(counts.min()) >= max(needed, 1) else None
-
-
-def _heard_bands(levels: np.ndarray, heard: list[bytes], rate: int) -> np.ndarray:
-    """The band levels (dBFS) of heard frames (a row each): a frame's level spread over the bands by
-    their shares of its power, one matrix product per frame length."""
-    out = np.empty((len(heard), BANDS))
-    sizes = [len(pcm) & ~1 for pcm in heard]
-    for size in set(sizes):
-        rows = [row for row, n in enumerate(sizes) if n == size]
-        x = np.frombuffer(b"".join(heard[row][:size] for row in rows), dtype="<i2")
-        shares = frame_shares(x.astype(np.float32).reshape(len(rows), size // 2), rate)
-        out[rows] = np.maximum(levels[rows, None] + power_db(shares), _SILENT_DB)
-    return out
 
 
 class EchoGuard:
@@ -178,13 +197,13 @@ class EchoGuard:
         delays = round(config.max_delay_ms / 1000 / CELL_S) + 1
         self._rate = rate
         self._reference = EchoReference(delays, rate)
-        self._evidence = _Evidence(delays)
+        self._evidence = _Evidence(delays, rate)
         self._count = 0
         self._erl: float | None = None
         self._gains: np.ndarray | None = None  # once learnt, the echo's share of our power per band (1/ERL)
         # A per-band estimate fallen due and put off: the earliest time it reads our cells at, the heard
-        # frames' ends, levels and PCM, and the broadband loss then.
-        self._due: tuple[float, np.ndarray, np.ndarray, list[bytes], float] | None = None
+        # frames, and the broadband loss then.
+        self._due: tuple[float, _Heard, float] | None = None
         self._band_delays = np.arange(0, delays, round(_BAND_STEP_S / CELL_S))
         self._window: slice | None = None  # the delays around the learnt one, or None: all of them
         self.fresh = False  # the loss in use was learnt (or handed over) since the last `doubt`
@@ -216,7 +235,7 @@ class EchoGuard:
             return None  # nothing of ours played recently enough to echo: the common, cheap case
         self._overdue(end)
         levels = self._reference.levels(end, frame_s)
-        top = float(levels.max())
+        top = float(_loudest(levels))
         if top < ACTIVE_DBFS:
             return None
         self._looked = (levels, top)  # `threshold_db` reuses its loudest
@@ -247,10 +266,10 @@ class EchoGuard:
         if looked is not None and reference is looked[0] and window == slice(None):  # as `reference` gave it
             top = looked[1]
         else:
-            top = float(reference[window].max())
+            top = float(_loudest(reference[window]))
         loudest = top - self.erl_db
         if bound is not None:  # the bands can only raise the bound: a bright frame's echo is louder
-            loudest = max(loudest, float(bound[window].max()))
+            loudest = max(loudest, float(_loudest(bound[window])))
         return loudest + self.config.margin_db
 
     def doubt(self) -> None:
@@ -302,10 +321,10 @@ class EchoGuard:
         sharp = not others.size or float(others.min()) - self._erl >= _SHARP_DB
         self._window = near if sharp else None
         if (self._gains is None and self._due is None) or self._count % (_EVERY * _BAND_EVERY) == 0:
-            ends, levels, heard = self._evidence.heard()
-            if len(ends) >= needed:  # else the band losses stay as they are
-                oldest = float(ends.min()) - self.config.max_delay_ms / 1000 - FRAME_S
-                self._due = (oldest, ends, levels, heard, self._erl)
+            heard = self._evidence.heard()
+            if len(heard.rows) >= needed:  # else the band losses stay as they are
+                oldest = float(heard.ends.min()) - self.config.max_delay_ms / 1000 - FRAME_S
+                self._due = (oldest, heard, self._erl)
 
     def _overdue(self, now: float) -> None:
         """Make a per-band estimate put off before the cells it reads go (`KEPT_S`)."""
@@ -319,11 +338,11 @@ class EchoGuard:
         Our cells played by then do not change after (frames are added from now on, and a
         ``clear`` takes back only what has not yet played), so putting it off changes nothing."""
         assert self._due is not None
-        _, ends, levels, heard, erl_db = self._due
+        _, heard, erl_db = self._due
         self._due = None
         needed = max(round(self.config.learn_ms / 1000 / FRAME_S), 1)
-        played = self._reference.band_levels(ends, self._band_delays, FRAME_S)
-        bands = _heard_bands(levels, heard, self._rate)
+        played = self._reference.band_levels(heard.ends, self._band_delays, FRAME_S)
+        bands = self._evidence.split(heard)
         bounds, counts = _active_percentile(played, bands.T[:, None, :], _BAND_PERCENTILE)
         erl = np.where(counts >= needed, bounds, np.inf).min(axis=1)
         erl[~np.isfinite(erl)] = erl_db

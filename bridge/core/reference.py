@@ -12,7 +12,9 @@ out only when read:
   levels at every delay are then a slice of those, read backwards;
 * the power per cell per band, when the per-band echo is next needed: the frames' band shares
   (`bands.frame_shares`: a matrix product over all those waiting) spread over their cells by
-  their power. On a call without echo that is seldom, so most calls never pay for it per frame.
+  their power. On a call without echo that is seldom, so most calls never pay for it per frame;
+  where the bands were read since the last refill (a call with echo reads them for most frames),
+  a refill is split into bands in the same pass as its power.
 
 Frames are taken in as they are sent (a refill's at once, up to a lead ahead of their play),
 and ``take_back`` forgets those a ``clear`` stopped before they played. The cells live in
@@ -48,8 +50,8 @@ class EchoReference:
     A frame's band shares come from its whole 20 ms (finer cells would blur the spectrum) and
     are spread over its cells by their power."""
 
-    __slots__ = ("_banded", "_bands", "_base", "_delays", "_level", "_pending", "_per", "_power", "_rate", "_recent",
-                 "_stale", "_unbanded", "_width", "until")
+    __slots__ = ("_banded", "_bands", "_base", "_delays", "_hot", "_level", "_pending", "_per", "_power", "_rate",
+                 "_recent", "_stale", "_unbanded", "_width", "until")
 
     def __init__(self, delays: int, rate: int) -> None:
         self._rate = rate
@@ -63,6 +65,7 @@ class EchoReference:
         self._base = -_RING // 2  # the cell number of column 0 of both
         self._pending: _Frames = []  # frames added, not yet in `_power`
         self._unbanded: deque[tuple[bytes, float]] = deque()  # in `_power`, not yet in `_bands`
+        self._hot = False  # the bands were read since the last frames were analysed
         # The frames last taken in, for `take_back`: (start, first cell, power per cell [per band]).
         self._recent: deque[tuple[float, int, np.ndarray]] = deque(maxlen=64)
         self._banded: deque[tuple[float, int, np.ndarray]] = deque(maxlen=64)
@@ -156,8 +159,13 @@ class EchoReference:
     def _settle(self) -> None:
         """The power per cell of the frames added since the last read."""
         pending, self._pending = self._pending, []
-        for group, _, cell_powers in self._analysed(pending):
+        banding, self._hot = self._hot and not self._unbanded, False
+        for group, x, cell_powers in self._analysed(pending):
             self._changed(*self._place(self._power, group, cell_powers, self._recent))
+            if banding:
+                self._split(group, x, cell_powers)
+        if banding:
+            return
         self._unbanded.extend(pending)
         oldest = self._base * CELL_S  # frames before the buffers can never be read in the bands
         while self._unbanded and self._unbanded[0][1] < oldest:
@@ -167,11 +175,16 @@ class EchoReference:
         """The power per cell per band of the frames not yet split into bands."""
         if self._pending:
             self._settle()
-        unbanded, self._unbanded = list(self._unbanded), deque()
-        for group, x, cell_powers in self._analysed(unbanded):
-            shares = frame_shares(x.astype(np.float32), self._rate)
-            powers = shares[:, :, None] * cell_powers[:, None, :]  # (frames, bands, cells)
-            self._place(self._bands, group, powers, self._banded)
+        self._hot = True
+        if self._unbanded:
+            unbanded, self._unbanded = list(self._unbanded), deque()
+            for group, x, cell_powers in self._analysed(unbanded):
+                self._split(group, x, cell_powers)
+
+    def _split(self, group: _Frames, x: np.ndarray, cell_powers: np.ndarray) -> None:
+        """A run of frames (`_analysed`) into the bands."""
+        shares = frame_shares(x.astype(np.float32), self._rate)
+        self._place(self._bands, group, shares[:, :, None] * cell_powers[:, None, :], self._banded)
 
     def _analysed(self, frames: _Frames) -> Iterator[tuple[_Frames, np.ndarray, np.ndarray]]:
         """Runs of frames of one length, each with its samples (int16, a row per frame) and its
