@@ -183,9 +183,8 @@ class EchoGuard:
     and keeps it as evidence (`learn`); the per-band bound (`bound`) and the threshold are read
     only for a frame whose verdict hangs on them, and a per-band estimate is put off until the
     bound is next read (or the cells it reads are about to go), on the evidence as it was when it
-    fell due: on a
-    call without echo the caller's line is seldom speech-like while the agent talks, so most
-    calls never pay for the bands per frame, and none decides differently for it."""
+    fell due. On a call without echo the line is seldom speech-like while the agent talks, so
+    most calls never pay for the bands per frame, and none decides differently for it."""
 
     __slots__ = (
         "_band_delays", "_count", "_due", "_erl", "_evidence", "_gains", "_looked", "_rate", "_reference", "_window",
