@@ -142,18 +142,25 @@ class EchoReference:
     def band_levels(self, ends: np.ndarray, delays: np.ndarray, frame_s: float) -> np.ndarray:
         """Our level (dBFS) over each caller frame ending at ``ends``, per band, moved back by each
         of ``delays`` (in cells): shape (bands, delays, frames). The level over every frame's width
-        of the cells read is taken once; the frames and delays then only pick from it."""
+        of the cells read is taken once; the frames and delays then only pick from it. A frame
+        whose cells are no longer kept (heard before the agent fell silent for seconds) reads as
+        silence on its own, so that it counts as a frame we played nothing in, not all of them."""
         self._band()
         width = max(1, round(frame_s / CELL_S))
         lasts = np.rint(ends / CELL_S).astype(int)[None, :] - delays[:, None]
-        first = int(lasts.min()) - width
-        lo = self._column(first, int(lasts.max()) - first)
-        if lo is None:
+        last = int(lasts.max())
+        self._column(last - 1, 1)  # the buffers slid on to the latest cell read, if need be
+        gone = lasts - width < self._base  # cells no longer kept: read as silence
+        if gone.all():
             return np.full((BANDS, *lasts.shape), _SILENT_DB)
-        cells = self._bands[:, lo : lo + int(lasts.max()) - first]
+        lasts = np.where(gone, last, lasts)  # a stand-in, blanked below
+        first = int(lasts.min()) - width
+        lo = first - self._base
+        cells = self._bands[:, lo : lo + last - first]
         sums = np.concatenate((np.zeros((BANDS, 1)), np.cumsum(cells, axis=1)), axis=1)
         levels = power_db((sums[:, width:] - sums[:, :-width]) / width)  # column j: the frame ending at first+width+j
         picked: np.ndarray = levels[:, lasts - first - width]
+        picked[:, gone] = _SILENT_DB
         return picked
 
     def _settle(self) -> None:
