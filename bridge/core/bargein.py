@@ -41,9 +41,14 @@ class BargeInConfig:
 
 class LineGate:
     """Vetoes voiced frames that are too quiet over the noise floor, a keypad tone, or echo; with
-    ``cleaned``, a frame the echo canceller cleaned may also prove the caller (`CleanedLine`)."""
+    ``cleaned``, a frame the echo canceller cleaned may also prove the caller (`CleanedLine`).
 
-    def __init__(self, vad: VadConfig, echo: EchoConfig, rate: int = SAMPLE_RATE, cleaned: bool = False) -> None:
+    The echo threshold is worked out only for a frame it can veto (speech-like, no tone, clear of
+    the floor): on a call without echo, most frames heard while the agent talks are none of
+    those. With ``explain`` every verdict carries it (the tuning tools plot it)."""
+
+    def __init__(self, vad: VadConfig, echo: EchoConfig, rate: int = SAMPLE_RATE, cleaned: bool = False,
+                 explain: bool = False) -> None:
         self.floor = NoiseFloor(vad.snr_db)  # levels are per sample: the same at any rate
         self.tones = ToneDetector(vad.frame_ms * rate // 1000, rate) if vad.reject_tones else None
         self.echo = EchoGuard(echo, rate)
@@ -53,6 +58,7 @@ class LineGate:
         self._frame = b""
         self._end = 0.0  # the last frame's end on the line's own clock
         self.shift = 0.0  # the chunk being judged: its end on the line's clock less its arrival (`Listener.feed`)
+        self._explain = explain
         self.cleaned: CleanedLine | None = None
         if cleaned:
             self.clean_too()
@@ -71,8 +77,7 @@ class LineGate:
         level = level_dbfs(frame)
         floor = self.floor.update(level, vad)
         self._end = end + self.shift
-        self._reference, bound = self.echo.look(self._end, self._frame_s)
-        echo = self.echo.threshold_db(self._reference, aligned=not strict, bound=bound)
+        self._reference = reference = self.echo.reference(self._end, self._frame_s)
         self._frame = frame
         tone = False
         if self.tones is not None:
@@ -81,6 +86,10 @@ class LineGate:
             else:
                 self.tones.reset()
         clears = self.floor.clears(level, floor)
+        echo = None
+        if reference is not None and (self._explain or (vad and not tone and clears)):
+            bound = self.echo.bound(self._end, self._frame_s)
+            echo = self.echo.threshold_db(reference, aligned=not strict, bound=bound)
         sure = vad and not tone and clears and (echo is None or level > echo)
         cleaned = self.cleaned
         if cleaned is not None and cleaned.pending and cleaned.sure(self._end, level, clears, tone, strict):
@@ -121,7 +130,7 @@ class Listener:
         """``pause_ms``: report candidate ends of turn after this much silence (0: off); ``cleaned``:
         an echo canceller may hand `feed` a cleaned copy of the line."""
         barge_in = barge_in or BargeInConfig()
-        self.gate = LineGate(vad, echo or EchoConfig(), rate, cleaned)
+        self.gate = LineGate(vad, echo or EchoConfig(), rate, cleaned, explain=keep_verdicts)
         self._line = LineClock(rate)
         self._rate = rate
         self.detector = SpeechDetector(

@@ -46,22 +46,20 @@ starts playing at the caller (the core's pacing model), and `cleared` forgets th
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 import numpy as np
 
-from bridge.core.bands import BANDS, frame_shares, moving_mean, power_db
+from bridge.core.bands import BANDS, frame_shares, power_db
 from bridge.core.bands import DEFAULT_RATE as _RATE
 from bridge.core.limits import within
+from bridge.core.reference import CELL_S, KEPT_S, EchoReference
 
 __all__ = ["EchoConfig", "EchoGuard"]
 
 FRAME_S: Final = 0.02
 ACTIVE_DBFS: Final = -50.0  # played audio quieter than this has no echo worth guarding against
-CELL_S: Final = 0.005  # the reference keeps our audio's power per 5 ms; candidate delays are as far apart
-_RING: Final = 1024  # cells of reference kept: five seconds, far more than lead plus echo window
 _HISTORY: Final = 100  # frames heard while the agent played, kept for learning: two seconds
 _PERCENTILE: Final = 0.9
 _EVERY: Final = 10  # frames between two estimates
@@ -71,24 +69,28 @@ _ALIGN_S: Final = 0.01  # once the echo's delay is known, only played audio this
 # every delay is used)
 _SHARP_DB: Final = 3.0  # the delay is known when every delay further away explains the echo this much worse
 _SILENT_DB: Final = -100.0
-_EPS: Final = 1e-6
+_loudest: Final = np.maximum.reduce  # `ndarray.max` without its Python wrapper: read for every frame heard
 _BAND_PERCENTILE: Final = 0.75  # within a band the loss still varies; 0.5 never let echo through
 # in the paths tried but held back callers over strongly reverberant echo, 0.9 let band edges through
 _BAND_EVERY: Final = 5  # estimates between two per-band ones (each reads the whole history at 31 delays)
 _BAND_STEP_S: Final = 0.01  # the per-band loss is learnt at candidate delays this far apart (cost)
-_ONES: Final = np.ones((1, BANDS))
+_SPARE_S: Final = 1.0  # a per-band estimate put off is made this long before the cells it reads may go
+# (the reference's buffers slide on with what is added and read: up to the playback lead ahead of now)
 
 
 def _active_percentile(played: np.ndarray, heard: np.ndarray, percentile: float) -> tuple[np.ndarray, np.ndarray]:
-    """Along the first axis (frames), the ``percentile`` of ``played - heard`` over the frames where
+    """Along the last axis (frames), the ``percentile`` of ``played - heard`` over the frames where
     we played something, and how many those are; both shaped as ``played`` without that axis.
-    One sort for every column at once: the others are pushed below as -inf and skipped by rank."""
+    One sort for every row at once, along rows that lie contiguous in memory: the frames we were
+    silent in are pushed below as -inf and skipped by rank."""
     active = played >= ACTIVE_DBFS
-    counts = active.sum(axis=0)
+    counts = active.sum(axis=-1)
     excess = np.where(active, played - heard, -np.inf)
-    excess.sort(axis=0)
-    rank = (len(played) - counts) + np.floor(percentile * (counts - 1)).astype(int)
-    out: np.ndarray = np.take_along_axis(excess, rank[None], axis=0)[0]
+    excess.sort(axis=-1)
+    frames = excess.shape[-1]
+    rank = (frames - counts) + np.floor(percentile * (counts - 1)).astype(int)
+    rows = excess.reshape(-1, frames)
+    out: np.ndarray = rows[np.arange(len(rows)), rank.ravel()].reshape(counts.shape)
     return out, counts
 
 
@@ -107,182 +109,91 @@ class EchoConfig:
             raise ValueError("learn_ms must not be negative")
 
 
-class _Reference:
-    """What we played, as power per band per 5 ms cell on the call's clock: cheap to add to, to
-    take back after a ``clear``, and to read at every candidate delay with one moving sum. The
-    cells live in a buffer that slides forward as the call goes on, keeping the last few seconds.
-    A frame's band shares come from its whole 20 ms (finer cells would blur the spectrum) and
-    are spread over its cells by their power.
+class _Heard(NamedTuple):
+    """The heard frames a per-band estimate reads (copies, so that one put off reads them as they
+    were): their rows in the evidence, ends, band levels (dBFS; NaN: not yet split), levels, PCM."""
 
-    Frames are taken in as they are sent (a refill's at once, up to a lead ahead of their play)
-    but only analysed when the reference is next read or taken back: then all those waiting go
-    through one matrix product, not one small numpy call chain each."""
-
-    __slots__ = ("_base", "_cells", "_delays", "_pending", "_rate", "_recent", "until")
-
-    def __init__(self, delays: int, rate: int) -> None:
-        self._rate = rate
-        self._cells = np.zeros((BANDS, 2 * _RING))
-        self._base = -_RING // 2  # the cell number of ``_cells[0]``
-        self._delays = delays
-        self._recent: deque[tuple[float, int, np.ndarray]] = deque(maxlen=64)  # (start, first cell, powers)
-        self._pending: list[tuple[bytes, float]] = []  # frames added, not yet analysed
-        self.until = float("-inf")  # when the last frame added stops playing
-
-    def add(self, pcm: bytes, start: float) -> None:
-        cells = max(1, len(pcm) // (round(self._rate * CELL_S) * 2))  # a ragged tail shorter than a cell
-        self._pending.append((pcm, start))  # is left out (frames are 20 ms)
-        self.until = max(self.until, start + cells * CELL_S)
-
-    def _settle(self) -> None:
-        """Analyse the frames added since the last read: their power per band per cell."""
-        pending, self._pending = self._pending, []
-        per = round(self._rate * CELL_S) * 2  # bytes per cell
-        while pending:
-            cells = max(1, len(pending[0][0]) // per)
-            size = cells * per
-            run = 1  # frames of the same length go through together
-            while run < len(pending) and len(pending[run][0]) // per == cells:
-                run += 1
-            group, pending = pending[:run], pending[run:]
-            x = np.frombuffer(b"".join(pcm[:size].ljust(size, b"\0") for pcm, _ in group), dtype="<i2")
-            x = x.astype(np.float32).reshape(run, size // 2)
-            cell_powers = np.square(x, dtype=np.float64).reshape(run, cells, -1).sum(axis=2) * (2 / per / 32768.0**2)
-            powers = frame_shares(x, self._rate)[:, :, None] * cell_powers[:, None, :]  # (frames, bands, cells)
-            firsts = [round(start / CELL_S) for _, start in group]
-            if firsts[-1] - firsts[0] == (run - 1) * cells:  # back to back, as a refill's frames are
-                self._span(firsts[0], run * cells)[:] += powers.transpose(1, 0, 2).reshape(BANDS, run * cells)
-            else:
-                for first, frame_powers in zip(firsts, powers, strict=True):
-                    self._span(first, cells)[:] += frame_powers
-            self._recent.extend((start, first, frame_powers)
-                                for (_, start), first, frame_powers in zip(group, firsts, powers, strict=True))
-
-    def take_back(self, at: float) -> None:
-        """Frames due to start at ``at`` or later never play (the one in flight does)."""
-        while self._pending and self._pending[-1][1] >= at - _EPS:
-            self._pending.pop()
-        self._settle()
-        while self._recent and self._recent[-1][0] >= at - _EPS:
-            _, first, powers = self._recent.pop()
-            cells = self._span(first, powers.shape[1])
-            cells[:] = np.maximum(cells - powers, 0.0)
-
-    def levels(self, end: float, frame_s: float, weights: np.ndarray) -> np.ndarray:
-        """Per row of band ``weights``, the weighted level (dBFS) over the caller frame ending at
-        ``end``, moved back by each delay: with weights of one, our level; with the learnt
-        per-band echo gains, the echo they predict.
-
-        This runs for every caller frame while the agent talks, so it is three numpy calls on
-        small fresh arrays: the bands weighted and summed, the mean over the frame's width at
-        every delay (one product with a fixed 0/1 matrix, column 0 being delay 0), then dB."""
-        if self._pending:
-            self._settle()
-        width = max(1, round(frame_s / CELL_S))
-        span = width + self._delays - 1
-        return power_db(weights @ self._span(round(end / CELL_S) - span, span) @ moving_mean(width, self._delays))
-
-    def band_levels(self, ends: np.ndarray, delays: np.ndarray, frame_s: float) -> np.ndarray:
-        """Our level (dBFS) over each caller frame ending at ``ends``, per band, moved back by each
-        of ``delays`` (in cells): shape (frames, bands, delays). The level over every frame's width
-        of the cells read is taken once; the frames and delays then only pick from it."""
-        if self._pending:
-            self._settle()
-        width = max(1, round(frame_s / CELL_S))
-        lasts = np.rint(ends / CELL_S).astype(int)[:, None] - delays[None, :]
-        first = int(lasts.min()) - width
-        cells = self._span(first, int(lasts.max()) - first)
-        sums = np.concatenate((np.zeros((BANDS, 1)), np.cumsum(cells, axis=1)), axis=1)
-        levels = power_db((sums[:, width:] - sums[:, :-width]) / width)  # column j: the frame ending at first+width+j
-        picked: np.ndarray = levels[:, lasts - first - width]
-        return picked.transpose(1, 0, 2)
-
-    def _span(self, first: int, count: int) -> np.ndarray:
-        """A view of cells ``first`` .. ``first + count - 1`` (all bands), sliding the buffer on if
-        they lie beyond it; cells from before the buffer (more than a few seconds back) read as
-        silence."""
-        size = self._cells.shape[1]
-        if first + count - self._base > size:
-            shift = first + count - _RING - self._base
-            keep = max(0, size - shift)
-            self._cells[:, :keep] = self._cells[:, size - keep :]
-            self._cells[:, keep:] = 0.0
-            self._base += shift
-        lo = first - self._base
-        if lo < 0:
-            return np.zeros((BANDS, count))  # never happens for live frames; a throwaway keeps it safe
-        return self._cells[:, lo : lo + count]
+    rows: list[int]
+    ends: np.ndarray
+    bands: np.ndarray
+    levels: np.ndarray
+    pcm: list[bytes]
 
 
 class _Evidence:
-    """Frames heard with the agent playing: our level at each delay, and what the line carried,
-    in all and per band (rows without a band split hold NaN there).
+    """Frames heard with the agent playing: our level at each delay (a frame per column: the
+    estimate sorts each delay's row), what the line carried, when, and its PCM for the per-band
+    estimate (None: not given), split into band levels when first read."""
 
-    A frame's band split is only needed when the per-band losses are next estimated (every
-    `_EVERY` x `_BAND_EVERY` frames once learnt), so the heard frames are kept as they come and
-    split together then, in one matrix product, rather than one small chain of numpy calls each."""
-
-    __slots__ = ("_bands", "_ends", "_levels", "_next", "_rate", "_rows", "_unsplit", "filled")
+    __slots__ = ("_bands", "_ends", "_heard", "_levels", "_next", "_rate", "_rows", "filled")
 
     def __init__(self, delays: int, rate: int) -> None:
         self._rate = rate
-        self._rows = np.zeros((_HISTORY, delays))
+        self._rows = np.zeros((delays, _HISTORY))
         self._levels = np.zeros(_HISTORY)
-        self._bands = np.full((_HISTORY, BANDS), np.nan)
         self._ends = np.zeros(_HISTORY)
-        self._unsplit: dict[int, bytes] = {}  # row -> heard PCM not yet split into bands
+        self._heard: list[bytes | None] = [None] * _HISTORY
+        self._bands = np.full((_HISTORY, BANDS), np.nan)
         self._next = 0
         self.filled = 0
 
     def add(self, reference: np.ndarray, level_db: float, heard: bytes | None, end: float) -> None:
-        self._rows[self._next] = reference
+        self._rows[:, self._next] = reference
         self._levels[self._next] = max(level_db, _SILENT_DB)
-        if heard is None:
-            self._bands[self._next] = np.nan
-            self._unsplit.pop(self._next, None)
-        else:  # its band levels are written by `_split` before any are read
-            self._unsplit[self._next] = heard
+        self._heard[self._next] = heard
+        self._bands[self._next] = np.nan
         self._ends[self._next] = end
         self._next = (self._next + 1) % _HISTORY
         self.filled = min(self.filled + 1, _HISTORY)
 
-    def _split(self) -> None:
-        """The band levels (dBFS) of the heard frames not yet split: the frame's level spread over
-        the bands by their shares of its power."""
-        while self._unsplit:
-            rows = list(self._unsplit)
-            size = len(self._unsplit[rows[0]])
-            rows = [row for row in rows if len(self._unsplit[row]) == size]  # one frame length at a time
-            x = np.frombuffer(b"".join(self._unsplit.pop(row)[: size & ~1] for row in rows), dtype="<i2")
-            shares = frame_shares(x.astype(np.float32).reshape(len(rows), size // 2), self._rate)
-            index = np.array(rows)
-            self._bands[index] = np.maximum(self._levels[index, None] + power_db(shares), _SILENT_DB)
+    def heard(self) -> _Heard:
+        """The frames given with their PCM."""
+        rows = [row for row in range(self.filled) if self._heard[row] is not None]
+        pcm = [heard for heard in (self._heard[row] for row in rows) if heard is not None]
+        return _Heard(rows, self._ends[rows], self._bands[rows], self._levels[rows], pcm)
 
-    def heard_bands(self) -> tuple[np.ndarray, np.ndarray]:
-        """The frames that were split into bands: their ends, and their band levels (dBFS)."""
-        self._split()
-        bands, ends = self._bands[: self.filled], self._ends[: self.filled]
-        split = ~np.isnan(bands[:, 0])
-        return ends[split], bands[split]
+    def split(self, heard: _Heard) -> np.ndarray:
+        """The band levels of ``heard``: a frame's level spread over the bands by their shares of
+        its power, one matrix product per frame length for the frames not split before; kept for
+        the next estimate where the evidence still holds the frame."""
+        bands = heard.bands
+        todo: list[int] = np.flatnonzero(np.isnan(bands[:, 0])).tolist()
+        sizes = [len(heard.pcm[i]) & ~1 for i in todo]
+        for size in set(sizes):
+            same = [i for i, n in zip(todo, sizes, strict=True) if n == size]
+            x = np.frombuffer(b"".join(heard.pcm[i][:size] for i in same), dtype="<i2")
+            shares = frame_shares(x.astype(np.float32).reshape(len(same), size // 2), self._rate)
+            bands[same] = np.maximum(heard.levels[same, None] + power_db(shares), _SILENT_DB)
+        for i in todo:
+            row = heard.rows[i]
+            if self._heard[row] is heard.pcm[i] and self._ends[row] == heard.ends[i]:
+                self._bands[row] = bands[i]
+        return bands
 
     def clear(self) -> None:
         self._next = self.filled = 0
-        self._unsplit.clear()
 
     def bounds(self, needed: int) -> np.ndarray | None:
         """Per delay, the 90th percentile of played-minus-heard over frames where we played
         something; None until every delay has ``needed`` such frames."""
         if not self.filled:
             return None
-        out, counts = _active_percentile(self._rows[: self.filled], self._levels[: self.filled, None], _PERCENTILE)
+        out, counts = _active_percentile(self._rows[:, : self.filled], self._levels[: self.filled], _PERCENTILE)
         return out if int(counts.min()) >= max(needed, 1) else None
 
 
 class EchoGuard:
-    """The played reference of one call, and the level a caller frame must beat to be speech."""
+    """The played reference of one call, and the level a caller frame must beat to be speech.
+
+    Per caller frame heard while the agent talks it reads our level at every delay (`reference`)
+    and keeps it as evidence (`learn`); the per-band bound (`bound`) and the threshold are read
+    only for a frame whose verdict hangs on them, and a per-band estimate is put off until the
+    bound is next read (or the cells it reads are about to go), on the evidence as it was when it
+    fell due. On a call without echo the line is seldom speech-like while the agent talks, so
+    most calls never pay for the bands per frame, and none decides differently for it."""
 
     __slots__ = (
-        "_band_delays", "_count", "_erl", "_evidence", "_looked", "_rate", "_reference", "_weights", "_window",
+        "_band_delays", "_count", "_due", "_erl", "_evidence", "_gains", "_looked", "_rate", "_reference", "_window",
         "config", "fresh",
     )
 
@@ -290,16 +201,18 @@ class EchoGuard:
         self.config = config
         delays = round(config.max_delay_ms / 1000 / CELL_S) + 1
         self._rate = rate
-        self._reference = _Reference(delays, rate)
+        self._reference = EchoReference(delays, rate)
         self._evidence = _Evidence(delays, rate)
         self._count = 0
         self._erl: float | None = None
-        # The rows `look` weighs the bands by: ours, then, once learnt, the echo's share of each (1/ERL).
-        self._weights = _ONES
+        self._gains: np.ndarray | None = None  # once learnt, the echo's share of our power per band (1/ERL)
+        # A per-band estimate fallen due and put off: the earliest time it reads our cells at, the heard
+        # frames, and the broadband loss then.
+        self._due: tuple[float, _Heard, float] | None = None
         self._band_delays = np.arange(0, delays, round(_BAND_STEP_S / CELL_S))
         self._window: slice | None = None  # the delays around the learnt one, or None: all of them
         self.fresh = False  # the loss in use was learnt (or handed over) since the last `doubt`
-        self._looked: tuple[np.ndarray, np.ndarray | None, np.ndarray, list[float]] | None = None  # `look`'s last
+        self._looked: tuple[np.ndarray, float] | None = None  # `reference`'s last, and its loudest
 
     @property
     def erl_db(self) -> float:
@@ -313,6 +226,7 @@ class EchoGuard:
     def played(self, pcm: bytes, start: float) -> None:
         """One frame of ours will play from ``start`` (frames come in play order)."""
         if self.config.enabled:
+            self._overdue(start)
             self._reference.add(pcm, start)
 
     def cleared(self, at: float) -> None:
@@ -322,38 +236,45 @@ class EchoGuard:
     def reference(self, end: float, frame_s: float = FRAME_S) -> np.ndarray | None:
         """Our played level (dBFS) over the caller frame ending at ``end``, shifted by each candidate
         delay; None when nothing of ours can echo into it."""
-        return self.look(end, frame_s)[0]
+        if not self.config.enabled or end - frame_s - self.config.max_delay_ms / 1000 >= self._reference.until:
+            return None  # nothing of ours played recently enough to echo: the common, cheap case
+        self._overdue(end)
+        levels = self._reference.levels(end, frame_s)
+        top = float(_loudest(levels))
+        if top < ACTIVE_DBFS:
+            return None
+        self._looked = (levels, top)  # `threshold_db` reuses its loudest
+        return levels
+
+    def bound(self, end: float, frame_s: float = FRAME_S) -> np.ndarray | None:
+        """The loudest echo (dBFS) each candidate delay could put into the caller frame ending at
+        ``end`` by the per-band losses; None until they are learnt (the broadband bound applies)."""
+        if self._due is not None:
+            self._band_gains()
+        return None if self._gains is None else self._reference.echo(end, frame_s, self._gains)
 
     def look(self, end: float, frame_s: float = FRAME_S) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """The frame's `reference`, and the loudest echo (dBFS) each candidate delay could put
-        into it by the per-band losses (None until they are learnt: the broadband bound applies)."""
-        if not self.config.enabled or end - frame_s - self.config.max_delay_ms / 1000 >= self._reference.until:
-            return None, None  # nothing of ours played recently enough to echo: the common, cheap case
-        levels = self._reference.levels(end, frame_s, self._weights)
-        tops = levels.max(axis=1).tolist()  # both rows' loudest in one call; `threshold_db` reuses them
-        if tops[0] < ACTIVE_DBFS:
-            return None, None
-        reference, bound = levels[0], (levels[1] if len(levels) > 1 else None)
-        self._looked = (reference, bound, levels, tops)
-        return reference, bound
+        """The frame's `reference` and, when there is one, its `bound`."""
+        reference = self.reference(end, frame_s)
+        return reference, (None if reference is None else self.bound(end, frame_s))
 
     def threshold_db(
         self, reference: np.ndarray | None, *, aligned: bool = True, bound: np.ndarray | None = None
     ) -> float | None:
-        """The level a caller frame must exceed, given its `reference` (and the per-band ``bound``
-        `look` gives once the bands are learnt); ``aligned``: around the learnt delay if there is
-        one, else over every delay."""
+        """The level a caller frame must exceed, given its `reference` (and its `bound` once the
+        bands are learnt); ``aligned``: around the learnt delay if there is one, else over every
+        delay."""
         if reference is None:
             return None
         window = slice(None) if self._window is None or not aligned else self._window
         looked = self._looked
-        if looked is not None and reference is looked[0] and bound is looked[1]:  # as `look` gave them
-            tops = looked[3] if window == slice(None) else looked[2][:, window].max(axis=1).tolist()
+        if looked is not None and reference is looked[0] and window == slice(None):  # as `reference` gave it
+            top = looked[1]
         else:
-            tops = [float(reference[window].max())] + ([] if bound is None else [float(bound[window].max())])
-        loudest = tops[0] - self.erl_db
+            top = float(_loudest(reference[window]))
+        loudest = top - self.erl_db
         if bound is not None:  # the bands can only raise the bound: a bright frame's echo is louder
-            loudest = max(loudest, tops[1])
+            loudest = max(loudest, float(_loudest(bound[window])))
         return loudest + self.config.margin_db
 
     def doubt(self) -> None:
@@ -370,7 +291,7 @@ class EchoGuard:
         echo: use that loss at once (broadband: the residual's spectrum is not the path's), and
         learn the residual's own from fresh evidence instead of two seconds of the raw line's."""
         self._erl = erl_db
-        self._weights = _ONES
+        self._gains = self._due = None
         self.doubt()
         self.fresh = True
 
@@ -388,11 +309,12 @@ class EchoGuard:
 
     def _estimate(self) -> None:
         """The lowest, over candidate delays, of the 90th percentile of played-minus-heard; and
-        now and then the same per band.
+        now and then the same per band (put off: `_band_gains`).
 
         Every delay needs its evidence first: a minimum over some of them may miss the true one.
         """
-        bounds = self._evidence.bounds(round(self.config.learn_ms / 1000 / FRAME_S))
+        needed = max(round(self.config.learn_ms / 1000 / FRAME_S), 1)
+        bounds = self._evidence.bounds(needed)
         if bounds is None:
             return
         best = int(bounds.argmin())
@@ -403,21 +325,30 @@ class EchoGuard:
         others = np.concatenate((bounds[: near.start], bounds[near.stop :]))
         sharp = not others.size or float(others.min()) - self._erl >= _SHARP_DB
         self._window = near if sharp else None
-        if len(self._weights) == 1 or self._count % (_EVERY * _BAND_EVERY) == 0:
-            gains = self._band_gains(needed=round(self.config.learn_ms / 1000 / FRAME_S))
-            if gains is not None:
-                self._weights = np.vstack((_ONES, gains))
+        if (self._gains is None and self._due is None) or self._count % (_EVERY * _BAND_EVERY) == 0:
+            heard = self._evidence.heard()
+            if len(heard.rows) >= needed:  # else the band losses stay as they are
+                oldest = float(heard.ends.min()) - self.config.max_delay_ms / 1000 - FRAME_S
+                self._due = (oldest, heard, self._erl)
 
-    def _band_gains(self, needed: int) -> np.ndarray | None:
-        """Per band, 1/ERL learnt much as the broadband one is: a percentile (`_BAND_PERCENTILE`) of
-        played minus heard, the lowest over the candidate delays (every 10 ms). A band we seldom
-        played in keeps the broadband loss."""
-        ends, heard = self._evidence.heard_bands()
-        if len(ends) < max(needed, 1):
-            return None
-        played = self._reference.band_levels(ends, self._band_delays, FRAME_S)
-        bounds, counts = _active_percentile(played, heard[:, :, None], _BAND_PERCENTILE)
-        erl = np.where(counts >= max(needed, 1), bounds, np.inf).min(axis=1)
-        erl[~np.isfinite(erl)] = self.erl_db
-        gains: np.ndarray = 10.0 ** (-erl / 10.0)
-        return gains
+    def _overdue(self, now: float) -> None:
+        """Make a per-band estimate put off before the cells it reads go (`KEPT_S`)."""
+        if self._due is not None and now - self._due[0] > KEPT_S - _SPARE_S:
+            self._band_gains()
+
+    def _band_gains(self) -> None:
+        """The per-band estimate that fell due: per band, 1/ERL learnt much as the broadband one is,
+        a percentile (`_BAND_PERCENTILE`) of played minus heard, the lowest over the candidate
+        delays (every 10 ms). A band we seldom played in keeps the broadband loss of the time.
+        Our cells played by then do not change after (frames are added from now on, and a
+        ``clear`` takes back only what has not yet played), so putting it off changes nothing."""
+        assert self._due is not None
+        _, heard, erl_db = self._due
+        self._due = None
+        needed = max(round(self.config.learn_ms / 1000 / FRAME_S), 1)
+        played = self._reference.band_levels(heard.ends, self._band_delays, FRAME_S)
+        bands = self._evidence.split(heard)
+        bounds, counts = _active_percentile(played, bands.T[:, None, :], _BAND_PERCENTILE)
+        erl = np.where(counts >= needed, bounds, np.inf).min(axis=1)
+        erl[~np.isfinite(erl)] = erl_db
+        self._gains = 10.0 ** (-erl / 10.0)

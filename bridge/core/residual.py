@@ -103,10 +103,11 @@ class CleanedLine:
         level = level_dbfs(frame)
         floor = self.floor.update(level, vad)
         self._frame, self._level, self._end = frame, level, end
-        self._reference, bound = self.guard.look(end)
+        self._reference = self.guard.reference(end)
         on_noise = raw_level - level < _REMOVED_DB and not raw_clears  # the raw frame is only the line's noise
         if not vad or tone or on_noise or not self.floor.clears(level, floor):
             return False
+        bound = None if self._reference is None else self.guard.bound(end)
         echo = self.guard.threshold_db(self._reference, aligned=not strict, bound=bound)
         if not self.guard.fresh or (echo is not None and level <= echo):
             return False

@@ -139,7 +139,8 @@ class FrameVerdict:
     """One frame's decision and why, for tuning tools and plots (levels in dBFS).
 
     ``vad`` is webrtcvad's own answer, ``voiced`` the one after the gate; ``floor`` is the noise
-    floor and ``echo`` the echo guard's threshold (None: nothing of ours could echo).
+    floor and ``echo`` the echo guard's threshold (None: nothing of ours could echo; or, where the
+    verdicts are not kept, the threshold could veto nothing in this frame and was not worked out).
     """
 
     end: float

@@ -19,7 +19,9 @@ from tests.turntaking import (
     ECHO_DELAYS,
     ECHO_LEVELS,
     ONSETS,
+    RATE,
     Scenario,
+    agent_voice,
     echo_only,
     pink,
     run,
@@ -46,6 +48,19 @@ def test_a_speakerphones_band_limited_echo_never_pauses_the_agent(level: float, 
     """Its loss differs by 20 dB from a dark vowel to a bright one: a single broadband loss,
     learnt from the dark ones, let every bright frame through (a stutter of pauses)."""
     r = run(echo_only(level, delay, path=speakerphone()))
+    assert r.clears == [] and r.interrupted_at is None
+
+
+@pytest.mark.parametrize(("level", "delay"), [(-10.0, 40.0), (-10.0, 180.0), (-20.0, 100.0)])
+def test_a_speakerphones_echo_after_seconds_of_silence_never_pauses_the_agent(level: float, delay: float) -> None:
+    """The agent says something, is silent for 7 s (longer than the guard keeps what it played),
+    then goes on. The frames heard before the silence still count as evidence of the band
+    losses for a while; once what played then was forgotten, they took every frame's bands for
+    silence and left each band the broadband loss: pauses, and an interruption, 2 s in."""
+    voice = agent_voice()
+    words = 4 * RATE * 2  # 4 s of the agent's reply, in bytes
+    reply = voice[:words] + bytes(7 * RATE * 2) + voice[words : 2 * words]
+    r = run(Scenario(echo_db=level, delay_ms=delay, duration=16.0, reply=reply, echo_path=speakerphone()))
     assert r.clears == [] and r.interrupted_at is None
 
 
