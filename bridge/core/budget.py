@@ -12,7 +12,11 @@ metrics say so: `EchoCanceller.refused`). Nor does a worker whose loop lags keep
 going: while its calls' pacing timers fire `LATE_S` late or more, and for `CALM_S` after, a
 call judged echoic keeps the level guard alone for good, and a canceller already running skips
 its work (its CPU goes back to the worker, whose calls the level guard alone carried with no
-false barge-in where the cancellers' load paused them) until the worker has caught up.
+false barge-in where the cancellers' load paused them) until the worker has caught up. A worker
+whose process is busy `BUSY_MAX` of the time or more counts as lagging too, before its timers
+say so: 100 speakerphone calls kept one worker 0.71 busy with no canceller and 4 of them paused
+their agent for its echo; cancellers on top (8 or 20 of them) tipped it over, and 35-44 of the
+100 calls did, the ones on the level guard alone too.
 
 Sans-I/O: the shell makes one `AecBudget` per worker process and hands it to every call
 (``CallSettings.aec_budget``), and tells it how late each pacing timer fired (`late`, on the
@@ -25,10 +29,11 @@ from __future__ import annotations
 import weakref
 from typing import Final
 
-__all__ = ["CALM_S", "LATE_S", "AecBudget"]
+__all__ = ["BUSY_MAX", "CALM_S", "LATE_S", "AecBudget"]
 
 LATE_S: Final = 0.1  # a pacing timer this late (playback.low_ms's default): the caller's queue runs dry
 CALM_S: Final = 10.0  # no new canceller until the worker's timers have been on time this long
+BUSY_MAX: Final = 0.6  # a worker's process busy this share of a core (or more) counts as lagging
 
 
 class AecBudget:
@@ -51,8 +56,14 @@ class AecBudget:
         if lateness_s >= LATE_S:
             self._late_at = at
 
+    def busy(self, at: float, share: float) -> None:
+        """The worker's process used ``share`` of a core over the last while, by ``at``."""
+        if share >= BUSY_MAX:
+            self._late_at = at
+
     def lagging(self, at: float) -> bool:
-        """Whether a pacing timer fired `LATE_S` late within `CALM_S` before ``at``."""
+        """Whether a pacing timer fired `LATE_S` late, or the process was `BUSY_MAX` busy, within
+        `CALM_S` before ``at``."""
         return self._late_at is not None and self._late_at <= at < self._late_at + CALM_S
 
     def take(self, holder: object, at: float) -> str:

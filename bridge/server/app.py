@@ -7,9 +7,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -161,7 +163,9 @@ def create_app(
         guard.warn_carriers_unsigned(settings.carriers)
         drainer.install()  # SIGTERM drains live calls first: see bridge.server.drain
         await records.start()
+        watching = asyncio.create_task(_watch_busy(aec_budget))
         yield
+        watching.cancel()
         drainer.uninstall()
         bridge.draining = True
         if pool is not None:
@@ -218,3 +222,15 @@ def __getattr__(name: str) -> Any:
             print(f"bridge: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
     return _app
+
+
+async def _watch_busy(budget: AecBudget, every_s: float = 1.0) -> None:
+    """Tell the worker's canceller budget how busy this process is, once a second: a worker near
+    a full core takes on no echo canceller (`AecBudget.busy`)."""
+    loop = asyncio.get_running_loop()
+    cpu, wall = time.process_time(), loop.time()
+    while True:
+        await asyncio.sleep(every_s)
+        now_cpu, now = time.process_time(), loop.time()
+        budget.busy(now, (now_cpu - cpu) / max(now - wall, 1e-3))
+        cpu, wall = now_cpu, now

@@ -203,6 +203,19 @@ def test_a_worker_whose_calls_pacing_runs_late_takes_on_no_new_canceller(latenes
     assert result.interrupted_at is None and not result.clears
 
 
+@pytest.mark.parametrize(("share", "refused"), [(0.3, ""), (0.8, "lag")])
+def test_a_worker_near_a_full_core_takes_on_no_new_canceller(share: float, refused: str) -> None:
+    """The worker's process was busy 80 % of a core just before the call (its timers still on
+    time): the speakerphone call keeps the echo guard alone, without a false barge-in; 30 % is not
+    busy."""
+    budget = AecBudget(20)
+    budget.busy(0.0, share)
+    line = Line(echo_only(-10.0, 120.0), replace(AUTO, aec_budget=budget))
+    result = line.run()
+    assert line.call.snapshot.aec_refused == refused and (line.call.snapshot.aec_frames == 0) == bool(refused)
+    assert result.interrupted_at is None and not result.clears
+
+
 @pytest.mark.parametrize("settings", [OFF, AUTO], ids=["off", "auto"])
 def test_caller_frames_read_late_at_once_after_a_stall_never_pass_for_the_caller(settings: CallSettings) -> None:
     """The worker's loop stalls for 0.8 or 1.5 s and then reads every caller frame that waited at
