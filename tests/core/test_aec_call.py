@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -191,25 +192,23 @@ def test_a_worker_that_runs_its_limit_of_cancellers_keeps_the_next_speakerphone_
     assert third.call.snapshot.aec_frames > 0 and not third.call.snapshot.aec_refused
 
 
-@pytest.mark.parametrize(("lateness", "refused"), [(0.02, ""), (0.3, "lag")])
-def test_a_worker_whose_calls_pacing_runs_late_takes_on_no_new_canceller(lateness: float, refused: str) -> None:
-    """A pacing timer 300 ms late just before the call (the worker's loop behind its calls): the
-    speakerphone call keeps the echo guard alone, without a false barge-in; 20 ms late is on time."""
+@pytest.mark.parametrize(
+    ("loaded", "refused"),
+    [
+        (lambda b: b.late(0.0, 0.02), ""),  # a pacing timer 20 ms late: on time
+        (lambda b: b.late(0.0, 0.3), "lag"),  # 300 ms late: the worker's loop is behind its calls
+        (lambda b: b.busy(0.0, 0.3), ""),  # the process busy 30 % of a core
+        (lambda b: b.busy(0.0, 0.8), "lag"),  # 80 %, its timers still on time: it soon will be behind
+    ],
+    ids=["on-time", "late", "idle", "busy"],
+)
+def test_a_worker_that_lags_or_is_near_a_full_core_takes_on_no_new_canceller(
+    loaded: Callable[[AecBudget], None], refused: str
+) -> None:
+    """Just before the call the worker lagged or was busy: the speakerphone call keeps the echo
+    guard alone, without a false barge-in, and says why; otherwise its canceller runs."""
     budget = AecBudget(20)
-    budget.late(0.0, lateness)
-    line = Line(echo_only(-10.0, 120.0), replace(AUTO, aec_budget=budget))
-    result = line.run()
-    assert line.call.snapshot.aec_refused == refused and (line.call.snapshot.aec_frames == 0) == bool(refused)
-    assert result.interrupted_at is None and not result.clears
-
-
-@pytest.mark.parametrize(("share", "refused"), [(0.3, ""), (0.8, "lag")])
-def test_a_worker_near_a_full_core_takes_on_no_new_canceller(share: float, refused: str) -> None:
-    """The worker's process was busy 80 % of a core just before the call (its timers still on
-    time): the speakerphone call keeps the echo guard alone, without a false barge-in; 30 % is not
-    busy."""
-    budget = AecBudget(20)
-    budget.busy(0.0, share)
+    loaded(budget)
     line = Line(echo_only(-10.0, 120.0), replace(AUTO, aec_budget=budget))
     result = line.run()
     assert line.call.snapshot.aec_refused == refused and (line.call.snapshot.aec_frames == 0) == bool(refused)
