@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import time
+
+import pytest
 
 from bridge.core.budget import AecBudget
-from bridge.server.app import _watch_busy
+from bridge.server import app
 
 
 class Seen(AecBudget):
@@ -19,16 +20,38 @@ class Seen(AecBudget):
         super().busy(at, share)
 
 
-async def test_a_process_spinning_on_the_cpu_is_reported_busy_and_takes_no_canceller() -> None:
+class Holder:
+    """A call's canceller, as far as the budget sees it."""
+
+
+class ProcessClock:
+    """The process's CPU time as `time.process_time` gives it, running at ``share`` of the wall
+    clock (the loop's), so the test does not depend on what else the machine runs."""
+
+    def __init__(self) -> None:
+        self.share, self._cpu, self._at = 0.0, 0.0, asyncio.get_running_loop().time()
+
+    def __call__(self) -> float:
+        now = asyncio.get_running_loop().time()
+        self._cpu += (now - self._at) * self.share
+        self._at = now
+        return self._cpu
+
+
+async def test_a_process_busy_on_most_of_a_core_is_reported_busy_and_takes_no_canceller(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock, budget = ProcessClock(), Seen()
+    monkeypatch.setattr(app.time, "process_time", clock)
+    watch = asyncio.create_task(app._watch_busy(budget, every_s=0.05))
+    await asyncio.sleep(0.12)
+    assert budget.shares and max(budget.shares) < 0.1, "an idle process is not busy"
+    assert budget.take(Holder(), asyncio.get_running_loop().time()) == "", "and takes a canceller"
     budget = Seen()
-    watch = asyncio.create_task(_watch_busy(budget, every_s=0.1))
-    await asyncio.sleep(0.15)  # one quiet report
-    deadline = time.monotonic() + 0.35
-    while time.monotonic() < deadline:  # the loop's own thread busy: the watch's sleep runs late
-        await asyncio.sleep(0)
-        sum(range(2000))
-    await asyncio.sleep(0.05)
     watch.cancel()
-    assert budget.shares[0] < 0.5, "an idle process is not busy"
-    assert max(budget.shares) >= 0.6, "a process spinning on a core is"
-    assert budget.take(object(), asyncio.get_running_loop().time()) == "lag"
+    watch = asyncio.create_task(app._watch_busy(budget, every_s=0.05))
+    clock.share = 0.8
+    await asyncio.sleep(0.12)
+    watch.cancel()
+    assert budget.shares and min(budget.shares) > 0.6, "a process on 80 % of a core is busy"
+    assert budget.take(Holder(), asyncio.get_running_loop().time()) == "lag"
