@@ -161,8 +161,17 @@ def _echo_guard(frames: list[bytes]) -> None:
             for j in range(5):
                 guard.played(frames[k % len(frames)], now + 0.1 + j * 0.02)
                 k += 1
-        reference, _ = guard.look(now, 0.02)
+        reference, _ = _look(guard, now)
         guard.learn(-30.0, reference, frames[step % len(frames)], now)
+
+
+def _look(guard: Any, now: float) -> tuple[Any, Any]:
+    """A frame's reference and per-band bound, both worked out, as the gate does for a frame it
+    may veto (the worst case); trees from before `EchoGuard.reference` had `look` for the pair."""
+    if not hasattr(guard, "reference"):
+        return guard.look(now, 0.02)
+    reference = guard.reference(now, 0.02)
+    return reference, (None if reference is None else guard.bound(now, 0.02))
 
 
 def main(argv: list[str] | None = None) -> int:

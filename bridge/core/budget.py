@@ -39,12 +39,12 @@ BUSY_MAX: Final = 0.6  # a worker's process busy this share of a core (or more) 
 class AecBudget:
     """One worker's canceller slots: at most ``limit`` taken at once."""
 
-    __slots__ = ("_holders", "_late_at", "limit")
+    __slots__ = ("_holders", "_lag_at", "limit")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._holders: weakref.WeakSet[object] = weakref.WeakSet()
-        self._late_at: float | None = None  # when a pacing timer last fired `LATE_S` late or more
+        self._lag_at: float | None = None  # when the worker last lagged: a timer `LATE_S` late, or `BUSY_MAX` busy
 
     @property
     def engaged(self) -> int:
@@ -54,21 +54,21 @@ class AecBudget:
     def late(self, at: float, lateness_s: float) -> None:
         """A call's pacing timer fired ``lateness_s`` late at ``at``."""
         if lateness_s >= LATE_S:
-            self._late_at = at
+            self._lag_at = at
 
     def busy(self, at: float, share: float) -> None:
         """The worker's process used ``share`` of a core over the last while, by ``at``."""
         if share >= BUSY_MAX:
-            self._late_at = at
+            self._lag_at = at
 
     def lagging(self, at: float) -> bool:
         """Whether a pacing timer fired `LATE_S` late, or the process was `BUSY_MAX` busy, within
         `CALM_S` before ``at``."""
-        return self._late_at is not None and self._late_at <= at < self._late_at + CALM_S
+        return self._lag_at is not None and self._lag_at <= at < self._lag_at + CALM_S
 
     def take(self, holder: object, at: float) -> str:
         """A slot for ``holder`` at ``at`` (""), or why not: "budget" (the worker runs as many
-        cancellers as it may) or "lag" (its loop lags behind its calls)."""
+        cancellers as it may) or "lag" (its loop lags behind its calls, or its process is busy)."""
         if holder not in self._holders:
             if len(self._holders) >= self.limit:
                 return "budget"

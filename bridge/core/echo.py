@@ -253,11 +253,6 @@ class EchoGuard:
             self._band_gains()
         return None if self._gains is None else self._reference.echo(end, frame_s, self._gains)
 
-    def look(self, end: float, frame_s: float = FRAME_S) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """The frame's `reference` and, when there is one, its `bound`."""
-        reference = self.reference(end, frame_s)
-        return reference, (None if reference is None else self.bound(end, frame_s))
-
     def threshold_db(
         self, reference: np.ndarray | None, *, aligned: bool = True, bound: np.ndarray | None = None
     ) -> float | None:

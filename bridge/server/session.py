@@ -270,14 +270,15 @@ class CallSession:
             self._timer = self._loop.call_at(deadline, self._fire_timer)
 
     def _fire_timer(self) -> None:
+        now = self.clock()
         if self._timer_at is not None:  # a late timer means late audio for the caller
-            late = self.clock() - self._timer_at
+            late = now - self._timer_at
             metrics.frame_lateness(late)
             if self._aec_budget is not None:  # and a worker that should take on no more echo cancellers
-                self._aec_budget.late(self.clock(), late)
+                self._aec_budget.late(now, late)
         self._timer = None
         self._timer_at = None
-        self.put(Tick(self.clock()))
+        self.put(Tick(now))
 
     def _observe(self, event: Event) -> None:
         """Log what a person running the bridge wants to know, once per kind of problem."""
