@@ -54,8 +54,9 @@ class LineGate:
         self.echo = EchoGuard(echo, rate)
         self._settings = (vad, echo, rate)
         self._frame_s = vad.frame_ms / 1000
-        self._reference: np.ndarray | None = None
         self._frame = b""
+        self._reference: np.ndarray | None = None  # the frame's `EchoGuard.reference`, if `_read`
+        self._read = False
         self._end = 0.0  # the last frame's end on the line's own clock
         self.shift = 0.0  # the chunk being judged: its end on the line's clock less its arrival (`Listener.feed`)
         self._explain = explain
@@ -77,8 +78,8 @@ class LineGate:
         level = level_dbfs(frame)
         floor = self.floor.update(level, vad)
         self._end = end + self.shift
-        self._reference = reference = self.echo.reference(self._end, self._frame_s)
         self._frame = frame
+        self._read = False
         tone = False
         if self.tones is not None:
             if vad:
@@ -87,9 +88,12 @@ class LineGate:
                 self.tones.reset()
         clears = self.floor.clears(level, floor)
         echo = None
-        if reference is not None and (self._explain or (vad and not tone and clears)):
-            bound = self.echo.bound(self._end, self._frame_s)
-            echo = self.echo.threshold_db(reference, aligned=not strict, bound=bound)
+        if self._explain or (vad and not tone and clears):
+            self._reference = reference = self.echo.reference(self._end, self._frame_s)
+            self._read = True
+            if reference is not None:
+                bound = self.echo.bound(self._end, self._frame_s)
+                echo = self.echo.threshold_db(reference, aligned=not strict, bound=bound)
         sure = vad and not tone and clears and (echo is None or level > echo)
         cleaned = self.cleaned
         if cleaned is not None and cleaned.pending and cleaned.sure(self._end, level, clears, tone, strict):
@@ -100,8 +104,10 @@ class LineGate:
 
     def settled(self, verdict: FrameVerdict, idle: bool) -> None:
         """Frames heard with no caller sound in progress teach the echo guard how loud echo gets."""
-        if idle:
+        if idle and self._read:  # its reference read already (a frame it could veto): learnt at once
             self.echo.learn(verdict.level, self._reference, self._frame, self._end)
+        elif idle:
+            self.echo.learn_later(verdict.level, self._end, self._frame, self._frame_s)
         if self.cleaned is not None:
             self.cleaned.settled(idle)
 

@@ -74,6 +74,8 @@ _BAND_PERCENTILE: Final = 0.75  # within a band the loss still varies; 0.5 never
 # in the paths tried but held back callers over strongly reverberant echo, 0.9 let band edges through
 _BAND_EVERY: Final = 5  # estimates between two per-band ones (each reads the whole history at 31 delays)
 _BAND_STEP_S: Final = 0.01  # the per-band loss is learnt at candidate delays this far apart (cost)
+_QUEUED: Final = 10  # frames heard and not yet learnt from (`learn_later`) before they are read anyway
+_QUEUED_S: Final = 1.0  # nor may the first of them be older than this: our cells behind it stay kept
 _SPARE_S: Final = 1.0  # a per-band estimate put off is made this long before the cells it reads may go
 # (the reference's buffers slide on with what is added and read: up to the playback lead ahead of now)
 
@@ -146,6 +148,20 @@ class _Evidence:
         self._next = (self._next + 1) % _HISTORY
         self.filled = min(self.filled + 1, _HISTORY)
 
+    def add_many(self, references: np.ndarray, levels: list[float], heard: list[bytes | None],
+                 ends: list[float]) -> None:
+        """`add` for several frames at once (a row of ``references`` each), fewer than `_HISTORY`."""
+        count = len(levels)
+        slots = (self._next + np.arange(count)) % _HISTORY
+        self._rows[:, slots] = references.T
+        self._levels[slots] = np.maximum(levels, _SILENT_DB)
+        self._bands[slots] = np.nan
+        self._ends[slots] = ends
+        for slot, pcm in zip(slots.tolist(), heard, strict=True):
+            self._heard[slot] = pcm
+        self._next = (self._next + count) % _HISTORY
+        self.filled = min(self.filled + count, _HISTORY)
+
     def heard(self) -> _Heard:
         """The frames given with their PCM."""
         rows = [row for row in range(self.filled) if self._heard[row] is not None]
@@ -185,16 +201,17 @@ class _Evidence:
 class EchoGuard:
     """The played reference of one call, and the level a caller frame must beat to be speech.
 
-    Per caller frame heard while the agent talks it reads our level at every delay (`reference`)
-    and keeps it as evidence (`learn`); the per-band bound (`bound`) and the threshold are read
-    only for a frame whose verdict hangs on them, and a per-band estimate is put off until the
+    Per caller frame heard while the agent talks it keeps our level at every delay as evidence
+    (`learn_later`: read ten frames at a time, in one gather); the per-band bound (`bound`) and
+    the threshold are read only for a frame whose verdict hangs on them, and a per-band estimate
+    is put off until the
     bound is next read (or the cells it reads are about to go), on the evidence as it was when it
     fell due. On a call without echo the line is seldom speech-like while the agent talks, so
     most calls never pay for the bands per frame, and none decides differently for it."""
 
     __slots__ = (
-        "_band_delays", "_count", "_due", "_erl", "_evidence", "_gains", "_looked", "_rate", "_reference", "_window",
-        "config", "fresh",
+        "_band_delays", "_count", "_due", "_erl", "_evidence", "_fresh", "_gains", "_looked", "_queued", "_rate",
+        "_reference", "_window", "config",
     )
 
     def __init__(self, config: EchoConfig, rate: int = _RATE) -> None:
@@ -211,26 +228,44 @@ class EchoGuard:
         self._due: tuple[float, _Heard, float] | None = None
         self._band_delays = np.arange(0, delays, round(_BAND_STEP_S / CELL_S))
         self._window: slice | None = None  # the delays around the learnt one, or None: all of them
-        self.fresh = False  # the loss in use was learnt (or handed over) since the last `doubt`
+        self._fresh = False  # the loss in use was learnt (or handed over) since the last `doubt`
+        # Frames heard while no caller sound was in progress, not yet learnt from (`learn_later`):
+        # (level, PCM, end, frame width).
+        self._queued: list[tuple[float, bytes | None, float, float]] = []
         self._looked: tuple[np.ndarray, float] | None = None  # `reference`'s last, and its loudest
 
     @property
     def erl_db(self) -> float:
         """The echo return loss in use: learnt once there is enough evidence, else assumed."""
+        if self._queued:
+            self._learn_queued()
         return self.config.assumed_erl_db if self._erl is None else self._erl
 
     @property
     def learnt(self) -> bool:
+        if self._queued:
+            self._learn_queued()
         return self._erl is not None
+
+    @property
+    def fresh(self) -> bool:
+        """The loss in use was learnt (or handed over) since the last `doubt`."""
+        if self._queued:
+            self._learn_queued()
+        return self._fresh
 
     def played(self, pcm: bytes, start: float) -> None:
         """One frame of ours will play from ``start`` (frames come in play order)."""
         if self.config.enabled:
+            if self._queued and start < self._queued[-1][2] + CELL_S:  # it plays into a frame heard:
+                self._learn_queued()  # (only a playback restarting at once) which reads our cells as they were
             self._overdue(start)
             self._reference.add(pcm, start)
 
     def cleared(self, at: float) -> None:
         """Playback was cleared at ``at``: frames due to start then or later never play."""
+        if self._queued and at < self._queued[-1][2] + CELL_S:  # frames heard read what played before
+            self._learn_queued()
         self._reference.take_back(at)
 
     def reference(self, end: float, frame_s: float = FRAME_S) -> np.ndarray | None:
@@ -249,6 +284,8 @@ class EchoGuard:
     def bound(self, end: float, frame_s: float = FRAME_S) -> np.ndarray | None:
         """The loudest echo (dBFS) each candidate delay could put into the caller frame ending at
         ``end`` by the per-band losses; None until they are learnt (the broadband bound applies)."""
+        if self._queued:
+            self._learn_queued()
         if self._due is not None:
             self._band_gains()
         return None if self._gains is None else self._reference.echo(end, frame_s, self._gains)
@@ -261,6 +298,8 @@ class EchoGuard:
         delay."""
         if reference is None:
             return None
+        if self._queued:
+            self._learn_queued()
         window = slice(None) if self._window is None or not aligned else self._window
         looked = self._looked
         if looked is not None and reference is looked[0] and window == slice(None):  # as `reference` gave it
@@ -276,27 +315,76 @@ class EchoGuard:
         """A sound the guard let through turned out to be nothing: if it was our echo at a delay
         that moved (a carrier's jitter buffer), the learnt delay is wrong. Bound echo over every
         delay again and re-learn from fresh evidence; the ERL itself is kept."""
+        if self._queued:
+            self._learn_queued()
         self._window = None
         self._evidence.clear()
         self._count = 0
-        self.fresh = False
+        self._fresh = False
 
     def assume(self, erl_db: float) -> None:
         """The line now comes through an echo canceller, which told how far down it leaves our
         echo: use that loss at once (broadband: the residual's spectrum is not the path's), and
         learn the residual's own from fresh evidence instead of two seconds of the raw line's."""
+        if self._queued:
+            self._learn_queued()
         self._erl = erl_db
         self._gains = self._due = None
         self.doubt()
-        self.fresh = True
+        self._fresh = True
 
     def learn(
         self, level_db: float, reference: np.ndarray | None, heard: bytes | None = None, end: float = 0.0
     ) -> None:
         """A frame heard while no caller sound was in progress, with its `reference`; given the
         ``heard`` PCM and its ``end``, the loss is learnt per band as well."""
-        if reference is None or not self.config.learn_ms:
+        if self._queued:
+            self._learn_queued()
+        if reference is not None and self.config.learn_ms:
+            self._add(reference, level_db, heard, end)
+
+    def learn_later(self, level_db: float, end: float, heard: bytes | None = None, frame_s: float = FRAME_S) -> None:
+        """`learn` from the frame ending at ``end``, its `reference` read when next needed: before
+        anything learnt is read, before our cells change, or a few frames on. A call heard while
+        its agent talks learns from nearly every frame but reads its threshold seldom (only a
+        frame it could veto), so the frames' references are read a refill's worth at a time, in
+        one gather (`EchoReference.levels_at`), and nothing decides differently for it."""
+        if not self.config.enabled or not self.config.learn_ms:
             return
+        queued = self._queued
+        if queued and (len(queued) >= _QUEUED or end - queued[0][2] > _QUEUED_S or frame_s != queued[0][3]):
+            self._learn_queued()
+        self._queued.append((level_db, heard, end, frame_s))
+
+    def _learn_queued(self) -> None:
+        """Learn from the queued frames, in the order heard, as `learn` would have then: a frame
+        with nothing of ours loud enough to echo into it teaches nothing."""
+        queued, self._queued = self._queued, []
+        reach = self.config.max_delay_ms / 1000
+        until = self._reference.until
+        frame_s = queued[0][3]  # one width: `learn_later` learns from the queue before another comes
+        near = [frame for frame in queued if frame[2] - frame_s - reach < until]
+        if not near:
+            return
+        rows = self._reference.levels_at([frame[2] for frame in near], frame_s)
+        active = (_loudest(rows, axis=1) >= ACTIVE_DBFS).tolist()
+        learnt = [frame for frame, loud in zip(near, active, strict=True) if loud]
+        if not learnt:
+            return
+        rows = rows[np.flatnonzero(active)]
+        self._overdue(learnt[-1][2])
+        done = 0
+        while done < len(learnt):  # an estimate falls due every `_EVERY` frames learnt, as with `learn`
+            take = min(len(learnt) - done, _EVERY - self._count % _EVERY)
+            part = learnt[done : done + take]
+            self._evidence.add_many(rows[done : done + take], [f[0] for f in part], [f[1] for f in part],
+                                    [f[2] for f in part])
+            done += take
+            self._count += take
+            if self._count % _EVERY == 0:
+                self._estimate()
+
+    def _add(self, reference: np.ndarray, level_db: float, heard: bytes | None, end: float) -> None:
         self._evidence.add(reference, level_db, heard, end)
         self._count += 1
         if self._count % _EVERY == 0:
@@ -314,7 +402,7 @@ class EchoGuard:
             return
         best = int(bounds.argmin())
         self._erl = float(bounds[best])
-        self.fresh = True
+        self._fresh = True
         reach = round(_ALIGN_S / CELL_S)
         near = slice(max(0, best - reach), best + reach + 1)
         others = np.concatenate((bounds[: near.start], bounds[near.stop :]))

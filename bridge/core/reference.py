@@ -111,6 +111,27 @@ class EchoReference:
         lo += width - 1  # the window ending at the first cell read
         return self._level[lo + self._delays - 1 : lo - 1 if lo else None : -1].copy()
 
+    def levels_at(self, ends: list[float], frame_s: float) -> np.ndarray:
+        """`levels` for several caller frames at once, a row per frame (in the order of ``ends``,
+        which rise): one gather instead of a copy per frame, for the frames the echo guard learns
+        from after they were heard (`EchoGuard.learn_later`). Our cells up to a frame's end do
+        not change once it is heard, so reading them later reads what the frame met."""
+        if self._pending:
+            self._settle()
+        width = max(1, round(frame_s / CELL_S))
+        if width != self._width:
+            self._width, self._stale = width, (self._base, self._base + len(self._power))
+        span = width + self._delays - 1
+        firsts = [round(end / CELL_S) - span for end in ends]
+        self._column(firsts[-1], span)  # the buffers slid on to the latest frame's cells, if need be
+        if self._stale[0] < self._stale[1]:
+            self._refresh()
+        lows = np.array(firsts) - self._base  # each frame's first cell read; below 0: no longer kept
+        index = (lows + span - 1)[:, None] - np.arange(self._delays)[None, :]  # delay 0 first, as `levels`
+        rows: np.ndarray = self._level[np.maximum(index, 0)]
+        rows[lows < 0] = _SILENT_DB
+        return rows
+
     def _refresh(self) -> None:
         """The level over `_width` cells ending at each cell whose window changed."""
         width, (first, last) = self._width, self._stale

@@ -324,6 +324,9 @@ class _RetiredAudioPlayed(Call):
 @pytest.mark.parametrize("broken", [_StrayAudioPlayed, _RetiredAudioPlayed])
 def test_the_invariants_catch_a_core_that_plays_audio_it_must_drop(broken: type[Call]) -> None:
     machine = type("BrokenCallMachine", (CallMachine,), {"make_call": broken})
-    quick = settings(max_examples=200, stateful_step_count=60, deadline=None, database=None, phases=[Phase.generate])
+    # A fixed search (derandomize): the same examples every run, so whether the broken core is caught
+    # does not hang on luck.
+    quick = settings(max_examples=200, stateful_step_count=60, deadline=None, database=None, phases=[Phase.generate],
+                     derandomize=True)
     with pytest.raises(AssertionError, match="played"):
         run_state_machine_as_test(machine, settings=quick)

@@ -194,3 +194,38 @@ def test_the_learnt_echo_loss_never_exceeds_the_true_one() -> None:
         heard = echo if i % 3 else max(echo, -15.0)  # double talk: louder than the echo
         guard.learn(heard, reference)
     assert guard.learnt and 19.0 <= guard.erl_db <= 25.0 + 0.5
+
+
+def test_learning_later_learns_what_learning_at_once_does() -> None:
+    """Frames heard while the agent talks are learnt from a few at a time (`learn_later`); the
+    guard must end up exactly where learning each at once leaves it, even when playback is
+    cleared and restarts at once, inside the last frame heard (its line clock may run up to 5 ms
+    ahead of arrival, `LineClock`): its read must not see the restart."""
+    rng = np.random.default_rng(11)
+    levels = rng.uniform(-35.0, -10.0, 400)
+    now_guard, later_guard = EchoGuard(EchoConfig()), EchoGuard(EchoConfig())
+    thresholds: list[tuple[float | None, float | None]] = []
+    play_at = 0.0
+    for i in range(400):
+        end = (i + 1) * 0.02
+        heard, spoken = levels[max(i - 6, 0)] - 22.0 + (3.0 if i % 7 == 0 else 0.0), end + 0.005
+        now_guard.learn(heard, now_guard.reference(spoken), frame(heard, i), spoken)
+        later_guard.learn_later(heard, spoken, frame(heard, i))
+        if i % 25 == 0:  # now and then a frame the guard could veto reads its threshold
+            thresholds.append((now_guard.threshold_db(now_guard.reference(spoken)),
+                               later_guard.threshold_db(later_guard.reference(spoken))))
+        if i % 50 == 49:  # a barge-in on this frame: what had not started is dropped, a reply starts now
+            for guard in (now_guard, later_guard):
+                guard.cleared(end)
+            play_at = end
+        while play_at < end + 0.2:  # a refill keeps 200 ms queued
+            k = round(play_at / 0.02)
+            for guard in (now_guard, later_guard):
+                guard.played(frame(levels[k % 400], k), start=play_at)
+            play_at += 0.02
+    assert later_guard.learnt and later_guard.erl_db == now_guard.erl_db
+    assert [later for _, later in thresholds] == [now for now, _ in thresholds]
+    later, now = later_guard.bound(8.0), now_guard.bound(8.0)
+    assert later is not None and now is not None
+    # The per-band losses too; the bands of our frames are summed in other batches: a float's last digits
+    np.testing.assert_allclose(later, now, rtol=0, atol=1e-6)
