@@ -15,6 +15,7 @@ from bridge.core import linear
 from bridge.core.aec import AecConfig, EchoCanceller, Engine, load_engine
 from bridge.core.audio import pcm_to_ulaw, ulaw_to_pcm
 from bridge.core.bargein import Listener
+from bridge.core.budget import AecBudget
 from bridge.core.vad import Change, SpeechConfirmed, SpeechStarted, VadConfig
 from tests.support import load_wav
 
@@ -119,6 +120,14 @@ def _counted(made: list[int]) -> Callable[[int], Engine | None]:
     def load(rate: int) -> Engine | None:
         made.append(rate)
         return load_engine(rate)
+    return load
+
+
+def _failing(made: list[int]) -> Callable[[int], Engine | None]:
+    """A library that fails to load (as `load_engine` without it), noting in ``made`` every try."""
+    def load(rate: int) -> Engine | None:
+        made.append(rate)
+        return None
     return load
 
 
@@ -304,6 +313,26 @@ def test_a_caller_who_switches_to_speakerphone_mid_call_gets_the_canceller() -> 
     assert aec.echoic is True and listener.gate.cleaned is not None
     late = slice(len(out) - 2 * RATE, len(out))
     assert _db(line[late]) - _db(out[late]) >= 20.0
+
+
+def test_a_call_refused_under_lag_makes_its_canceller_once_calm_and_a_library_that_failed_never_again() -> None:
+    """The worker lagged until 5 s: the call judged echoic at its first reply is refused, and asks
+    again while its agent talks: it makes its canceller then, which takes the echo out by the end.
+    A library that fails to load at that ask is not tried again for the rest of the call: the
+    audio passes untouched and the slot goes back."""
+    far, _, line = _call(_agent(), echo_db=-6.0)
+    for loads in (True, False):
+        made: list[int] = []
+        budget = AecBudget(20)
+        budget.late(-5.0, 0.3)
+        aec = EchoCanceller(AecConfig(mode="auto"), loader=_counted(made) if loads else _failing(made), budget=budget)
+        out = _run(aec, far, line)
+        assert aec.refused == "lag" and made == [RATE]
+        late = slice(len(out) - 2 * RATE, len(out))
+        if loads:
+            assert aec.frames > 0 and _db(line[late]) - _db(out[late]) >= 20.0
+        else:
+            assert aec.frames == 0 and np.array_equal(out, line[: len(out)]) and budget.engaged == 0
 
 
 def test_mode_off_never_touches_the_audio() -> None:
