@@ -335,6 +335,34 @@ def test_a_call_refused_under_lag_makes_its_canceller_once_calm_and_a_library_th
             assert aec.frames == 0 and np.array_equal(out, line[: len(out)]) and budget.engaged == 0
 
 
+class _Asked(AecBudget):
+    """A worker's budget that notes when a call asks it for a slot."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.asked: list[float] = []
+
+    def take(self, holder: object, at: float) -> str:
+        self.asked.append(at)
+        return super().take(holder, at)
+
+
+def test_a_refused_call_asks_again_only_when_its_agent_talks() -> None:
+    """Refused for lag (until 5 s) at its first reply, the call's agent falls silent from 3 s to
+    8 s: the call does not ask while there is no echo to cancel, and asks, and gets its canceller,
+    as the agent talks again."""
+    agent = _agent()
+    cut = round(2.5 * RATE)
+    far, _, line = _call(np.concatenate([agent[:cut], np.zeros(5 * RATE), agent[cut:]]), echo_db=-6.0, seconds=12.0)
+    budget = _Asked(20)
+    budget.late(-5.0, 0.3)
+    aec = EchoCanceller(AecConfig(mode="auto"), budget=budget)
+    _run(aec, far, line)
+    first, *later = budget.asked
+    assert first < 2.0 and aec.refused == "lag"
+    assert later and all(8.0 - LEAD_S <= at < 9.0 for at in later) and aec.frames > 0  # asked as its audio comes
+
+
 def test_mode_off_never_touches_the_audio() -> None:
     far, _, line = _call(_agent(), echo_db=-6.0, seconds=4.0)
     aec = EchoCanceller(AecConfig(mode="off"))
