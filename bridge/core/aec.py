@@ -62,6 +62,13 @@ probe delay (``mode = "on"``, a call engaged later by the guard), the listener h
 A steady tone (hold music, a beep) is the one signal AEC3 cannot learn a path from: it excites
 a single frequency, the linear filter stays unusable and the suppressor takes out everything
 under the tone's echo, a caller included. `_excite` puts faint noise under a tonal reference.
+
+**A refused call asks again.** A worker hands out only so many cancellers, and none while it lags
+(``bridge.core.budget``). A call judged echoic that it refuses goes on as a call without echo
+(nothing done per frame, the level guard alone), and asks again `RETRY_S` later while its agent
+talks: granted, it probes the echo afresh and engages as at the first reply (`_retry`), so its
+cleaned line counts only once the canceller demonstrably removes the echo (`removes`). A library
+that fails to load is never asked for again on the call.
 """
 
 from __future__ import annotations
@@ -101,6 +108,14 @@ _TRUST_S: Final = 1.0  # the cleaned line is trusted by what the canceller remov
 _TRUST_TRIM: Final = 0.5  # leaving out the half it removed least from (a caller talking over us: `removes`)
 _TRUST_DB: Final = 10.0  # and it must remove at least this much (less where the probe measured less)
 _MAX_DELAY_S: Final = 0.35  # the longest echo delay the probe looks for (the echo guard's max_delay_ms and more)
+RETRY_S: Final = 5.0
+"""A call the worker refused a canceller (`AecBudget.take`: "budget", "lag") asks again this much call
+time later, and then every `_RECHECK` frames while its agent is silent. Asking costs nothing, but a
+grant does: a fresh probe of the echo and a catch-up over it (about 10 ms of CPU). The calls a
+worker refused while it lagged all wait for the same calm moment; each asking `RETRY_S` after its
+own refusal spreads their catch-ups over the interval instead of landing them in one burst that
+makes the worker's timers late again. Five seconds: a caller waits at most a sentence or two for
+the canceller once the worker is calm or a slot is free."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,15 +326,17 @@ class EchoCanceller:
     """One call's canceller: the far end in from the playout side, caller frames in and out.
 
     ``frames`` counts the caller frames it processed (for metrics: zero on a call it never ran on);
-    ``refused``: why the call ran without the canceller it needed, or for a while ("budget", "lag":
-    `AecBudget`), or "".
+    ``refused``: why the call first ran without the canceller it needed, or paused it ("budget", "lag":
+    `AecBudget`), or "". It keeps that first reason when a later ask is granted or refused for another:
+    it says the call was refused at least once, and why, so a call counts once in the metrics; whether
+    a canceller ran after all, ``frames`` says.
     """
 
     __slots__ = (
         "__weakref__", "_added", "_behind", "_block", "_budget", "_clocked", "_dither", "_engine", "_floor", "_frame",
         "_gate", "_heard", "_line", "_linear", "_linear_loader", "_linear_next", "_loader", "_now", "_off", "_parked",
-        "_played", "_probe", "_rate", "_recent", "_removed", "_residual", "_shift", "_spectra", "_spectrum", "_tail",
-        "_tonal", "_wait", "_window", "config", "echoic", "engaged", "frames", "line", "refused",
+        "_played", "_probe", "_rate", "_recent", "_removed", "_residual", "_retry_at", "_shift", "_spectra",
+        "_spectrum", "_tail", "_tonal", "_wait", "_window", "config", "echoic", "engaged", "frames", "line", "refused",
     )
 
     def __init__(self, config: AecConfig | None = None, rate: int = 8000, frame_samples: int = 160,
@@ -337,6 +354,7 @@ class EchoCanceller:
         self._budget = budget  # the worker's canceller slots (None: no limit)
         self._now = float("-inf")  # the last caller chunk's arrival: when a slot is asked for
         self.refused = ""
+        self._retry_at: float | None = None  # refused a slot: when to ask again (`RETRY_S`)
         self._linear_loader = linear
         self._linear: Linear | None = None  # the listener's linear-only canceller, made when the probe engages AEC3
         self._shift = 0  # the linear canceller's far end is read this many samples early (the echo's delay)
@@ -350,7 +368,7 @@ class EchoCanceller:
         self._wait = 0  # judged echo-free: caller frames until the echo guard's ERL is looked at again
         self._line = LineClock(rate)  # the line's samples on the playout clock, while ``_clocked``
         auto = self.config.mode == "auto"
-        self._probe = Probe(round(self.config.probe_ms / 1000 * rate), rate, _MAX_DELAY_S) if auto else None
+        self._probe = self._fresh_probe() if auto else None
         self.echoic: bool | None = None if auto else self.config.mode == "on"  # None: not judged yet
         self._residual: float | None = None
         self._gate: Gate | None = None  # the listener's gate, which hears the cleaned line while we may clean
@@ -368,6 +386,9 @@ class EchoCanceller:
         self.engaged = False  # whether the canceller ran on the last chunk (and handed back its output)
         self.line = b""  # the last chunk as the listener's cleaned line hears it, while ``engaged``
         self.frames = 0
+
+    def _fresh_probe(self) -> Probe:
+        return Probe(round(self.config.probe_ms / 1000 * self._rate), self._rate, _MAX_DELAY_S)
 
     @property
     def available(self) -> bool:
@@ -432,8 +453,9 @@ class EchoCanceller:
         where the policy says so; otherwise the very same bytes. ``erl_db``: the echo return loss
         the echo guard has learnt on this call (None: not yet); after a probe found no echo, a
         louder echo the guard learns on the raw line engages the canceller."""
-        if not self._clocked:  # off, before our first frame, or judged echo-free
-            if self._parked is None or erl_db is None or erl_db >= self.config.engage_erl_db - _MARGIN_DB:
+        if not self._clocked:  # off, before our first frame, judged echo-free, or refused a canceller for now
+            if self._parked is None or not (self._retry(at) if self._retry_at is not None else erl_db is not None
+                                            and erl_db < self.config.engage_erl_db - _MARGIN_DB):
                 return pcm
             self._wake()
         count = len(pcm) // 2
@@ -599,6 +621,7 @@ class EchoCanceller:
         erl_db = self._probe.judge()
         self.echoic = erl_db < self.config.engage_erl_db
         if not self.echoic:
+            self.close()  # a slot taken to probe again (`_retry`) goes back
             self._park()
             return None
         out = self._catch_up()
@@ -653,22 +676,30 @@ class EchoCanceller:
                 self._linear.process(y, x)
             self._linear.process(quiet, quiet)
 
-    def _park(self) -> None:
-        """A call without echo: keep only the frames we play (raw, for `_wake`), not the line's clock."""
+    def _park(self, lately: bool = True) -> None:
+        """A call without echo: keep only the frames we play (raw, for `_wake`), not the line's clock;
+        from those that played lately on (``lately``) or from now on."""
         keep = max(1, round(2 * (_KEEP_S + _MAX_DELAY_S + _RECENT_S) * self._rate / self._frame))
-        self._parked = deque(self._played.frames(), maxlen=keep)
+        self._parked = deque(self._played.frames() if lately else (), maxlen=keep)
         self._played = _Played(self._rate, self._tail)
         self._clocked = False
         self._recent.clear()
 
     def _wake(self) -> None:
         """The echo guard learnt, on the raw line of a call the probe found quiet, an echo loud enough
-        to cancel (a caller who switched to speakerphone): cancel from now on, for good, on a fresh
-        clock (as at the start of a call), with what played lately as the reference."""
+        to cancel (a caller who switched to speakerphone), or the worker has a slot for a call it
+        refused one (`_retry`): cancel from now on, on a fresh clock (as at the start of a call),
+        with what played lately as the reference. A refused call in auto mode probes its echo
+        again first, so that its canceller engages as at the first reply: converged over the
+        probe's blocks, and with what it removed there measured (`_catch_up`)."""
         assert self._parked is not None
         parked, self._parked = self._parked, None
-        self.echoic = True  # from now on the guard hears the cleaned line, not the echo path
-        self._attach()  # the cleaned line, its guard given what played lately
+        if self._retry_at is not None and self._probe is not None:
+            self._probe, self.echoic = self._fresh_probe(), None
+        else:
+            self.echoic = True  # from now on the guard hears the cleaned line, not the echo path
+            self._attach()  # the cleaned line, its guard given what played lately
+        self._retry_at = None
         for pcm, start in parked:
             self._played.add(pcm, start)
             if self._behind is not None:
@@ -690,15 +721,41 @@ class EchoCanceller:
 
     def _ready(self) -> bool:
         """Whether the canceller is there, made at first need (a call without echo never makes one)
-        if the worker has a slot for it (`AecBudget`): else, as without the library, the line goes
-        on as without a canceller, for the rest of the call."""
-        if self._engine is None and not self._off:
-            self.refused = "" if self._budget is None else self._budget.take(self, self._now)
-            self._engine = None if self.refused else self._loader(self._rate)
+        if the worker has a slot for it (`AecBudget`): else the line goes on as without a canceller
+        until a slot is granted (`_retry`), and without the library for the rest of the call."""
+        if self._engine is None and not self._off and self._retry_at is None and self._slot(self._now):
+            self._engine = self._loader(self._rate)
             if self._engine is None:
                 self.close()
                 self._off, self._clocked = True, False
         return self._engine is not None
+
+    def _slot(self, at: float) -> bool:
+        """Whether the worker grants this call a canceller slot at ``at`` (it keeps one it holds).
+        If not, the call says why (the first reason it was refused for: `refused`) and goes on as a
+        call without echo, nothing done per frame, until `_retry` asks again `RETRY_S` later."""
+        reason = "" if self._budget is None else self._budget.take(self, at)
+        if reason:
+            self.refused = self.refused or reason
+            self._retry_at = at + RETRY_S
+            self._behind = None  # its cleaned line's guard is fed again from the next grant on
+            self._park(lately=False)  # what played before is long gone when it asks again
+        return not reason
+
+    def _retry(self, at: float) -> bool:
+        """Whether a call refused a slot gets one now: `RETRY_S` after it was refused, asked while
+        our audio plays or is about to (where a canceller was first asked for), and granted
+        (`_slot`; the slot is held from now, for the fresh probe and the canceller after it)."""
+        assert self._retry_at is not None and self._parked is not None
+        if at < self._retry_at:
+            return False
+        for pcm, start in reversed(self._parked):
+            if start + len(pcm) / (2 * self._rate) < at:
+                return False  # all we play from now on is silence
+            x = np.frombuffer(pcm, "<i2")
+            if len(x) and max(int(x.max()), -int(x.min())) >= AUDIBLE:
+                return self._slot(at)
+        return False
 
     def _lagging(self, at: float) -> bool:
         """Whether the worker lags behind its calls (`AecBudget.lagging`) while this call's canceller
@@ -707,7 +764,7 @@ class EchoCanceller:
         canceller demonstrably removes the echo again (`removes`)."""
         if self._engine is None or self._budget is None or not self._budget.lagging(at):
             return False
-        self.refused = "lag"
+        self.refused = self.refused or "lag"
         return True
 
     def close(self) -> None:

@@ -7,10 +7,11 @@ cancellers, fed the wrong moments, let the echo through: at 30 and 100 speakerph
 call stopped its agent for its own echo, where the level guard alone (``bridge.core.echo``,
 ``aec.mode = "off"``) made no false barge-in at 30. More calls must never make the agent
 interrupt itself, so a worker hands out at most ``aec.max_engaged`` canceller slots, and a call
-judged echoic while none is free runs the level guard alone for the rest of the call (its
-metrics say so: `EchoCanceller.refused`). Nor does a worker whose loop lags keep cancellers
-going: while its calls' pacing timers fire `LATE_S` late or more, and for `CALM_S` after, a
-call judged echoic keeps the level guard alone for good, and a canceller already running skips
+judged echoic while none is free runs the level guard alone until one is (it asks again every
+``bridge.core.aec.RETRY_S`` while its agent talks; its metrics say it was refused:
+`EchoCanceller.refused`). Nor does a worker whose loop lags take on cancellers: while its calls'
+pacing timers fire `LATE_S` late or more, and for `CALM_S` after, a call judged echoic keeps
+the level guard alone (asking again as above), and a canceller already running skips
 its work (its CPU goes back to the worker, whose calls the level guard alone carried with no
 false barge-in where the cancellers' load paused them) until the worker has caught up. A worker
 whose process is busy `BUSY_MAX` of the time or more counts as lagging too, before its timers

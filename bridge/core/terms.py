@@ -78,4 +78,5 @@ class CallSnapshot:
     ended: bool
     reply: ReplyState | None = None  # the live reply's state, if there is one
     aec_frames: int = 0  # caller frames the echo canceller processed (0: it never ran on this call)
-    aec_refused: str = ""  # why the canceller this call's echo called for did not run: "budget", "lag" (AecBudget)
+    aec_refused: str = ""  # why the canceller this call's echo called for was first refused or paused: "budget",
+    # "lag" (AecBudget), kept if one ran later (aec_frames says whether one did); "": never refused

@@ -90,7 +90,8 @@ BARGE_INS = Counter("bridge_barge_ins", "Times a caller interrupted the agent (c
 AEC_CALLS = Counter("bridge_aec_calls", "Calls on which the echo canceller ran (counted when the call ends)")
 AEC_REFUSED = Counter("bridge_aec_refused", "Calls whose echo called for the echo canceller while the worker ran "
                       "aec.max_engaged of them (budget), or lagged behind its calls or was busy (lag): the level "
-                      "guard alone judged them (counted when the call ends)", ["reason"])
+                      "guard alone judged them until a later ask was granted, if one was (counted once per call, "
+                      "by the first reason, when the call ends)", ["reason"])
 AEC_FRAMES = Counter("bridge_aec_frames", "Caller frames (20 ms) the echo canceller processed (counted when the call "
                      "ends)")
 TTS_RECONNECTS = Counter("bridge_tts_reconnects", "TTS connections opened again after a call's first (counted when "

@@ -15,6 +15,7 @@ from bridge.core import linear
 from bridge.core.aec import AecConfig, EchoCanceller, Engine, load_engine
 from bridge.core.audio import pcm_to_ulaw, ulaw_to_pcm
 from bridge.core.bargein import Listener
+from bridge.core.budget import AecBudget
 from bridge.core.vad import Change, SpeechConfirmed, SpeechStarted, VadConfig
 from tests.support import load_wav
 
@@ -119,6 +120,14 @@ def _counted(made: list[int]) -> Callable[[int], Engine | None]:
     def load(rate: int) -> Engine | None:
         made.append(rate)
         return load_engine(rate)
+    return load
+
+
+def _failing(made: list[int]) -> Callable[[int], Engine | None]:
+    """A library that fails to load (as `load_engine` without it), noting in ``made`` every try."""
+    def load(rate: int) -> Engine | None:
+        made.append(rate)
+        return None
     return load
 
 
@@ -304,6 +313,54 @@ def test_a_caller_who_switches_to_speakerphone_mid_call_gets_the_canceller() -> 
     assert aec.echoic is True and listener.gate.cleaned is not None
     late = slice(len(out) - 2 * RATE, len(out))
     assert _db(line[late]) - _db(out[late]) >= 20.0
+
+
+def test_a_call_refused_under_lag_makes_its_canceller_once_calm_and_a_library_that_failed_never_again() -> None:
+    """The worker lagged until 5 s: the call judged echoic at its first reply is refused, and asks
+    again while its agent talks: it makes its canceller then, which takes the echo out by the end.
+    A library that fails to load at that ask is not tried again for the rest of the call: the
+    audio passes untouched and the slot goes back."""
+    far, _, line = _call(_agent(), echo_db=-6.0)
+    for loads in (True, False):
+        made: list[int] = []
+        budget = AecBudget(20)
+        budget.late(-5.0, 0.3)
+        aec = EchoCanceller(AecConfig(mode="auto"), loader=_counted(made) if loads else _failing(made), budget=budget)
+        out = _run(aec, far, line)
+        assert aec.refused == "lag" and made == [RATE]
+        late = slice(len(out) - 2 * RATE, len(out))
+        if loads:
+            assert aec.frames > 0 and _db(line[late]) - _db(out[late]) >= 20.0
+        else:
+            assert aec.frames == 0 and np.array_equal(out, line[: len(out)]) and budget.engaged == 0
+
+
+class _Asked(AecBudget):
+    """A worker's budget that notes when a call asks it for a slot."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.asked: list[float] = []
+
+    def take(self, holder: object, at: float) -> str:
+        self.asked.append(at)
+        return super().take(holder, at)
+
+
+def test_a_refused_call_asks_again_only_when_its_agent_talks() -> None:
+    """Refused for lag (until 5 s) at its first reply, the call's agent falls silent from 3 s to
+    8 s: the call does not ask while there is no echo to cancel, and asks, and gets its canceller,
+    as the agent talks again."""
+    agent = _agent()
+    cut = round(2.5 * RATE)
+    far, _, line = _call(np.concatenate([agent[:cut], np.zeros(5 * RATE), agent[cut:]]), echo_db=-6.0, seconds=12.0)
+    budget = _Asked(20)
+    budget.late(-5.0, 0.3)
+    aec = EchoCanceller(AecConfig(mode="auto"), budget=budget)
+    _run(aec, far, line)
+    first, *later = budget.asked
+    assert first < 2.0 and aec.refused == "lag"
+    assert later and all(8.0 - LEAD_S <= at < 9.0 for at in later) and aec.frames > 0  # asked as its audio comes
 
 
 def test_mode_off_never_touches_the_audio() -> None:

@@ -14,9 +14,9 @@ import pytest
 from bridge.core import linear
 from bridge.core.actions import StartTurn
 from bridge.core.aec import AecConfig
-from bridge.core.budget import AecBudget
+from bridge.core.budget import CALM_S, AecBudget
 from bridge.core.call import CallSettings
-from bridge.core.events import CallEnded
+from bridge.core.events import CallEnded, Event
 from tests.support import load_wav, tone
 from tests.turntaking import RATE, Line, Scenario, echo_only, run, talk_over
 
@@ -176,8 +176,8 @@ def test_a_canceller_whose_reference_no_longer_matches_the_echo_leaves_the_raw_l
 
 def test_a_worker_that_runs_its_limit_of_cancellers_keeps_the_next_speakerphone_call_on_the_echo_guard() -> None:
     """One canceller slot: the first speakerphone call takes it; the second, judged as echoic, runs
-    the echo guard alone (no false barge-in: the level guard holds the echo) and says why; once the
-    first call has ended, the next one cancels again."""
+    the echo guard alone while the first holds it (no false barge-in: the level guard holds the
+    echo) and says why; once the first call has ended, the next one cancels again."""
     settings = replace(AUTO, aec_budget=AecBudget(1))
     first = Line(echo_only(-10.0, 120.0), settings)
     first.run()
@@ -202,16 +202,59 @@ def test_a_worker_that_runs_its_limit_of_cancellers_keeps_the_next_speakerphone_
     ],
     ids=["on-time", "late", "idle", "busy"],
 )
-def test_a_worker_that_lags_or_is_near_a_full_core_takes_on_no_new_canceller(
+def test_a_worker_that_lags_or_is_near_a_full_core_takes_on_no_new_canceller_until_it_is_calm(
     loaded: Callable[[AecBudget], None], refused: str
 ) -> None:
-    """Just before the call the worker lagged or was busy: the speakerphone call keeps the echo
-    guard alone, without a false barge-in, and says why; otherwise its canceller runs."""
+    """Just as the 14 s call starts the worker lags or is busy: the speakerphone call keeps the echo
+    guard alone, without a false barge-in, and says why; asking again while its agent talks, it gets
+    its canceller once the worker has been calm for `CALM_S` (from 10 s on, not from 0.9 s)."""
     budget = AecBudget(20)
     loaded(budget)
     line = Line(echo_only(-10.0, 120.0), replace(AUTO, aec_budget=budget))
     result = line.run()
-    assert line.call.snapshot.aec_refused == refused and (line.call.snapshot.aec_frames == 0) == bool(refused)
+    assert line.call.snapshot.aec_refused == refused
+    ran = line.call.snapshot.aec_frames * 0.02
+    assert 0.0 < ran <= 14.0 - CALM_S if refused else ran > 14.0 - CALM_S
+    assert result.interrupted_at is None and not result.clears
+
+
+def test_a_call_refused_a_canceller_while_the_worker_lagged_hears_a_quiet_caller_once_it_is_calm() -> None:
+    """The worker's timers ran late 5 s before the call: at its first reply the speakerphone call
+    is refused a canceller and keeps the echo guard alone; asked again once the worker is calm, the
+    canceller engages (about 6.4 s in), and a caller 10 dB under the agent over its -6 dB echo at 9 s
+    is heard as soon as on a call whose canceller ran from the start. The echo guard alone took
+    0.4 s, and an interrupting caller less: the cleaned line is what hears them."""
+    onset = 9.0
+    scenario = talk_over("caller_02.wav", onset, -6.0, 250.0, caller_db=-10.0)
+    budget = AecBudget(20)
+    budget.late(-5.0, 0.3)
+    line = Line(scenario, replace(AUTO, aec_budget=budget))
+    heard = line.run().reaction(onset)
+    assert line.call.snapshot.aec_refused == "lag" and line.call.snapshot.aec_frames > 0
+    from_start, alone = run(scenario, AUTO).reaction(onset), run(scenario, OFF).reaction(onset)
+    assert heard is not None and from_start is not None and alone is not None
+    assert heard <= from_start + 0.02 and heard < alone
+
+
+def test_a_call_refused_for_the_budget_gets_the_slot_another_call_gives_back() -> None:
+    """One canceller slot, held by a first speakerphone call; a second is refused it at its first
+    reply (the echo guard alone, no false barge-in) until the first hangs up at 4 s: then it asks
+    again while its agent talks, cancels for the rest of its reply, and still says it was refused."""
+    settings = replace(AUTO, aec_budget=AecBudget(1))
+    first = Line(echo_only(-10.0, 120.0), settings)
+    first.run()
+    second = Line(echo_only(-10.0, 120.0), settings)
+    handle = second.handle
+
+    def hang_up_first_at_4_s(event: Event) -> None:
+        if event.at >= 4.0 and not first.call.snapshot.ended:
+            first.call.handle(CallEnded(event.at, "hangup"))
+        handle(event)
+
+    second.handle = hang_up_first_at_4_s  # type: ignore[method-assign]
+    result = second.run()
+    assert second.call.snapshot.aec_refused == "budget"
+    assert 14.0 - 4.0 - 2 * 5.0 < second.call.snapshot.aec_frames * 0.02 < 14.0 - 4.0
     assert result.interrupted_at is None and not result.clears
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bridge.core.actions import Action, ClearPlayback, EndCall, OpenContext, StartTurn
-from bridge.core.call import Call
+from bridge.core.aec import AecConfig
+from bridge.core.budget import AecBudget
+from bridge.core.call import Call, CallSettings
 from bridge.core.events import (
     AgentDone,
     AgentText,
@@ -21,6 +23,7 @@ from bridge.core.events import (
 from bridge.server.records.model import CallRecord, mask_number
 from bridge.server.records.recorder import CallRecorder, ending
 from tests.support import Driver, load_wav, tone
+from tests.turntaking import Line, echo_only
 
 
 @dataclass
@@ -91,6 +94,38 @@ def test_a_barged_in_greeting_and_an_answered_turn() -> None:
     assert caller.start_s <= barge.onset_s + 0.1 and caller.end_s <= reply.at_s
     assert rec.median_reply_ms == reply.first_audio_sent_ms
     assert len(submitted) >= 3, "submitted at the start, after each reply, and at the end"
+
+
+class _Observed:
+    """A call whose events and actions the recorder sees, as the session shows them to it."""
+
+    def __init__(self, call: Call, recorder: CallRecorder) -> None:
+        self._call, self._recorder = call, recorder
+
+    def handle(self, event: Event) -> list[Action]:
+        self._recorder.event(event)
+        actions = self._call.handle(event)
+        for action in actions:
+            self._recorder.action(action)
+        return actions
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._call, name)
+
+
+def test_a_speakerphone_call_on_a_worker_with_no_canceller_free_is_recorded_as_refused_for_the_budget() -> None:
+    """Its worker runs no canceller (``aec.max_engaged = 0``): the call's record says why the echo
+    the probe found was left to the echo guard alone."""
+    line = Line(echo_only(-10.0, 120.0), CallSettings(aec=AecConfig(mode="auto"), aec_budget=AecBudget(0)))
+    call = line.call
+    submitted: list[CallRecord] = []
+    recorder = CallRecorder(submitted.append, lambda: call.snapshot)
+    line.call = _Observed(call, recorder)  # type: ignore[assignment]
+    line.run()
+    line.handle(CallEnded(14.0, "stop"))
+    recorder.end(call.snapshot)
+    assert submitted[-1].ended_how == "caller hung up" and submitted[-1].aec_refused == "budget"
+    assert submitted[0].aec_refused == "", "not yet known when the call starts"
 
 
 def test_a_tts_reconnect_is_recorded_with_its_downtime() -> None:

@@ -9,10 +9,11 @@ from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import text
+from sqlalchemy import Column, MetaData, Table, insert, text
 
 from bridge.server.records import schema
-from bridge.server.records.store import Store
+from bridge.server.records.api import call_json, call_summary
+from bridge.server.records.store import Store, _call_row
 from tests.records.factory import T0, record
 
 
@@ -26,8 +27,33 @@ async def test_a_fresh_database_is_created_and_migrating_again_changes_nothing(d
         async with store.engine.connect() as conn:
             version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar_one()
             diff = await conn.run_sync(lambda c: compare_metadata(MigrationContext.configure(c), schema.metadata))
-        assert version == "0001"
+        assert version == "0002"
         assert diff == [], "schema.py and the migrations describe the same tables"
+    finally:
+        await store.aclose()
+
+
+async def test_a_call_refused_the_echo_canceller_says_why_and_calls_recorded_before_say_it_was_not(
+        database_url: str) -> None:
+    """A database the bridge wrote before it recorded refusals (revision 0001) is upgraded in
+    place: its call reads back as never refused, and a call refused for lag says so, in its
+    record and in the API's list and detail."""
+    store = Store(database_url)
+    try:
+        async with store.engine.begin() as conn:
+            await conn.run_sync(store._upgrade, "0001")
+            before = Table("calls", MetaData(), *(Column(c.name, c.type) for c in schema.calls.columns
+                                                  if c.name != "aec_refused"))
+            old = {k: v for k, v in _call_row(record(1), None).items() if k != "aec_refused"}
+            await conn.execute(insert(before), [old])
+        await store.migrate()
+        await store.save([dataclasses.replace(record(2), aec_refused="lag")], {})
+        refused, earlier = await store.get_call(record(2).call_id), await store.get_call(record(1).call_id)
+        assert refused is not None and earlier is not None
+        assert refused["aec_refused"] == "lag" and call_json(refused)["aec_refused"] == "lag"
+        assert earlier["aec_refused"] == "" and earlier["turns"] == []
+        listed = {c["call_id"]: call_summary(c)["aec_refused"] for c in await store.list_calls(10, None)}
+        assert listed == {record(2).call_id: "lag", record(1).call_id: ""}
     finally:
         await store.aclose()
 

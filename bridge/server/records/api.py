@@ -48,7 +48,7 @@ def call_summary(row: dict[str, Any]) -> dict[str, Any]:
         "started_at": _iso(row["started_at"]), "ended_at": _iso(row["ended_at"]), "duration_s": row["duration_s"],
         "ended_how": row["ended_how"], "turns": row["turns"], "barge_ins": row["barge_ins"],
         "tts_reconnects": row["tts_reconnects"], "median_reply_ms": row["median_reply_ms"],
-        "recording": bool(row["audio_path"]),
+        "recording": bool(row["audio_path"]), "aec_refused": row["aec_refused"],
     }
 
 

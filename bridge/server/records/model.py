@@ -101,6 +101,9 @@ class CallRecord:
     reconnects: tuple[Reconnect, ...] = ()
     segments: tuple[Segment, ...] = ()
     audio: StereoAudio | None = None
+    # why the echo canceller the call's echo called for was first refused ("budget": the worker ran as many as
+    # it may; "lag": it lagged behind its calls or was busy), even if one ran later; "": never refused
+    aec_refused: str = ""
 
     @property
     def duration_s(self) -> float | None:

@@ -157,14 +157,16 @@ class CallRecorder:
             with contextlib.suppress(Exception):
                 self._submit(replace(self._base, ended_at=self._base.started_at + timedelta(seconds=self._now),
                                      ended_how=ending(self._agent_ended, self._end_reason),
-                                     end_detail="the record is incomplete: recording this call failed"))
+                                     end_detail="the record is incomplete: recording this call failed",
+                                     aec_refused=snapshot.aec_refused))
             return
         try:
             self._close_agent_span(self._now)
             how = ending(self._agent_ended, self._end_reason)
             detail = self._agent_ended or self._end_reason or "the session ended without a hang-up"
             ended_at = self._base.started_at + timedelta(seconds=max(self._now, 0.0))
-            self._push(ended_at=ended_at, ended_how=how, end_detail=detail[:200], audio=self._audio)
+            self._push(ended_at=ended_at, ended_how=how, end_detail=detail[:200], audio=self._audio,
+                       aec_refused=snapshot.aec_refused)
         except Exception:
             self._fail()
 

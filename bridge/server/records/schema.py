@@ -26,6 +26,8 @@ calls = Table(
     Column("tts_reconnects", Integer, nullable=False, default=0),
     Column("median_reply_ms", Float),
     Column("audio_path", String(500)),
+    # why the echo canceller the call's echo called for was refused, at least once: "budget", "lag" (or "")
+    Column("aec_refused", String(16), nullable=False, default=""),
     Index("ix_calls_started", "started_at", "call_id"),
 )
 

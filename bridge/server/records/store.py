@@ -93,13 +93,13 @@ class Store:
         async with self.engine.begin() as conn:
             await conn.run_sync(self._upgrade)
 
-    def _upgrade(self, conn: Connection) -> None:
+    def _upgrade(self, conn: Connection, revision: str = "head") -> None:
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         config.attributes["connection"] = conn
-        command.upgrade(config, "head")
+        command.upgrade(config, revision)
 
     async def save(self, records: Sequence[CallRecord], audio_paths: dict[str, str], rows: int = 250) -> None:
         """Replace these calls' rows, all in one transaction. No statement carries more than
@@ -187,6 +187,7 @@ def _call_row(r: CallRecord, audio_path: str | None) -> dict[str, Any]:
         "duration_s": None if r.duration_s is None else round(r.duration_s, 3), "ended_how": r.ended_how,
         "end_detail": r.end_detail, "turns": len(r.turns), "barge_ins": len(r.barge_ins),
         "tts_reconnects": len(r.reconnects), "median_reply_ms": r.median_reply_ms, "audio_path": audio_path,
+        "aec_refused": r.aec_refused,
     }
 
 
