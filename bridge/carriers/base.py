@@ -98,8 +98,8 @@ def call_settings_for(settings: CallSettings, codec: CarrierCodec) -> CallSettin
     """The call's settings for this carrier: its audio as the codec states it (16 kHz end to end on
     a wideband line), and the playout lead the codec needs (``min_lead_ms``) if it needs more.
 
-    Exotel holds audio back until it has a whole chunk; with the default 200 ms lead the line would
-    run dry while it waits. The low-water mark keeps its distance below the lead."""
+    Exotel holds audio back until it has a whole chunk; with a lead shorter than two chunks the line
+    would run dry while it waits. The low-water mark keeps its distance below the lead."""
     settings = settings if settings.audio == codec.audio else replace(settings, audio=codec.audio)
     floor = int(getattr(codec, "min_lead_ms", 0))
     if floor <= settings.lead_ms:

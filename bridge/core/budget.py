@@ -32,7 +32,7 @@ from typing import Final
 
 __all__ = ["BUSY_MAX", "CALM_S", "LATE_S", "AecBudget"]
 
-LATE_S: Final = 0.1  # a pacing timer this late (playback.low_ms's default): the caller's queue runs dry
+LATE_S: Final = 0.1  # a pacing timer this late: a worker this far behind its calls feeds cancellers the wrong moments
 CALM_S: Final = 10.0  # no new canceller until the worker's timers have been on time this long
 BUSY_MAX: Final = 0.6  # a worker's process busy this share of a core (or more) counts as lagging
 

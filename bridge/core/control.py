@@ -20,8 +20,9 @@ request answering ``<Hangup/>`` or ``<Dial>`` (``bridge.server.call_control``). 
   the bridge says its goodbye and hangs up. Caller speech or a key stops both clocks;
 * the drain (`WindDown`): the agent's text stops where it is and its reply is cut at the end of the
   word being played (by the TTS's alignment, else the speaking rate: `word_end`), never mid-word;
-  the drain goodbye follows at once. It too stops at a word end, `WRAP_UP_S` before ``end_by``, so
-  the call is over by ``end_by`` without a word cut in half (``end_by`` itself ends it regardless).
+  the drain goodbye follows at once. It too stops at a word end, the carrier's lead and `WORD_S`
+  before ``end_by``, so the call is over by ``end_by`` without a word cut in half (``end_by``
+  itself ends it regardless).
 
 `Control` holds the state (no flags beside it elsewhere); `CallControlMixin` is the part of
 ``bridge.core.call.Call`` that acts on it, kept here so the turn-taking code stays apart.
@@ -47,9 +48,10 @@ __all__ = ["SHUTDOWN", "CallControlMixin", "Control", "Ending", "word_end"]
 
 VOICEMAIL = "voicemail"
 
-WRAP_UP_S = 0.4
-"""How long before a hard end the line being said stops at its next word end: one word and the
-carrier's lead fit in it, so the call can end on a whole word."""
+WORD_S = 0.2
+"""How long before a hard end, besides the carrier's lead (``playback.lead_ms``: that much is at the
+carrier already and plays whatever we do), the line being said stops at its next word end: one
+word fits in it, so the call can end on a whole word."""
 
 
 SHUTDOWN = "server shutting down"
@@ -201,7 +203,7 @@ class CallControlMixin:
                     self._leave_voicemail(at, out)
             case WindDown():
                 control.end_by = event.end_by if control.end_by is None else min(control.end_by, event.end_by)
-                control.wrap_at = control.end_by - WRAP_UP_S
+                control.wrap_at = control.end_by - self.settings.lead_ms / 1000 - WORD_S
                 if control.ending is not None and control.ending.firm:
                     return  # already saying its last words
                 if reply is not None:

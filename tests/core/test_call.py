@@ -270,6 +270,6 @@ def test_settings_change_the_lead():
         d.send(TtsAudio(0.3, cid, REPLY_AUDIO))
         return len([f for at, f in d.frames() if at == 0.3])
 
-    assert first_burst(CallSettings()) == 10  # the default 200 ms
+    assert first_burst(CallSettings()) == 15  # the default 300 ms
     assert first_burst(CallSettings(lead_ms=400, low_ms=200)) == 20
     assert first_burst(CallSettings(lead_ms=60, low_ms=20)) == 3

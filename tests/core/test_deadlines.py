@@ -134,8 +134,8 @@ def test_frames_are_sized_and_paced_by_the_audio_format():
     assert isinstance(sent, SendText)
     actions = call.handle(TtsAudio(0.3, sent.context_id, silence(1.0) * 2))  # 1 s at 16 kHz
     media = [a for a in actions if isinstance(a, SendMedia)]
-    assert [len(m.pcm) for m in media] == [5 * wide.pcm_frame_bytes] * 2 and wide.pcm_frame_bytes == 640, (
-        "the lead (200 ms) in messages of 100 ms: five 20 ms frames of 640 bytes each")
+    assert [len(m.pcm) for m in media] == [5 * wide.pcm_frame_bytes] * 3 and wide.pcm_frame_bytes == 640, (
+        "the lead (300 ms) in messages of 100 ms: five 20 ms frames of 640 bytes each")
 
 
 def test_the_audio_format_refuses_a_frame_of_a_fraction_of_a_sample():

@@ -355,7 +355,7 @@ def test_invalid_toml_values_name_the_key(workdir: Path, line: str, key: str) ->
 def test_settings_that_depend_on_each_other(workdir: Path) -> None:
     assert "BRIDGE_VAD_START_MS" in error_for({"BRIDGE_VAD_START_MS": "10"})
     assert "frame_ms = 30" in error_for({"BRIDGE_VAD_FRAME_MS": "30", "BRIDGE_VAD_END_MS": "20"})
-    assert "BRIDGE_PLAYBACK_LOW_MS" in error_for({"BRIDGE_PLAYBACK_LOW_MS": "220"})
+    assert "BRIDGE_PLAYBACK_LOW_MS" in error_for({"BRIDGE_PLAYBACK_LOW_MS": "320"})
     message = error_for({"BRIDGE_TTS": "elevenlabs"})
     assert "BRIDGE_TTS" in message and "ELEVENLABS_API_KEY" in message
 
