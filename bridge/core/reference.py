@@ -97,12 +97,7 @@ class EchoReference:
         """Our level (dBFS) over the caller frame ending at ``end``, moved back by each delay
         (index 0: delay 0): per caller frame while the agent talks, a copy of the kept levels
         of the windows ending one cell before it, two cells, ..., read backwards."""
-        if self._pending:
-            self._settle()
-        width = max(1, round(frame_s / CELL_S))
-        if width != self._width:  # the first read (a guard reads one width): every level is out of date
-            self._width, self._stale = width, (self._base, self._base + len(self._power))
-        span = width + self._delays - 1
+        width, span = self._reading(frame_s)
         lo = self._column(round(end / CELL_S) - span, span)
         if lo is None:
             return np.full(self._delays, _SILENT_DB)
@@ -116,12 +111,7 @@ class EchoReference:
         which rise): one gather instead of a copy per frame, for the frames the echo guard learns
         from after they were heard (`EchoGuard.learn_later`). Our cells up to a frame's end do
         not change once it is heard, so reading them later reads what the frame met."""
-        if self._pending:
-            self._settle()
-        width = max(1, round(frame_s / CELL_S))
-        if width != self._width:
-            self._width, self._stale = width, (self._base, self._base + len(self._power))
-        span = width + self._delays - 1
+        _, span = self._reading(frame_s)
         firsts = [round(end / CELL_S) - span for end in ends]
         self._column(firsts[-1], span)  # the buffers slid on to the latest frame's cells, if need be
         if self._stale[0] < self._stale[1]:
@@ -131,6 +121,16 @@ class EchoReference:
         rows: np.ndarray = self._level[np.maximum(index, 0)]
         rows[lows < 0] = _SILENT_DB
         return rows
+
+    def _reading(self, frame_s: float) -> tuple[int, int]:
+        """Before our level is read over caller frames ``frame_s`` wide: the frames added since are
+        in the cells; the frame's width in cells, and how many cells a read spans at every delay."""
+        if self._pending:
+            self._settle()
+        width = max(1, round(frame_s / CELL_S))
+        if width != self._width:  # the first read (a guard reads one width): every level is out of date
+            self._width, self._stale = width, (self._base, self._base + len(self._power))
+        return width, width + self._delays - 1
 
     def _refresh(self) -> None:
         """The level over `_width` cells ending at each cell whose window changed."""
