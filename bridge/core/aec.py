@@ -223,6 +223,11 @@ def load_engine(rate: int) -> Engine | None:
     return engine
 
 
+def _audible(x: np.ndarray) -> bool:
+    """Whether a frame of ours peaks at `AUDIBLE` or more: one that can echo, not silence or dither."""
+    return bool(len(x)) and max(int(x.max()), -int(x.min())) >= AUDIBLE
+
+
 class _Played:
     """What we played, frame by frame on the call's clock (sample index = time x rate), kept until
     the line has gone past it; and when audible playback began and stops (``since``, ``until``).
@@ -249,7 +254,7 @@ class _Played:
             self._base, self._buffer = first, self._buffer[:0]
         self._frames.append((first, x, self.since, self.until))
         self._write(first, x)
-        if len(x) and max(int(x.max()), -int(x.min())) >= AUDIBLE:
+        if _audible(x):
             if start > self.until + self._gap:
                 self.since = start
             self.until = max(self.until, start + len(x) / self._rate)
@@ -752,8 +757,7 @@ class EchoCanceller:
         for pcm, start in reversed(self._parked):
             if start + len(pcm) / (2 * self._rate) < at:
                 return False  # all we play from now on is silence
-            x = np.frombuffer(pcm, "<i2")
-            if len(x) and max(int(x.max()), -int(x.min())) >= AUDIBLE:
+            if _audible(np.frombuffer(pcm, "<i2", count=len(pcm) // 2)):
                 return self._slot(at)
         return False
 
