@@ -211,8 +211,9 @@ def _band_matrix() -> tuple[np.ndarray, np.ndarray]:
     them) to one block's output: column k holds the taps from row 2k. Split at the block's end.
     In float32, a third of float64's cost on every TTS chunk of a 16 kHz voice (the largest part
     of the short calls' TTS path in the load's profile): the sums are off by up to 0.005 of an
-    int16 step, so about one sample in a hundred rounds to the step beside the exact one (-96 dB,
-    where µ-law's own steps are 30 dB coarser), and chunk borders move it by no more."""
+    int16 step, so now and then a sample (one in ten thousand, over six speech clips) rounds to
+    the step beside the exact one (-96 dB, where µ-law's own steps are 30 dB coarser), and chunk
+    borders move it by no more."""
     band = np.zeros((2 * _BLOCK + HalfBand.TAPS - 1, _BLOCK))
     for k in range(_BLOCK):
         band[2 * k : 2 * k + HalfBand.TAPS, k] = _TAPS[::-1]
