@@ -34,19 +34,21 @@ def _settings() -> Settings:
 
 
 class BridgeWorker(UvicornWorker):  # type: ignore[misc]
-    """uvicorn's gunicorn worker with the WebSocket implementation and frame limit the Procfile
-    gives uvicorn: ``websockets-sansio``, the cheapest per message of uvicorn's three (measured in
-    docs/benchmarks.md), and 1 MiB.
+    """uvicorn's gunicorn worker with the WebSocket protocol and frame limit `bridge serve` (the
+    Procfile) runs: `bridge.server.wsframes.FrameProtocol`, uvicorn's ``websockets-sansio`` with
+    whole data frames read and written directly (measured in docs/benchmarks.md), and 1 MiB.
 
     The plain worker keeps uvicorn's 16 MiB default, so an oversized frame would be read into
     memory before the app could ignore it.
     """
 
     def init_process(self) -> None:
-        from bridge.server.app import WS_MAX_SIZE  # after the fork: the master never imports the app
+        # after the fork: the master never imports the app
+        from bridge.server.app import WS_MAX_SIZE
+        from bridge.server.wsframes import FrameProtocol
 
         self.config.ws_max_size = WS_MAX_SIZE
-        self.config.ws = "websockets-sansio"
+        self.config.ws = FrameProtocol
         super().init_process()
 
 

@@ -91,8 +91,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--app", default="bridge.app:app", help="the ASGI app to serve (bench.floor:app: the I/O floor)")
     p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop", help="the server's event loop")
     p.add_argument("--server", choices=("uvicorn", "granian"), default="uvicorn", help="the ASGI server")
-    p.add_argument("--ws", default="websockets-sansio", choices=("auto", "websockets-sansio", "websockets", "wsproto"),
-                   help="uvicorn's WebSocket implementation (default: the Procfile's)")
+    p.add_argument("--ws", default="frames", choices=("frames", "auto", "websockets-sansio", "websockets", "wsproto"),
+                   help="the WebSocket protocol: frames (bridge.server.wsframes, what `bridge serve`, the Procfile"
+                        " and gunicorn.conf.py run; the default) or one of uvicorn's own")
     p.add_argument("--http", default="httptools", choices=("auto", "httptools", "h11"),
                    help="uvicorn's HTTP parser (default: httptools, which uvicorn[standard] installs)")
     p.add_argument("--echo", type=lambda s: tuple(float(x) for x in s.split(",")), metavar="LOSS_DB,DELAY_MS",
@@ -243,6 +244,8 @@ def server_argv(args: argparse.Namespace, port: int) -> list[str]:
     if args.server == "granian":
         return [py, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
                 "--loop", args.loop, "--workers", "1", "--log-level", "warning", "--no-access-log", args.app]
+    if args.ws == "frames":  # uvicorn's command line names only its own protocols
+        return [py, "-m", "bench.serve", args.app, "--port", str(port), "--loop", args.loop, "--http", args.http]
     return [py, "-m", "uvicorn", args.app, "--host", "127.0.0.1", "--port", str(port), "--loop", args.loop,
             "--ws", args.ws, "--http", args.http, "--ws-max-size", str(WS_MAX_SIZE),
             "--log-level", "warning", "--no-access-log"]

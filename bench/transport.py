@@ -4,7 +4,8 @@
     python -m bench.transport --calls 100 --load short --variants sansio,granian
     python -m bench.transport --calls 100 --app bench.floor:app   # the transport alone, receive side
 
-Each variant is one way of serving the same app: uvicorn with each of its WebSocket
+Each variant is one way of serving the same app: uvicorn with the bridge's own protocol
+(``frames``: `bridge.server.wsframes`, what ships), with each of uvicorn's WebSocket
 implementations (``websockets-sansio``, the legacy ``websockets``, ``wsproto``), uvicorn with the
 ``h11`` HTTP parser instead of ``httptools``, and Granian (Rust HTTP and WebSocket, ASGI). Rounds run
 every variant once, in turn, so a change in the machine's background load hits all of them alike.
@@ -26,6 +27,7 @@ from bench.load import RESULTS, _arguments, run_once
 __all__ = ["VARIANTS", "main"]
 
 VARIANTS: dict[str, list[str]] = {
+    "frames": ["--ws", "frames", "--http", "httptools"],
     "sansio": ["--ws", "websockets-sansio", "--http", "httptools"],
     "websockets": ["--ws", "websockets", "--http", "httptools"],
     "wsproto": ["--ws", "wsproto", "--http", "httptools"],

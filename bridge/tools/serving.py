@@ -89,8 +89,9 @@ def run_server(settings: Settings, sock: socket.socket) -> int:
     import uvicorn
 
     from bridge.server.app import WS_MAX_SIZE, create_app
+    from bridge.server.wsframes import FrameProtocol
 
-    config = uvicorn.Config(create_app(settings), log_level="warning", ws_max_size=WS_MAX_SIZE)
+    config = uvicorn.Config(create_app(settings), log_level="warning", ws=FrameProtocol, ws_max_size=WS_MAX_SIZE)
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn shuts down gracefully, then re-raises Ctrl-C
         uvicorn.Server(config).run(sockets=[sock])
     return 0

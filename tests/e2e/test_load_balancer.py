@@ -1,13 +1,14 @@
 """The scale-out recipe, for real: HAProxy (Debian's package) in front of bridge processes.
 
-The test starts two ``uvicorn bridge.app:app`` processes and HAProxy with ``deploy/haproxy.cfg`` on
-127.0.0.1, a protocol-faithful local ElevenLabs server (``bridge.testing.fake_elevenlabs``, standing
-in for the cloud API), and Twilio-protocol phone simulators dialling through HAProxy. It checks that
-calls spread across the processes, that a draining process leaves the rotation through its
-``/healthz`` while its live call goes on to the end, and that a rolling restart (drain one process,
-start its successor on the same address) drops no call. Every process is stopped by the test and
-every wait is bounded. Without ``haproxy`` on the machine (``apt-get install haproxy``) the tests
-are skipped with that reason, except under CI, where they must run.
+The test starts two bridge processes as the Procfile does (``python -m bridge.app``) and HAProxy
+with ``deploy/haproxy.cfg`` on 127.0.0.1, a protocol-faithful local ElevenLabs server
+(``bridge.testing.fake_elevenlabs``, standing in for the cloud API), and Twilio-protocol phone
+simulators dialling through HAProxy. It checks that calls spread across the processes, that a
+draining process leaves the rotation through its ``/healthz`` while its live call goes on to the
+end, and that a rolling restart (drain one process, start its successor on the same address) drops
+no call. Every process is stopped by the test and every wait is bounded. Without ``haproxy`` on the
+machine (``apt-get install haproxy``) the tests are skipped with that reason, except under CI,
+where they must run.
 """
 
 from __future__ import annotations
@@ -55,8 +56,7 @@ def haproxy(backends: list[int], log: Path) -> Iterator[int]:
 
 
 def bridge_argv(port: int) -> list[str]:
-    return [sys.executable, "-m", "uvicorn", "bridge.app:app", "--host", "127.0.0.1", "--port", str(port),
-            "--log-level", "warning", "--ws-max-size", "1048576"]
+    return [sys.executable, "-m", "bridge.app", "--host", "127.0.0.1", "--port", str(port)]
 
 
 async def dial(port: int, n: int, seconds: float) -> list[CallReport]:

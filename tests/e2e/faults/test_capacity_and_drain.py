@@ -4,7 +4,7 @@
 beyond it is refused. SIGTERM (a deploy): the server stops taking calls, says "draining" on
 ``/healthz``, lets live calls go on up to ``server.drain_timeout_s``, then ends the rest cleanly
 and exits 0. The drain runs against a real server process started the way the Procfile does
-(``python -m uvicorn bridge.app:app``) and the way ``bridge serve`` does; the TTS is the local
+(``python -m bridge.app``) and the way ``bridge serve`` does; the TTS is the local
 protocol-faithful fake, in the test's process.
 """
 
@@ -80,13 +80,13 @@ async def server_process(command: list[str], port: int, env: dict[str, str], cwd
             await proc.wait()
 
 
-@pytest.mark.parametrize("entry", ["uvicorn bridge.app:app", "bridge serve"])
+@pytest.mark.parametrize("entry", ["python -m bridge.app", "bridge serve"])
 async def test_sigterm_drains_live_calls_then_ends_them_cleanly_and_exits_0(script, tmp_path, entry):
     port = free_port()
     if entry == "bridge serve":
         command = [sys.executable, "-m", "bridge.tools.cli", "serve", "--port", str(port)]
     else:
-        command = [sys.executable, "-m", "uvicorn", "bridge.app:app", "--host", "127.0.0.1", "--port", str(port)]
+        command = [sys.executable, "-m", "bridge.app", "--host", "127.0.0.1", "--port", str(port)]
     async with FakeElevenLabs(api_key=API_KEY, seed=14) as fake:
         env = {"BRIDGE_CONFIG": str(REPO / "config" / "bridge.toml"), "ELEVENLABS_API_KEY": API_KEY,
                "ELEVENLABS_BASE_URL": fake.base_url, "BRIDGE_TTS": "elevenlabs", "BRIDGE_AGENT_SCRIPT": str(script),
