@@ -20,6 +20,7 @@ import json
 import os
 import statistics
 import sys
+from pathlib import Path
 from typing import Any
 
 from bench.load import RESULTS, _arguments, run_once
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--app", default="bridge.app:app",
                    help="bench.floor:app: the receive-only floor, whose work is the same however the calls fare")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
+    p.add_argument("--out", type=Path, help="JSON results file (default bench/results/transport-<load>[-floor].json)")
     a = p.parse_args(argv)
     chosen = a.variants.split(",")
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v in chosen}
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     for variant, figures in summary.items():
         print(f"{variant:>12}: " + ", ".join(f"{k} {figures[k]}" for k in KEYS))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"transport-{a.load}{'-floor' if a.app.startswith('bench.floor') else ''}.json"
+    out = a.out or RESULTS / f"transport-{a.load}{'-floor' if a.app.startswith('bench.floor') else ''}.json"
     out.write_text(json.dumps({"calls": a.calls, "load": a.load, "app": a.app, "rounds": a.rounds,
                                "load_average_at_start": load_avg, "summary": summary, "runs": runs}, indent=1) + "\n")
     print(f"results: {out}")

@@ -52,6 +52,7 @@ class FrameProtocol(WebSocketsSansIOProtocol):
         super().__init__(*args, **kwargs)
         self._framing = False  # whole frames are cut here (else every byte goes to websockets)
         self._pending = b""  # the start of a frame not yet whole
+        self._limit: float = 0  # the largest frame websockets accepts, read once the short way starts
 
     # ------------------------------------------------------------------ inbound
 
@@ -59,6 +60,7 @@ class FrameProtocol(WebSocketsSansIOProtocol):
         if not self._framing:
             super().data_received(data)
             self._framing = self._at_frame_start()
+            self._limit = self._largest()
             return
         buf = self._pending + data if self._pending else data
         self._pending = b""
@@ -75,7 +77,7 @@ class FrameProtocol(WebSocketsSansIOProtocol):
                 if size - pos < 10:
                     break
                 length, head = int.from_bytes(buf[pos + 2 : pos + 10], "big"), pos + 10
-            if not second & _MASKED or length > self._largest():
+            if not second & _MASKED or length > self._limit:
                 self._hand_over(buf[pos:])  # websockets says what is wrong, and closes
                 return
             end = head + 4 + length

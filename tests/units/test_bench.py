@@ -66,3 +66,13 @@ def test_benchmarks_doc_holds_a_results_table() -> None:
     table = text.split(START, 1)[1].split(END, 1)[0]
     rows = [line for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert {int(line.split("|")[1]) for line in rows} >= {10, 50, 100}
+
+
+def test_the_message_benchmark_runs_a_calls_messages_through_both_protocols() -> None:
+    """`bench.ws_message` checks inside each run that the app read every message and that the
+    replies went out; a protocol that lost or held back messages fails it."""
+    from bench.ws_message import PROTOCOLS, per_message_us
+
+    assert set(PROTOCOLS) == {"websockets-sansio", "frames"}
+    for protocol in PROTOCOLS:
+        assert per_message_us(protocol, 500) > 0
