@@ -149,54 +149,60 @@ MEDIA = [text(t) for t in MEDIA_TEXTS]
 BIG_TEXTS = ["x" * 120, "x" * 121, "y" * 65530, "y" * 65531, "z" * 70_000]  # echoes of 125, 126, 65535, 65536 bytes
 BIG = [*(text(t) for t in BIG_TEXTS), frame(bytes(range(256)) * 3, 2)]
 FRAMES = b"".join(MEDIA + BIG + MEDIA)
-STREAM = FRAMES + CLOSE
+PING, PONG = frame(b"hi", 9), frame(b"late", 10)
 
-EXCHANGES: dict[str, list[bytes]] = {
-    "one frame per read": [*MEDIA, *BIG, CLOSE],
-    "every frame in one read": [STREAM],
-    "frames cut anywhere": list(pieces(STREAM, (1, 2, 3, 5, 8, 13, 700, 4096))),
-    "ping and pong between frames": [MEDIA[1], frame(b"hi", 9), MEDIA[2], frame(b"late", 10), MEDIA[3] + CLOSE],
-    "a fragmented message": [MEDIA[0], frame(b"ab", 1, fin=False), frame(b"cd", 0, fin=False),
-                             frame(b"ef", 0) + MEDIA[1], frame(b"\x00\x01", 2, fin=False), frame(b"\x02", 0), CLOSE],
-    "invalid UTF-8": [MEDIA[1], frame(b"\xff\xfe"), MEDIA[2]],
-    "an unmasked frame": [MEDIA[1], frame(b"plain", 2, masked=False), MEDIA[2]],
-    "a frame over the size limit": [MEDIA[1], frame(b"", length=MAX_SIZE + 1)[:10] + b"\x00" * 1000],
-    "a reserved bit": [MEDIA[1], frame(b"rsv", rsv=0x40), MEDIA[2]],
-    "a reserved opcode": [MEDIA[1], frame(b"op", 3), MEDIA[2]],
-    "a continuation with nothing to continue": [MEDIA[1], frame(b"c", 0), MEDIA[2]],
-    "a text frame inside a fragmented one": [frame(b"ab", 1, fin=False), text("new"), MEDIA[2]],
-    "data after the close": [MEDIA[1] + CLOSE + MEDIA[2]],
-    "the app closes first": [MEDIA[1], text("close"), MEDIA[2] + CLOSE],
+# (chunks, the frames the server sends back to them, what follows once they are back): a close or a
+# broken frame goes last and only once the replies are in, so that what the app reads first never
+# races the socket's end.
+Exchange = tuple[list[bytes], int, tuple[bytes, ...]]
+EXCHANGES: dict[str, Exchange] = {
+    "one frame per read": ([*MEDIA, *BIG], len(MEDIA + BIG), (CLOSE,)),
+    "every frame in one read": ([FRAMES], 2 * len(MEDIA) + len(BIG), (CLOSE,)),
+    "frames cut anywhere": (list(pieces(FRAMES, (1, 2, 3, 5, 8, 13, 700, 4096))), 2 * len(MEDIA) + len(BIG), (CLOSE,)),
+    "ping and pong between frames": ([MEDIA[1], PING, MEDIA[2], PONG, MEDIA[3]], 4, (CLOSE,)),
+    "a fragmented message": ([MEDIA[0], frame(b"ab", 1, fin=False), frame(b"cd", 0, fin=False),
+                              frame(b"ef", 0) + MEDIA[1], frame(b"\x00\x01", 2, fin=False), frame(b"\x02", 0)],
+                             4, (CLOSE,)),
+    "invalid UTF-8": ([MEDIA[1]], 1, (frame(b"\xff\xfe") + MEDIA[2],)),
+    "an unmasked frame": ([MEDIA[1]], 1, (frame(b"plain", 2, masked=False) + MEDIA[2],)),
+    "a frame over the size limit": ([MEDIA[1]], 1, (frame(b"", length=MAX_SIZE + 1)[:10] + b"\x00" * 1000,)),
+    "a reserved bit": ([MEDIA[1]], 1, (frame(b"rsv", rsv=0x40) + MEDIA[2],)),
+    "a reserved opcode": ([MEDIA[1]], 1, (frame(b"op", 3) + MEDIA[2],)),
+    "a continuation with nothing to continue": ([MEDIA[1]], 1, (frame(b"c", 0) + MEDIA[2],)),
+    "a text frame inside a fragmented one": ([MEDIA[1]], 1, (frame(b"ab", 1, fin=False) + text("new") + MEDIA[2],)),
+    "data after the close": ([MEDIA[1]], 1, (CLOSE + MEDIA[2],)),
+    "the app closes first": ([MEDIA[1], text("close")], 2, (MEDIA[2] + CLOSE,)),
 }
 
 
 @pytest.mark.parametrize("name", EXCHANGES)
 async def test_the_same_exchange_as_uvicorns_protocol(name: str) -> None:
-    chunks = EXCHANGES[name]
-    ours = await exchange(FrameProtocol, chunks)
-    theirs = await exchange(WebSocketsSansIOProtocol, chunks)
+    chunks, replies, then = EXCHANGES[name]
+    ours = await exchange(FrameProtocol, chunks, replies=replies, then=then)
+    theirs = await exchange(WebSocketsSansIOProtocol, chunks, replies=replies, then=then)
     assert ours[0] == theirs[0], "the app received something else"
     assert ours[1] == theirs[1], "the client got other bytes"
     assert server_frames(ours[1])[-1][0] == 0x88  # every exchange ends in a close
 
 
 async def test_a_carriers_frames_arrive_whole_and_in_order() -> None:
-    received, got = await exchange(FrameProtocol, list(pieces(FRAMES, (1, 2, 3, 5, 8, 13, 700, 4096))),
-                                   replies=14, then=(CLOSE,))
+    chunks, replies, then = EXCHANGES["frames cut anywhere"]
+    received, got = await exchange(FrameProtocol, chunks, replies=replies, then=then)
     texts = [m["text"] for m in received if m.get("text") is not None]
     assert texts == [*MEDIA_TEXTS, *BIG_TEXTS, *MEDIA_TEXTS]
     assert [m["bytes"] for m in received if "bytes" in m] == [bytes(range(256)) * 3]
-    replies = server_frames(got)
-    assert [first for first, _ in replies[:-1]] == [0x81] * 9 + [0x82] + [0x81] * 4
-    assert [payload.decode() for _, payload in replies[:9]] == ["echo " + t for t in texts[:9]]
-    assert replies[-1][0] == 0x88 and replies[-1][1][:2] == (1000).to_bytes(2, "big")
+    replies_got = server_frames(got)
+    assert [first for first, _ in replies_got[:-1]] == [0x81] * 9 + [0x82] + [0x81] * 4
+    assert [payload.decode() for _, payload in replies_got[:9]] == ["echo " + t for t in texts[:9]]
+    assert replies_got[-1][0] == 0x88 and replies_got[-1][1][:2] == (1000).to_bytes(2, "big")
     assert received[-1] == {"type": "websocket.disconnect", "code": 1000, "reason": "bye"}
 
 
 @pytest.mark.parametrize(("name", "code"), [("invalid UTF-8", 1007), ("an unmasked frame", 1002),
                                              ("a frame over the size limit", 1009), ("a reserved opcode", 1002)])
 async def test_a_broken_frame_closes_with_its_code(name: str, code: int) -> None:
-    received, got = await exchange(FrameProtocol, EXCHANGES[name])
+    chunks, replies, then = EXCHANGES[name]
+    received, got = await exchange(FrameProtocol, chunks, replies=replies, then=then)
     close = server_frames(got)[-1]
     assert close[0] == 0x88 and int.from_bytes(close[1][:2], "big") == code
     assert received[-1]["type"] == "websocket.disconnect" and received[-1]["code"] == code
@@ -213,10 +219,10 @@ async def test_whole_data_frames_skip_the_parser(monkeypatch: pytest.MonkeyPatch
         return (yield from original(cls, *args, **kwargs))
 
     monkeypatch.setattr(Frame, "parse", classmethod(counting))
-    chunks = [*MEDIA * 10, CLOSE]
-    received, _ = await exchange(FrameProtocol, chunks)
+    chunks = MEDIA * 10
+    received, _ = await exchange(FrameProtocol, chunks, replies=40, then=(CLOSE,))
     assert len(received) == 41
     assert len(parsed) <= 3  # the first frame (read before the short way starts) and the close
     parsed.clear()
-    await exchange(WebSocketsSansIOProtocol, chunks)
+    await exchange(WebSocketsSansIOProtocol, chunks, replies=40, then=(CLOSE,))
     assert len(parsed) >= 41
