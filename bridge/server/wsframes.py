@@ -143,7 +143,8 @@ class FrameProtocol(WebSocketsSansIOProtocol):
         if message["type"] != "websocket.send" or not self.handshake_complete or self.initial_response is not None:
             await super().send(message)
             return
-        await self.writable.wait()
+        if not self.writable.is_set():  # the transport's buffer is full: wait, as uvicorn does
+            await self.writable.wait()
         if self.disconnected:
             raise ClientDisconnected()
         if not self._open():
