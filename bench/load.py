@@ -12,8 +12,9 @@ asked for ``pcm_16000``, so every chunk is resampled). Short calls weigh the per
 (the handshake, the TTS socket, the call's objects) against less audio; long ones the per-frame path.
 
 For each step N (10, 50, 100, 150, 200, ...) and each repeat, in fresh processes on 127.0.0.1:
-the fake ElevenLabs server (``python -m bridge.testing.fake_elevenlabs``), the real app under
-``uvicorn bridge.app:app`` (one worker, uvloop), and load generators (``bench.generator``, one
+the fake ElevenLabs server (``python -m bridge.testing.fake_elevenlabs``), the real app served as
+``python -m bridge.app`` serves it (``bench.serve``: one uvicorn worker, uvloop, the bridge's
+WebSocket protocol), and load generators (``bench.generator``, one
 per ``--calls-per-generator`` calls) that dial N simulated Twilio calls. CPU and memory of every
 process are read from /proc, so the server's figures are its own. The search stops at the first N
 whose medians break the bound (p99 frame lateness ≤ 20 ms, no underruns, no failures), then

@@ -59,8 +59,8 @@ class FrameProtocol(WebSocketsSansIOProtocol):
     def data_received(self, data: bytes) -> None:
         if not self._framing:
             super().data_received(data)
-            self._framing = self._at_frame_start()
-            self._limit = self._largest()
+            if self._at_frame_start():
+                self._framing, self._limit = True, self._largest()
             return
         buf = self._pending + data if self._pending else data
         self._pending = b""
