@@ -17,6 +17,7 @@ from starlette.applications import Starlette
 
 from bridge.config import Settings, load_settings
 from bridge.server.app import WS_MAX_SIZE, create_app
+from bridge.server.wsframes import FrameProtocol
 from bridge.testing.fake_elevenlabs import FakeElevenLabs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,10 +64,11 @@ def bridge_settings(fake: FakeElevenLabs | None, script: Path, **env: str) -> Se
 
 @contextlib.asynccontextmanager
 async def serve(settings: Settings, **kwargs: object) -> AsyncIterator[RunningBridge]:
-    """The real app under a real uvicorn server, on a free loopback port."""
+    """The real app under a real uvicorn server, on a free loopback port, with the WebSocket
+    protocol and frame limit it ships with (``python -m bridge.app``)."""
     app = create_app(settings, **kwargs)  # type: ignore[arg-type]
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
-                            ws_max_size=WS_MAX_SIZE)
+                            ws=FrameProtocol, ws_max_size=WS_MAX_SIZE)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     for _ in range(500):
