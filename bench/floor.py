@@ -26,7 +26,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-__all__ = ["app", "batch_app", "echo_app"]
+__all__ = ["MEDIA_100MS", "app", "batch_app", "echo_app"]
 
 def _media_message(ulaw: bytes) -> str:
     return '{"event":"media","streamSid":"MZfloor","media":{"payload":"' + b64encode(ulaw).decode() + '"}}'
@@ -34,7 +34,8 @@ def _media_message(ulaw: bytes) -> str:
 
 _SILENCE = _media_message(b"\xff" * 160)
 """A 20 ms frame of µ-law silence (160 bytes of 0xFF) as the bridge sends it, built once."""
-_SILENCE_100MS = _media_message(b"\xff" * 800)
+MEDIA_100MS = _media_message(b"\xff" * 800)
+"""100 ms of µ-law silence in one message, as the bridge sends a refill (`playback.message_ms`)."""
 BATCH = 5
 
 
@@ -70,7 +71,7 @@ async def _batch(websocket: WebSocket) -> None:
         if '"media"' in (message.get("text") or "")[:20]:
             media += 1
             if media % BATCH == 0:
-                await websocket.send_text(_SILENCE_100MS)
+                await websocket.send_text(MEDIA_100MS)
 
 
 app = Starlette(routes=[Route("/healthz", _healthz), WebSocketRoute("/twilio/media", _media)])

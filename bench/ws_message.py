@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import os
 import statistics
 import time
 from typing import Any
@@ -26,35 +25,23 @@ import uvicorn
 import uvloop
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
+from websockets.frames import Frame, Opcode
 
+from bench.floor import MEDIA_100MS
 from bridge.server.app import WS_MAX_SIZE
 from bridge.server.wsframes import FrameProtocol
+from bridge.tools.simulator import wire
 
 __all__ = ["main", "per_message_us"]
 
 PROTOCOLS: dict[str, type[WebSocketsSansIOProtocol]] = {
     "websockets-sansio": WebSocketsSansIOProtocol, "frames": FrameProtocol,
 }
+IDS = wire.StreamIds("ACbench", "MZbench", "CA")
 UPGRADE = (b"GET /twilio/media HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
            b"Sec-WebSocket-Key: " + base64.b64encode(b"0123456789abcdef") + b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
-
-
-def _media(ulaw: bytes) -> str:
-    payload = base64.b64encode(ulaw).decode()
-    return '{"event":"media","sequenceNumber":"7","media":{"track":"inbound","chunk":"6","timestamp":"120",' \
-           f'"payload":"{payload}"}},"streamSid":"MZ0123456789abcdef0123456789abcdef"}}'
-
-
-def _client_frame(text: str) -> bytes:
-    data = text.encode()
-    mask = os.urandom(4)
-    size = len(data)  # a media message is 126 to 65535 bytes
-    head = bytes((0x81, 0x80 | 126)) + size.to_bytes(2, "big") if size >= 126 else bytes((0x81, 0x80 | size))
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data))
-
-
-INBOUND = _client_frame(_media(b"\xff" * 160))
-OUTBOUND = _media(b"\xff" * 800)
+INBOUND = Frame(Opcode.TEXT, wire.media(7, IDS, 6, 120, b"\xff" * 160).encode()).serialize(mask=True)
+"""A 20 ms Twilio ``media`` message as the phone sends it: masked, as a client must."""
 
 
 class _Transport(asyncio.Transport):
@@ -90,7 +77,7 @@ async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     while (await receive())["type"] == "websocket.receive":
         count += 1
         if count % 5 == 0:
-            await send({"type": "websocket.send", "text": OUTBOUND})
+            await send({"type": "websocket.send", "text": MEDIA_100MS})
 
 
 async def _run(protocol: type[WebSocketsSansIOProtocol], messages: int) -> float:
@@ -108,7 +95,7 @@ async def _run(protocol: type[WebSocketsSansIOProtocol], messages: int) -> float
         proto.data_received(INBOUND)
         await asyncio.sleep(0)  # the app's task reads it, as the phone reader does
     took = time.process_time() - start
-    assert proto.queue.empty() and transport.written > messages // 5 * len(OUTBOUND)
+    assert proto.queue.empty() and transport.written > messages // 5 * len(MEDIA_100MS)
     proto.connection_lost(None)
     return took / messages * 1e6
 
