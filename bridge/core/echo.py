@@ -202,11 +202,11 @@ class EchoGuard:
     """The played reference of one call, and the level a caller frame must beat to be speech.
 
     Per caller frame heard while the agent talks it keeps our level at every delay as evidence
-    (`learn_later`: read ten frames at a time, in one gather); the per-band bound (`bound`) and
-    the threshold are read only for a frame whose verdict hangs on them, and a per-band estimate
-    is put off until the bound is next read (or the cells it reads are about to go), on the
-    evidence as it was when it fell due. On a call without echo the line is seldom speech-like while the agent talks, so
-    most calls never pay for the bands per frame, and none decides differently for it."""
+    (`learn_later`: read ten frames at a time, in one gather); the per-band bound (`bound`) and the
+    threshold are read only for a frame whose verdict hangs on them, and a per-band estimate is put
+    off until the bound is next read (or the cells it reads are about to go), on the evidence as it
+    was when it fell due. On a call without echo the line is seldom speech-like while the agent
+    talks, so most calls never pay for the bands per frame, and none decides differently for it."""
 
     __slots__ = (
         "_band_delays", "_count", "_due", "_erl", "_evidence", "_fresh", "_gains", "_looked", "_queued", "_rate",
