@@ -13,9 +13,13 @@ else that raises (the core, a codec) a bug: logged with its traceback at ERROR, 
 with reason "error".
 
 Caller audio is 50 messages a second per call for the whole call, so its path is kept short:
-when nothing is queued or in progress, the phone reader hands its event to the core itself
-instead of waking the call's loop for it. Everything else, and phone events that find the core
-busy, wait in the inbox for the loop. Saving that task switch per frame is measured in
+when nothing is queued or in progress, a phone event goes to the core at once instead of waking
+the call's loop for it. On the bridge's own WebSocket protocol (``bridge.server.wsframes``) that
+happens where the message is read, inside the server's read of the socket (`DirectFeed`): no
+task wakes for a frame of caller audio that asks for nothing, and the core's actions, when
+there are any, are executed by the call's loop, which takes every event after them. Elsewhere
+the phone reader task does the same after uvicorn's ``receive``. Everything else, and phone
+events that find the core busy, wait in the inbox for the loop. What each saves is measured in
 docs/benchmarks.md.
 """
 
@@ -78,6 +82,7 @@ from bridge.server import metrics
 from bridge.server.asgi import CHANNEL
 from bridge.server.listening import Listening
 from bridge.server.warm import CallTts
+from bridge.server.wsframes import DIRECT, DirectFeed
 from bridge.tts import supervisor
 from bridge.tts.base import TtsClient
 from bridge.tts.supervisor import TtsSupervisor
@@ -95,7 +100,8 @@ YIELD_EVERY = 16
 """Phone messages handled in a row before the reader lets other calls run: uvicorn's ``receive``
 returns without suspending while it holds messages, so a flood would otherwise starve the loop.
 Sixteen frames are a few milliseconds of work; a reader that is keeping up suspends in ``receive``
-at every message anyway, so each forced yield is a task switch the loop pays for nothing."""
+at every message anyway, so each forced yield is a task switch the loop pays for nothing. (The
+direct feed keeps the same share per read: ``bridge.server.wsframes.PER_TURN``.)"""
 
 IN_A_ROW = 8
 """Inbox events worked off in a row before the call's loop lets other calls run (a backlog)."""
@@ -129,6 +135,12 @@ class CallSession:
         channel = getattr(websocket, "scope", {}).get(CHANNEL)
         self._receive: Callable[[], Awaitable[Message]] = channel[0] if channel else websocket.receive
         self._send: Callable[[Message], Awaitable[None]] | None = channel[1] if channel else None
+        # The server's direct delivery of phone messages, where it offers it (bridge.server.wsframes).
+        feed = getattr(websocket, "scope", {}).get("extensions", {}).get(DIRECT) if channel else None
+        self._feed: DirectFeed | None = feed if isinstance(feed, DirectFeed) else None
+        self._due: list[Action] | None = None  # a direct step's actions, for the loop to execute
+        self._held = False  # the direct feed was told to hold off: a backlog
+        self._heard_all = False  # the phone's messages are over for this call (ended, or a bug)
         if start_timeout_s is not None:
             settings = dataclasses.replace(settings, start_timeout_s=start_timeout_s)
         self.call = Call(settings)
@@ -215,7 +227,15 @@ class CallSession:
     async def _loop_until_ended(self) -> None:
         inbox = self._inbox
         in_a_row = 0
-        while not self.call.ended and not self._failed:
+        while True:
+            due = self._due
+            if due is not None:  # a phone event handled where it was read: its actions, before any other
+                self._due = None  # (an `EndCall` among them too: the core has ended the call already)
+                await self._finish(due)
+                self._resume_feed()
+                continue
+            if self.call.ended or self._failed:
+                return
             if not inbox or self._busy:  # the phone reader may be in the core, sending
                 in_a_row = 0
                 self._wakeup = self._loop.create_future()
@@ -225,29 +245,62 @@ class CallSession:
                     self._wakeup = None
                 continue
             await self._step(inbox.popleft())
+            self._resume_feed()
             in_a_row += 1
             if inbox and in_a_row >= IN_A_ROW:
                 in_a_row = 0
                 await asyncio.sleep(0)  # a backlog is worked off in turns with every other call
 
     async def _step(self, event: Event) -> None:
-        """Handle one event and execute its actions; the only way into the core."""
+        """Handle one event and execute its actions."""
         self._busy = True
         try:
-            if self.on_event is not None:
-                self.on_event(event)
-            self._observe(event)
-            call = self.call
-            actions = call.handle(event)
-            if self.on_action is not None:
-                for action in actions:
-                    self.on_action(action)
-            for action in actions:
-                await self._execute(action)
-            if not call.ended:
-                self._arm_timer(call.next_deadline())
+            actions = self._handle(event)
         except Exception:
             self._report_bug(f"handling {type(event).__name__}")
+            self._busy = False
+            return
+        await self._finish(actions)
+
+    def _step_now(self, event: Event) -> None:
+        """`_step` where a phone message was read: actions, if any, are left to the loop (`_due`),
+        which stays busy until it has executed them, so the next event still waits for them."""
+        self._busy = True
+        try:
+            actions = self._handle(event)
+            if actions:
+                self._due = actions
+                self._wake()
+                return
+            if not self.call.ended:
+                self._arm_timer(self.call.next_deadline())
+        except Exception:
+            self._report_bug(f"handling {type(event).__name__}")
+        self._busy = False
+        if self._inbox or self.call.ended or self._failed:
+            self._wake()  # something came in meanwhile, or the call is over
+
+    def _handle(self, event: Event) -> list[Action]:
+        """The core's part of a step, and the observers': the only way into the core."""
+        if self.on_event is not None:
+            self.on_event(event)
+        self._observe(event)
+        actions = self.call.handle(event)
+        if self.on_action is not None:
+            for action in actions:
+                self.on_action(action)
+        return actions
+
+    async def _finish(self, actions: list[Action]) -> None:
+        """Execute a step's actions (the core is busy until then), then time its next deadline."""
+        self._busy = True
+        try:
+            for action in actions:
+                await self._execute(action)
+            if not self.call.ended:
+                self._arm_timer(self.call.next_deadline())
+        except Exception:
+            self._report_bug(f"executing {type(actions[0]).__name__ if actions else 'nothing'}")
         finally:
             self._busy = False
 
@@ -314,6 +367,8 @@ class CallSession:
     async def _read_phone(self) -> None:
         receive, codec, put, inbox = self._receive, self.codec, self.put, self._inbox
         handled = 0
+        if self._feed is not None:  # from here on the phone's messages come to `_take` as they are read
+            self._feed.attach(self._take)
         try:
             while True:
                 try:
@@ -341,6 +396,39 @@ class CallSession:
                     await asyncio.sleep(0)
         except Exception:
             self._report_bug("reading the phone socket")
+
+    def _take(self, message: Message) -> bool:
+        """One phone message, handed over by the server as it is read (`DirectFeed`): decoded
+        and stepped at once when the core is free, else queued in order. Answers whether to
+        read on: not past a backlog (`MAX_BACKLOG`, where the reader stops reading); the loop
+        resumes the feed once it has worked the backlog off."""
+        if self._heard_all or self.call.ended or self._failed:
+            return True  # the call is over: what still comes is dropped, as a reader no longer reading
+        try:
+            raw = message.get("text")
+            for event in self.codec.decode(raw if raw is not None else message.get("bytes") or b"", self.clock()):
+                if self._inbox or self._busy or self.call.ended or self._failed:
+                    self.put(event)  # keep the order: the loop has events, or actions, before this one
+                else:
+                    self._step_now(event)
+                if isinstance(event, CallEnded) or self._failed:
+                    self._heard_all = True
+                    return True
+        except Exception:
+            self._report_bug("reading the phone socket")
+            self._heard_all = True
+            return True
+        if len(self._inbox) >= MAX_BACKLOG:
+            self._held = True
+            return False
+        return True
+
+    def _resume_feed(self) -> None:
+        """Read the phone again once a backlog that held the direct feed is worked off."""
+        if self._held and len(self._inbox) < MAX_BACKLOG // 2:
+            self._held = False
+            if self._feed is not None:
+                self._feed.resume()
 
     async def _run_agent(self, turn: Turn) -> None:
         """Stream one reply into the inbox. An agent that raises has failed: the core then has the

@@ -23,12 +23,25 @@ short calls, and 0.12 of the 0.3 CPU s per call-minute the transport alone cost 
 
 What the app sees is the same messages in the same order, and what the peer sees is the same
 bytes; a test runs the same exchanges through both protocols (tests/shell/test_wsframes.py).
+
+**Direct delivery.** uvicorn queues each message for the app's task, which wakes to read it: a
+task switch per message, 50 a second per call, which was about a sixth of the transport's CPU
+at the receive-only floor. An app that can take a message where it lands (the call's session
+hands caller audio to the core synchronously) finds `DirectFeed` under the scope's extensions
+(`DIRECT`) and attaches a *sink*: from then on every data message goes to the sink, in order,
+from inside the read, and the queue carries only the disconnect. The sink answers whether it
+wants more now; when it does not (its backlog is full, or it has had its share of a turn of the
+loop), the rest of the read is held and reading pauses until the app calls `DirectFeed.resume`.
+That is uvicorn's own flow control, one message at a time, moved to where the app decides.
 """
 
 from __future__ import annotations
 
+import logging
+from collections import deque
+from collections.abc import Callable
 from types import GeneratorType
-from typing import Any
+from typing import Any, Final
 
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -39,11 +52,42 @@ try:
 except ImportError:  # websockets built without its C extension, as websockets.frames falls back
     from websockets.utils import apply_mask
 
-__all__ = ["FrameProtocol"]
+__all__ = ["DIRECT", "PER_TURN", "DirectFeed", "FrameProtocol", "Sink"]
+
+log = logging.getLogger("bridge.server.wsframes")
+
+DIRECT: Final = "bridge.direct"
+"""The key of `DirectFeed` among a WebSocket scope's ``extensions``, where `FrameProtocol` serves it."""
+
+PER_TURN: Final = 16
+"""Messages a read hands to the sink before the rest waits for a turn of the loop: a flood, or a
+socket that fell behind, must not hold every other call's socket and timer for a whole read."""
+
+Sink = Callable[[dict[str, Any]], bool]
+"""Takes one ``websocket.receive`` message; answers whether it takes the next one now."""
 
 _FIN_TEXT = 0x81  # FIN, no RSV bits, opcode 1
 _FIN_BINARY = 0x82  # FIN, no RSV bits, opcode 2
 _MASKED = 0x80
+
+
+class DirectFeed:
+    """What an app gets to take a socket's messages where they land (see the module docstring)."""
+
+    __slots__ = ("_protocol",)
+
+    def __init__(self, protocol: FrameProtocol) -> None:
+        self._protocol = protocol
+
+    def attach(self, sink: Sink) -> None:
+        """Every data message from now on, and those queued and not yet received, goes to ``sink``
+        in order; the app's ``receive`` then gets only the disconnect. Call it from the task that
+        receives, between two reads."""
+        self._protocol.attach(sink)
+
+    def resume(self) -> None:
+        """The sink wants messages again after it said no: the read held is delivered, then reading goes on."""
+        self._protocol.resume_delivery()
 
 
 class FrameProtocol(WebSocketsSansIOProtocol):
@@ -52,21 +96,144 @@ class FrameProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._framing = False  # whole frames are cut here (else every byte goes to websockets)
-        self._pending = b""  # the start of a frame not yet whole
+        self._pending = b""  # the start of a frame not yet whole, or a read held for the sink
         self._limit: float = 0  # the largest frame websockets accepts, read once the short way starts
+        self._sink: Sink | None = None  # the app's, once it attached one: data messages go there
+        # Messages held back from the sink (`_backlog`, then the rest of a read in `_pending`; reading
+        # paused): "app", until it calls `resume_delivery`; "turn", a read's share (`PER_TURN`) given,
+        # until the loop has turned.
+        self._held = ""
+        self._backlog: deque[dict[str, Any]] = deque()  # messages read before the sink came, not yet given
+        self._flushing = False  # the socket ended: everything held goes to the sink, no holding back
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        extensions: dict[str, Any] = self.scope["extensions"]
+        extensions[DIRECT] = DirectFeed(self)
+
+    # ------------------------------------------------------------ direct delivery
+
+    def attach(self, sink: Sink) -> None:
+        self._sink = sink
+        rest: list[Any] = []
+        while not self.queue.empty():  # read before the sink came: its first messages, in order
+            message: Any = self.queue.get_nowait()
+            (self._backlog if message["type"] == "websocket.receive" else rest).append(message)
+        if rest:  # the socket is gone already: the app gets every message, then its end
+            self._flush()
+            for message in rest:
+                self.queue.put_nowait(message)
+        else:
+            self._release()
+
+    def resume_delivery(self) -> None:
+        if self._held == "app":
+            self._release()
+        elif not self._held and self.read_paused and not self.disconnected:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._flush()  # what was read before the end reaches the app before the end, as uvicorn queues it
+        super().connection_lost(exc)
+
+    def _next_turn(self) -> None:
+        if self._held == "turn":
+            self._release()
+
+    def _release(self) -> None:
+        """Deliver what is held (messages, then the rest of a read) until done or held again; then read on."""
+        self._held = ""
+        given = 0
+        backlog = self._backlog
+        while backlog:
+            given += 1
+            if not self._deliver(backlog.popleft()):
+                self._held = "app"
+                return
+            if given >= PER_TURN and (backlog or self._pending):
+                self._hold_turn()
+                return
+        if self._pending:
+            self.data_received(b"")
+        if not self._held and self.read_paused and not self.disconnected:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def _hold_turn(self) -> None:
+        """A read's share is given: the rest waits for the loop's other work."""
+        self._held = "turn"
+        if not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
+        self.loop.call_soon(self._next_turn)
+
+    def _flush(self) -> None:
+        """Everything held goes to the sink now, whatever it answers: the socket has ended."""
+        if self._sink is None:
+            return
+        self._held, self._flushing = "", True
+        try:
+            while self._backlog:
+                self._deliver(self._backlog.popleft())
+            if self._pending:
+                self.data_received(b"")
+        finally:
+            self._flushing = False
+
+    def _deliver(self, message: dict[str, Any]) -> bool:
+        """Queue ``message`` for the app's ``receive`` as uvicorn does, or hand it to the sink;
+        False when reading is to pause (the sink asked, or uvicorn's one message at a time)."""
+        sink = self._sink
+        if sink is None:
+            self.queue.put_nowait(message)  # type: ignore[arg-type]
+            more = False
+        else:
+            try:
+                more = sink(message)
+            except Exception:  # the app's bug must not break the read loop: the message is lost, said loudly
+                log.exception("the WebSocket app's sink failed on a message")
+                more = True
+        if not more and not self.read_paused and not self._flushing:
+            self.read_paused = True
+            self.transport.pause_reading()
+        return more
+
+    def send_receive_event_to_app(self) -> None:
+        """A message websockets read (fragmented, or after a hand-over), delivered as `_deliver` does."""
+        data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+        self.frames = []
+        if self.close_sent:
+            return  # the app is past `websocket.close`: uvicorn discards what still comes
+        if self.curr_msg_data_type == "text":
+            try:
+                message: dict[str, Any] = {"type": "websocket.receive", "text": data.decode()}
+            except UnicodeDecodeError:
+                self.logger.exception("Invalid UTF-8 sequence received from client.")
+                self.conn.send_close(1007)
+                self.handle_parser_exception()
+                return
+        else:
+            message = {"type": "websocket.receive", "bytes": data}
+        self._deliver(message)
 
     # ------------------------------------------------------------------ inbound
 
     def data_received(self, data: bytes) -> None:
         if not self._framing:
-            super().data_received(data)
-            if self._at_frame_start():
-                self._framing, self._limit = True, self._largest()
+            if not self._at_frame_start():  # the handshake, or websockets inside a frame
+                super().data_received(data)
+                if self._at_frame_start():
+                    self._framing, self._limit = True, self._largest()
+                return
+            self._framing, self._limit = True, self._largest()  # open since the app's accept: from the first frame
+        if self._held:  # the sink is not taking messages now: the bytes wait with the rest held
+            self._pending += data
             return
         buf = self._pending + data if self._pending else data
         self._pending = b""
         pos, size = 0, len(buf)
-        conn, queue = self.conn, self.queue
+        conn, given = self.conn, 0
         while size - pos >= 2:
             first, second = buf[pos], buf[pos + 1]
             length, head = second & 0x7F, pos + 2
@@ -103,10 +270,16 @@ class FrameProtocol(WebSocketsSansIOProtocol):
             pos = end
             if self.close_sent:
                 continue  # the app is past `websocket.close`: uvicorn discards what still comes
-            queue.put_nowait(message)  # type: ignore[arg-type]
-            if not self.read_paused:
-                self.read_paused = True
-                self.transport.pause_reading()
+            if self._sink is None or self._flushing:
+                self._deliver(message)
+                continue
+            given += 1
+            if not self._deliver(message):
+                self._held = "app"  # the sink wants no more now: the rest waits, reading paused
+                break
+            if given >= PER_TURN and pos < size:  # a flood: the rest after the loop's other work
+                self._hold_turn()
+                break
         if pos < size:
             self._pending = buf[pos:]
 

@@ -104,6 +104,34 @@ async def test_barge_in_stops_the_agent_and_the_next_reply_uses_a_fresh_context(
     assert 0 < dropped <= 2 * len(late), (dropped, len(late))
 
 
+async def test_caller_audio_reaches_the_core_where_it_is_read(script, monkeypatch):
+    """On the bridge's own WebSocket protocol the phone's messages go to the call as the server
+    reads them (`bridge.server.wsframes.DirectFeed`): the app's ``receive`` hands over only the
+    connect and the end, and the call behaves as it does through ``receive``."""
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+    received: list[str] = []
+    through_receive = WebSocketsSansIOProtocol.receive
+
+    async def receive(self):
+        message = await through_receive(self)
+        received.append(message["type"])
+        return message
+
+    monkeypatch.setattr(WebSocketsSansIOProtocol, "receive", receive)
+    fake_tts = FakeElevenLabs(api_key=API_KEY, realtime_factor=1.5, seed=7)
+    async with fake_tts, serve(bridge_settings(fake_tts, script)) as bridge:
+        phone = PhoneCall(bridge.media_url, caller=caller((2.0, "caller_02.wav")), duration=6.0)
+        report = await phone.run()
+        await wait_for(lambda: bridge.live_calls == 0)
+
+    assert received[0] == "websocket.connect" and "websocket.receive" not in received, received[:5]
+    [barge] = report.barge_ins
+    assert not barge.missed and barge.clear_at - barge.onset < 0.25
+    assert [r for r in report.replies if r.reply_at is not None], "the caller's words were answered"
+    assert report.greeting_latency is not None and not report.underruns
+
+
 async def test_several_turns_each_in_its_own_context(fake_tts, tmp_path):
     from tests.e2e.conftest import write_script
 

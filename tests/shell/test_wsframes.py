@@ -14,6 +14,7 @@ import asyncio
 import base64
 import contextlib
 import os
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +23,7 @@ import uvicorn
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame
 
-from bridge.server.wsframes import FrameProtocol
+from bridge.server.wsframes import DIRECT, PER_TURN, FrameProtocol
 
 MAX_SIZE = 100_000
 
@@ -85,12 +86,69 @@ class Echo:
                 await send({"type": "websocket.send", "bytes": message["bytes"]})
 
 
+class DirectEcho(Echo):
+    """`Echo` taking its messages from `DirectFeed` as they are read (its replies sent by a task of
+    their own, in order); ``hold``: the sink says no at these messages (1-based), and the app
+    resumes the feed ``resume_s`` later."""
+
+    def __init__(self, hold: tuple[int, ...] = (), resume_s: float = 0.0, fail_at: int = 0) -> None:
+        super().__init__()
+        self.hold, self.resume_s, self.fail_at = hold, resume_s, fail_at
+        self.turns = 0  # turns of the event loop, counted by a callback that re-schedules itself
+        self.taken: list[tuple[float, int]] = []  # per message the sink took: when, and on which turn
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        loop = asyncio.get_running_loop()
+        outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        feed = scope["extensions"][DIRECT]
+
+        def turn() -> None:
+            self.turns += 1
+            ticker[0] = loop.call_soon(turn)
+
+        ticker = [loop.call_soon(turn)]
+
+        def sink(message: dict[str, Any]) -> bool:
+            self.received.append({k: v for k, v in message.items() if k != "type"} | {"type": message["type"]})
+            self.taken.append((loop.time(), self.turns))
+            if len(self.received) == self.fail_at:
+                raise RuntimeError("a bug in the sink")
+            outbox.put_nowait(message)
+            if len(self.received) in self.hold:
+                loop.call_later(self.resume_s, feed.resume)
+                return False
+            return True
+
+        async def reply() -> None:
+            while True:
+                message = await outbox.get()
+                if message.get("text") == "close":
+                    await send({"type": "websocket.close", "code": 1000, "reason": "done"})
+                elif message.get("text") is not None:
+                    await send({"type": "websocket.send", "text": "echo " + message["text"]})
+                else:
+                    await send({"type": "websocket.send", "bytes": message["bytes"]})
+
+        replier = asyncio.create_task(reply())
+        feed.attach(sink)
+        try:
+            message = await receive()  # the sink takes every data message: only the end comes here
+            while not outbox.empty() and not replier.done():
+                await asyncio.sleep(0.001)
+            self.received.append({k: v for k, v in message.items() if k != "type"} | {"type": message["type"]})
+        finally:
+            ticker[0].cancel()
+            replier.cancel()
+
+
 async def exchange(protocol: type[WebSocketsSansIOProtocol], chunks: list[bytes], *, replies: int = 0,
-                   then: tuple[bytes, ...] = ()) -> tuple[list[Any], bytes]:
-    """Serve `Echo` with ``protocol``; write ``chunks`` one read apart (and, once ``replies``
-    frames came back, ``then``); return what the app received and every byte the client got
-    after the handshake, up to the server closing."""
-    app = Echo()
+                   then: tuple[bytes, ...] = (), app: Echo | None = None) -> tuple[list[Any], bytes]:
+    """Serve `Echo` (or ``app``) with ``protocol``; write ``chunks`` one read apart (and, once
+    ``replies`` frames came back, ``then``); return what the app received and every byte the
+    client got after the handshake, up to the server closing."""
+    app = Echo() if app is None else app
     config = uvicorn.Config(app, host="127.0.0.1", port=0, ws=protocol, ws_max_size=MAX_SIZE,
                             log_level="critical", lifespan="off")
     server = uvicorn.Server(config)
@@ -226,3 +284,37 @@ async def test_whole_data_frames_skip_the_parser(monkeypatch: pytest.MonkeyPatch
     parsed.clear()
     await exchange(WebSocketsSansIOProtocol, chunks, replies=40, then=(CLOSE,))
     assert len(parsed) >= 41
+
+
+@pytest.mark.parametrize("name", EXCHANGES)
+async def test_a_sink_gets_what_receive_would_have(name: str) -> None:
+    """`DirectFeed`: the same messages in the same order, the same bytes back, every exchange."""
+    chunks, replies, then = EXCHANGES[name]
+    ours = await exchange(FrameProtocol, chunks, replies=replies, then=then, app=DirectEcho())
+    theirs = await exchange(WebSocketsSansIOProtocol, chunks, replies=replies, then=then)
+    assert ours[0] == theirs[0], "the app received something else"
+    assert ours[1] == theirs[1], "the client got other bytes"
+
+
+async def test_a_sink_that_says_no_gets_the_rest_of_the_read_only_once_it_resumes() -> None:
+    app = DirectEcho(hold=(2,), resume_s=0.3)
+    received, _ = await exchange(FrameProtocol, [b"".join(MEDIA)], replies=4, then=(CLOSE,), app=app)
+    assert [m.get("text") for m in received[:4]] == MEDIA_TEXTS
+    (_, _), (held_at, _), (resumed_at, _), _ = app.taken
+    assert resumed_at - held_at >= 0.29, "the rest of the read waited for the app"
+
+
+async def test_a_flood_in_one_read_is_handed_over_a_share_per_turn_of_the_loop() -> None:
+    app = DirectEcho()
+    received, _ = await exchange(FrameProtocol, [b"".join(MEDIA * 10)], replies=40, then=(CLOSE,), app=app)
+    assert [m.get("text") for m in received[:40]] == MEDIA_TEXTS * 10
+    per_turn = Counter(turn for _, turn in app.taken)
+    assert max(per_turn.values()) <= PER_TURN and len(per_turn) >= 40 // PER_TURN + 1
+
+
+async def test_a_sink_that_raises_loses_that_message_alone(caplog: pytest.LogCaptureFixture) -> None:
+    app = DirectEcho(fail_at=2)
+    received, got = await exchange(FrameProtocol, MEDIA, replies=3, then=(CLOSE,), app=app)
+    assert [m.get("text") for m in received[:4]] == MEDIA_TEXTS
+    assert len(server_frames(got)) == 4, "three echoes and the close: the failed message is not answered"
+    assert "sink failed" in caplog.text
