@@ -13,14 +13,16 @@ else that raises (the core, a codec) a bug: logged with its traceback at ERROR, 
 with reason "error".
 
 Caller audio is 50 messages a second per call for the whole call, so its path is kept short:
-when nothing is queued or in progress, a phone event goes to the core at once instead of waking
-the call's loop for it. On the bridge's own WebSocket protocol (``bridge.server.wsframes``) that
-happens where the message is read, inside the server's read of the socket (`DirectFeed`): no
-task wakes for a frame of caller audio that asks for nothing, and the core's actions, when
-there are any, are executed by the call's loop, which takes every event after them. Elsewhere
-the phone reader task does the same after uvicorn's ``receive``. Everything else, and phone
-events that find the core busy, wait in the inbox for the loop. What each saves is measured in
-docs/benchmarks.md.
+when nothing is queued or in progress, an event goes to the core at once, where it comes from,
+instead of waking the call's loop for it (`put` → `_step_now`). On the bridge's own WebSocket
+protocol (``bridge.server.wsframes``) a phone message is handed over inside the server's read of
+the socket (`DirectFeed`), so no task wakes for a frame of caller audio; and what the core then
+sends the phone (media, marks, a barge-in's ``clear``) is written at once while the socket takes
+it, so a worker behind its calls does not hold a ``clear`` or a refill for another turn of its
+loop. Any other action (the TTS, the agent, the end), and all after it, is executed by the
+call's loop, which takes every event after them. On uvicorn's own protocols the phone reader
+task steps its events after ``receive``, and the loop sends. Events that find the core busy wait
+in the inbox for the loop. What each saves is measured in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -183,6 +185,14 @@ class CallSession:
         return self._loop.time()
 
     def put(self, event: Event) -> None:
+        """An event for the core: handled at once where it comes from when the core is free and
+        nothing waits before it (`_step_now`), else queued for the call's loop, in order."""
+        if self._inbox or self._busy or self.call.ended or self._failed:
+            self._queue(event)
+        else:
+            self._step_now(event)
+
+    def _queue(self, event: Event) -> None:
         self._inbox.append(event)
         if len(self._inbox) > self.peak_backlog:
             self.peak_backlog = len(self._inbox)
@@ -263,13 +273,17 @@ class CallSession:
         await self._finish(actions)
 
     def _step_now(self, event: Event) -> None:
-        """`_step` where a phone message was read: actions, if any, are left to the loop (`_due`),
-        which stays busy until it has executed them, so the next event still waits for them."""
+        """`_step` where the event came from (a phone message as it is read, a timer, a TTS or
+        agent task), without waking the call's loop: what goes to the phone is written at once
+        when the socket takes it (`_send_now`); any other action, and all after it, is left to
+        the loop (`_due`), which stays busy until it has executed them, so the next event still
+        waits for them."""
         self._busy = True
         try:
             actions = self._handle(event)
-            if actions:
-                self._due = actions
+            done = self._send_now(actions) if actions else 0
+            if done < len(actions):
+                self._due = actions[done:]
                 self._wake()
                 return
             if not self.call.ended:
@@ -279,6 +293,23 @@ class CallSession:
         self._busy = False
         if self._inbox or self.call.ended or self._failed:
             self._wake()  # something came in meanwhile, or the call is over
+
+    def _send_now(self, actions: list[Action]) -> int:
+        """Execute the leading actions that only write to the phone, at once, on the server's
+        direct feed (`DirectFeed.send`), as `_execute` would; how many. None while the feed is
+        not `ready` (no feed, a full transport buffer, a closing socket): the loop sends them."""
+        feed = self._feed
+        if feed is None or not feed.ready():
+            return 0
+        for done, action in enumerate(actions):
+            if isinstance(action, SendMedia):
+                self._note_first_audio()
+            elif not isinstance(action, SendMark | ClearPlayback):
+                return done
+            if self._phone_open:
+                for frame in frames(self.codec.encode(action)):
+                    feed.send(frame)
+        return len(actions)
 
     def _handle(self, event: Event) -> list[Action]:
         """The core's part of a step, and the observers': the only way into the core."""
@@ -382,7 +413,7 @@ class CallSession:
                 raw = message.get("text")
                 for event in codec.decode(raw if raw is not None else message.get("bytes") or b"", self.clock()):
                     if inbox or self._busy or self.call.ended or self._failed:
-                        put(event)  # keep the order: the loop has events before this one
+                        self._queue(event)  # keep the order: the loop has events before this one
                     else:
                         await self._step(event)
                         if inbox or self.call.ended or self._failed:
@@ -407,10 +438,7 @@ class CallSession:
         try:
             raw = message.get("text")
             for event in self.codec.decode(raw if raw is not None else message.get("bytes") or b"", self.clock()):
-                if self._inbox or self._busy or self.call.ended or self._failed:
-                    self.put(event)  # keep the order: the loop has events, or actions, before this one
-                else:
-                    self._step_now(event)
+                self.put(event)
                 if isinstance(event, CallEnded) or self._failed:
                     self._heard_all = True
                     return True

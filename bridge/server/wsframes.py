@@ -89,6 +89,16 @@ class DirectFeed:
         """The sink wants messages again after it said no: the read held is delivered, then reading goes on."""
         self._protocol.resume_delivery()
 
+    def ready(self) -> bool:
+        """Whether `send` may write now: the socket open and its transport not asking to wait.
+        Nothing between two of the app's awaits changes that but its own sends, which at worst
+        fill the transport's buffer past its mark: more waits there, nothing is lost."""
+        return self._protocol.ready()
+
+    def send(self, data: str | bytes) -> None:
+        """One message to the peer at once, as ``websocket.send`` would send it; only when `ready`."""
+        self._protocol.write_message(data)
+
 
 class FrameProtocol(WebSocketsSansIOProtocol):
     """uvicorn's ``websockets-sansio`` protocol, with whole data frames read and written directly."""
@@ -324,14 +334,24 @@ class FrameProtocol(WebSocketsSansIOProtocol):
         if not self._open():
             await super().send(message)
             return
-        text = message.get("text")
         data = message.get("bytes")
-        if data is not None:
-            first = _FIN_BINARY
-        elif text is not None:
-            first, data = _FIN_TEXT, text.encode()
+        if data is None:
+            data = message.get("text")
+            if data is None:
+                return  # nothing to send: uvicorn sends nothing either
+        self.write_message(data)
+
+    def ready(self) -> bool:
+        """`DirectFeed.ready`: `send` would write at once, on the short way."""
+        return (self.handshake_complete and self.initial_response is None and self.writable.is_set()
+                and not self.disconnected and self._open())
+
+    def write_message(self, data: str | bytes) -> None:
+        """A text (str) or binary message as one unmasked frame."""
+        if isinstance(data, str):
+            first, data = _FIN_TEXT, data.encode()
         else:
-            return  # nothing to send: uvicorn sends nothing either
+            first = _FIN_BINARY
         length = len(data)
         if length < 126:
             head = bytes((first, length))

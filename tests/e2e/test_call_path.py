@@ -110,15 +110,23 @@ async def test_caller_audio_reaches_the_core_where_it_is_read(script, monkeypatc
     connect and the end, and the call behaves as it does through ``receive``."""
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+    from bridge.server.wsframes import FrameProtocol
+
     received: list[str] = []
-    through_receive = WebSocketsSansIOProtocol.receive
+    sent: list[str] = []
+    through_receive, through_send = WebSocketsSansIOProtocol.receive, FrameProtocol.send
 
     async def receive(self):
         message = await through_receive(self)
         received.append(message["type"])
         return message
 
+    async def send(self, message):
+        sent.append(message["type"])
+        await through_send(self, message)
+
     monkeypatch.setattr(WebSocketsSansIOProtocol, "receive", receive)
+    monkeypatch.setattr(FrameProtocol, "send", send)
     fake_tts = FakeElevenLabs(api_key=API_KEY, realtime_factor=1.5, seed=7)
     async with fake_tts, serve(bridge_settings(fake_tts, script)) as bridge:
         phone = PhoneCall(bridge.media_url, caller=caller((2.0, "caller_02.wav")), duration=6.0)
@@ -126,6 +134,11 @@ async def test_caller_audio_reaches_the_core_where_it_is_read(script, monkeypatc
         await wait_for(lambda: bridge.live_calls == 0)
 
     assert received[0] == "websocket.connect" and "websocket.receive" not in received, received[:5]
+    # What the core sends the phone goes out at once too, from where the event came (the phone's
+    # read, the timer, the TTS reader): of the agent's 100 ms media messages, few wait for the
+    # call's loop and the ASGI send.
+    media_messages = report.agent_seconds / 0.1
+    assert sent.count("websocket.send") < media_messages / 2, (sent.count("websocket.send"), media_messages)
     [barge] = report.barge_ins
     assert not barge.missed and barge.clear_at - barge.onset < 0.25
     assert [r for r in report.replies if r.reply_at is not None], "the caller's words were answered"
