@@ -21,7 +21,7 @@ sends the phone (media, marks, a barge-in's ``clear``) is written at once while 
 it, so a worker behind its calls does not hold a ``clear`` or a refill for another turn of its
 loop. Any other action (the TTS, the agent, the end), and all after it, is executed by the
 call's loop, which takes every event after them. On uvicorn's own protocols the phone reader
-task steps its events after ``receive``, and the loop sends. Events that find the core busy wait
+task takes each message from ``receive`` the same way, and the loop sends. Events that find the core busy wait
 in the inbox for the loop. What each saves is measured in docs/benchmarks.md.
 """
 
@@ -134,11 +134,12 @@ class CallSession:
         self.websocket = websocket
         # The server's own receive and send, used once the socket is accepted (bridge.server.asgi);
         # a stand-in WebSocket without them (tests) is used through its methods.
-        channel = getattr(websocket, "scope", {}).get(CHANNEL)
+        scope = getattr(websocket, "scope", {})
+        channel = scope.get(CHANNEL)
         self._receive: Callable[[], Awaitable[Message]] = channel[0] if channel else websocket.receive
         self._send: Callable[[Message], Awaitable[None]] | None = channel[1] if channel else None
         # The server's direct delivery of phone messages, where it offers it (bridge.server.wsframes).
-        feed = getattr(websocket, "scope", {}).get("extensions", {}).get(DIRECT) if channel else None
+        feed = (scope.get("extensions") or {}).get(DIRECT) if channel else None
         self._feed: DirectFeed | None = feed if isinstance(feed, DirectFeed) else None
         self._due: list[Action] | None = None  # a direct step's actions, for the loop to execute
         self._held = False  # the direct feed was told to hold off: a backlog
@@ -325,13 +326,15 @@ class CallSession:
     async def _finish(self, actions: list[Action]) -> None:
         """Execute a step's actions (the core is busy until then), then time its next deadline."""
         self._busy = True
+        doing = "timing the next deadline"
         try:
             for action in actions:
+                doing = f"executing {type(action).__name__}"
                 await self._execute(action)
             if not self.call.ended:
                 self._arm_timer(self.call.next_deadline())
         except Exception:
-            self._report_bug(f"executing {type(actions[0]).__name__ if actions else 'nothing'}")
+            self._report_bug(doing)
         finally:
             self._busy = False
 
@@ -396,7 +399,7 @@ class CallSession:
     # ----------------------------------------------------------------- readers
 
     async def _read_phone(self) -> None:
-        receive, codec, put, inbox = self._receive, self.codec, self.put, self._inbox
+        receive, put, inbox = self._receive, self.put, self._inbox
         handled = 0
         if self._feed is not None:  # from here on the phone's messages come to `_take` as they are read
             self._feed.attach(self._take)
@@ -410,18 +413,11 @@ class CallSession:
                 if message["type"] == "websocket.disconnect":
                     put(CallEnded(self.clock(), "hangup"))
                     return
-                raw = message.get("text")
-                for event in codec.decode(raw if raw is not None else message.get("bytes") or b"", self.clock()):
-                    if inbox or self._busy or self.call.ended or self._failed:
-                        self._queue(event)  # keep the order: the loop has events before this one
-                    else:
-                        await self._step(event)
-                        if inbox or self.call.ended or self._failed:
-                            self._wake()  # events came in while this one's actions were sent
-                    if isinstance(event, CallEnded) or self._failed:
-                        return
-                while len(inbox) >= MAX_BACKLOG:
-                    await asyncio.sleep(0.005)
+                if not self._take(message):  # a backlog: reading waits until the loop has worked it off
+                    while len(inbox) >= MAX_BACKLOG:
+                        await asyncio.sleep(0.005)
+                if self._heard_all:
+                    return
                 handled += 1
                 if handled % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
@@ -429,10 +425,10 @@ class CallSession:
             self._report_bug("reading the phone socket")
 
     def _take(self, message: Message) -> bool:
-        """One phone message, handed over by the server as it is read (`DirectFeed`): decoded
-        and stepped at once when the core is free, else queued in order. Answers whether to
-        read on: not past a backlog (`MAX_BACKLOG`, where the reader stops reading); the loop
-        resumes the feed once it has worked the backlog off."""
+        """One phone message, as the server's direct feed hands it over while reading
+        (`DirectFeed`) or the reader got it from ``receive``: decoded, each event to `put`.
+        Answers whether to read on: not past a backlog (`MAX_BACKLOG`); the loop resumes the
+        feed once it has worked the backlog off, and the reader waits for that itself."""
         if self._heard_all or self.call.ended or self._failed:
             return True  # the call is over: what still comes is dropped, as a reader no longer reading
         try:

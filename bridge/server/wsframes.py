@@ -30,9 +30,11 @@ at the receive-only floor. An app that can take a message where it lands (the ca
 hands caller audio to the core synchronously) finds `DirectFeed` under the scope's extensions
 (`DIRECT`) and attaches a *sink*: from then on every data message goes to the sink, in order,
 from inside the read, and the queue carries only the disconnect. The sink answers whether it
-wants more now; when it does not (its backlog is full, or it has had its share of a turn of the
-loop), the rest of the read is held and reading pauses until the app calls `DirectFeed.resume`.
-That is uvicorn's own flow control, one message at a time, moved to where the app decides.
+wants more now; when it does not (its backlog is full), the rest of the read is held and reading
+pauses until the app calls `DirectFeed.resume`: uvicorn's own flow control, one message at a
+time, moved to where the app decides. A read hands over at most `PER_TURN` messages before the
+rest waits for a turn of the loop. While `DirectFeed.ready`, the app may also write a message at
+once (`DirectFeed.send`), from where it is, without awaiting ``send``.
 """
 
 from __future__ import annotations
@@ -139,9 +141,8 @@ class FrameProtocol(WebSocketsSansIOProtocol):
     def resume_delivery(self) -> None:
         if self._held == "app":
             self._release()
-        elif not self._held and self.read_paused and not self.disconnected:
-            self.read_paused = False
-            self.transport.resume_reading()
+        else:
+            self._read_on()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._flush()  # what was read before the end reaches the app before the end, as uvicorn queues it
@@ -166,17 +167,24 @@ class FrameProtocol(WebSocketsSansIOProtocol):
                 return
         if self._pending:
             self.data_received(b"")
-        if not self._held and self.read_paused and not self.disconnected:
-            self.read_paused = False
-            self.transport.resume_reading()
+        self._read_on()
 
     def _hold_turn(self) -> None:
         """A read's share is given: the rest waits for the loop's other work."""
         self._held = "turn"
+        self._pause_reading()
+        self.loop.call_soon(self._next_turn)
+
+    def _pause_reading(self) -> None:
         if not self.read_paused:
             self.read_paused = True
             self.transport.pause_reading()
-        self.loop.call_soon(self._next_turn)
+
+    def _read_on(self) -> None:
+        """Reading goes on, unless something is held or the socket is gone."""
+        if not self._held and self.read_paused and not self.disconnected:
+            self.read_paused = False
+            self.transport.resume_reading()
 
     def _flush(self) -> None:
         """Everything held goes to the sink now, whatever it answers: the socket has ended."""
@@ -204,9 +212,8 @@ class FrameProtocol(WebSocketsSansIOProtocol):
             except Exception:  # the app's bug must not break the read loop: the message is lost, said loudly
                 log.exception("the WebSocket app's sink failed on a message")
                 more = True
-        if not more and not self.read_paused and not self._flushing:
-            self.read_paused = True
-            self.transport.pause_reading()
+        if not more and not self._flushing:
+            self._pause_reading()
         return more
 
     def send_receive_event_to_app(self) -> None:
