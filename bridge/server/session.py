@@ -240,7 +240,7 @@ class CallSession:
         in_a_row = 0
         while True:
             due = self._due
-            if due is not None:  # a phone event handled where it was read: its actions, before any other
+            if due is not None:  # an event handled where it came from: its actions, before any other
                 self._due = None  # (an `EndCall` among them too: the core has ended the call already)
                 await self._finish(due)
                 self._resume_feed()
