@@ -34,7 +34,10 @@ from bridge.core.bands import BANDS, frame_shares, moving_mean, power_db
 __all__ = ["CELL_S", "KEPT_S", "EchoReference"]
 
 CELL_S: Final = 0.005  # the reference keeps our audio's power per 5 ms; candidate delays are as far apart
-_RING: Final = 1024  # cells kept: five seconds, far more than lead plus echo window plus the guard's history
+_RING: Final = 2048  # cells kept: ten seconds, far more than lead plus echo window plus the guard's history,
+# so that a per-band estimate put off (`EchoGuard`) outlives the pause of a caller's turn and is superseded
+# rather than made: one made before its cells went cost about 1.6 ms, several times a call
+_SLACK: Final = 512  # cells the buffers hold past those kept, so that they slide (copying the kept) seldom
 KEPT_S: Final = _RING * CELL_S  # cells this far behind the latest one added or read are gone
 _EPS: Final = 1e-6
 _SILENT_DB: Final = -100.0  # `power_db` of silence
@@ -57,11 +60,11 @@ class EchoReference:
         self._rate = rate
         self._per = round(rate * CELL_S) * 2  # bytes per cell
         self._delays = delays
-        self._power = np.zeros(2 * _RING)  # all bands
-        self._level = np.full(2 * _RING, _SILENT_DB)  # the level (dBFS) over the `_width` cells ending at each
+        self._power = np.zeros(_RING + _SLACK)  # all bands
+        self._level = np.full(_RING + _SLACK, _SILENT_DB)  # the level (dBFS) over the `_width` cells ending at each
         self._width = 0
         self._stale = _FRESH  # the cells (numbers, from, to) whose `_level` is out of date
-        self._bands = np.zeros((BANDS, 2 * _RING))
+        self._bands = np.zeros((BANDS, _RING + _SLACK))
         self._base = -_RING // 2  # the cell number of column 0 of both
         self._pending: _Frames = []  # frames added, not yet in `_power`
         self._unbanded: deque[tuple[bytes, float]] = deque()  # in `_power`, not yet in `_bands`

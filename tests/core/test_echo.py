@@ -14,6 +14,7 @@ import pytest
 from bridge.core.bargein import BargeInConfig
 from bridge.core.call import CallSettings
 from bridge.core.echo import EchoConfig, EchoGuard
+from bridge.core.reference import KEPT_S
 from tests.turntaking import (
     BARGERS,
     ECHO_DELAYS,
@@ -53,14 +54,15 @@ def test_a_speakerphones_band_limited_echo_never_pauses_the_agent(level: float, 
 
 @pytest.mark.parametrize(("level", "delay"), [(-10.0, 40.0), (-10.0, 180.0), (-20.0, 100.0)])
 def test_a_speakerphones_echo_after_seconds_of_silence_never_pauses_the_agent(level: float, delay: float) -> None:
-    """The agent says something, is silent for 7 s (longer than the guard keeps what it played),
-    then goes on. The frames heard before the silence still count as evidence of the band
+    """The agent says something, is silent for longer than the guard keeps what it played (2 s
+    more than `KEPT_S`), then goes on. The frames heard before the silence still count as evidence of the band
     losses for a while; once what played then was forgotten, they took every frame's bands for
     silence and left each band the broadband loss: pauses, and an interruption, 2 s in."""
     voice = agent_voice()
     words = 4 * RATE * 2  # 4 s of the agent's reply, in bytes
-    reply = voice[:words] + bytes(7 * RATE * 2) + voice[words : 2 * words]
-    r = run(Scenario(echo_db=level, delay_ms=delay, duration=16.0, reply=reply, echo_path=speakerphone()))
+    silent = round(KEPT_S) + 2
+    reply = voice[:words] + bytes(silent * RATE * 2) + voice[words : 2 * words]
+    r = run(Scenario(echo_db=level, delay_ms=delay, duration=9.0 + silent, reply=reply, echo_path=speakerphone()))
     assert r.clears == [] and r.interrupted_at is None
 
 
