@@ -55,9 +55,10 @@ def test_a_speakerphones_band_limited_echo_never_pauses_the_agent(level: float, 
 @pytest.mark.parametrize(("level", "delay"), [(-10.0, 40.0), (-10.0, 180.0), (-20.0, 100.0)])
 def test_a_speakerphones_echo_after_seconds_of_silence_never_pauses_the_agent(level: float, delay: float) -> None:
     """The agent says something, is silent for longer than the guard keeps what it played (2 s
-    more than `KEPT_S`), then goes on. The frames heard before the silence still count as evidence of the band
-    losses for a while; once what played then was forgotten, they took every frame's bands for
-    silence and left each band the broadband loss: pauses, and an interruption, 2 s in."""
+    more than `KEPT_S`), then goes on. The frames heard before the silence still count as
+    evidence of the band losses for a while; once what played then was forgotten, they took
+    every frame's bands for silence and left each band the broadband loss: pauses, and an
+    interruption, 2 s in."""
     voice = agent_voice()
     words = 4 * RATE * 2  # 4 s of the agent's reply, in bytes
     silent = round(KEPT_S) + 2
