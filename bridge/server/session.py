@@ -21,8 +21,8 @@ sends the phone (media, marks, a barge-in's ``clear``) is written at once while 
 it, so a worker behind its calls does not hold a ``clear`` or a refill for another turn of its
 loop. Any other action (the TTS, the agent, the end), and all after it, is executed by the
 call's loop, which takes every event after them. On uvicorn's own protocols the phone reader
-task takes each message from ``receive`` the same way, and the loop sends. Events that find the core busy wait
-in the inbox for the loop. What each saves is measured in docs/benchmarks.md.
+task takes each message from ``receive`` the same way, and the loop sends. Events that find the
+core busy wait in the inbox for the loop. What each saves is measured in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from bridge.agents.base import Agent, AgentError, HangUp, Transfer, Turn
 from bridge.agents.stt.base import StreamingTranscriber
 from bridge.agents.tools import TransferPolicy
-from bridge.carriers.base import CarrierCodec, Outbound, frames
+from bridge.carriers.base import CarrierCodec, Outbound, PhoneMessage, frames
 from bridge.carriers.twilio.codec import TwilioCodec
 from bridge.core.actions import (
     AbandonTurn,
@@ -303,12 +303,11 @@ class CallSession:
         if feed is None or not feed.ready():
             return 0
         for done, action in enumerate(actions):
-            if isinstance(action, SendMedia):
-                self._note_first_audio()
-            elif not isinstance(action, SendMark | ClearPlayback):
+            if not isinstance(action, PhoneMessage):
                 return done
+            out = self._for_phone(action)
             if self._phone_open:
-                for frame in frames(self.codec.encode(action)):
+                for frame in frames(out):
                     feed.send(frame)
         return len(actions)
 
@@ -526,15 +525,19 @@ class CallSession:
             if voice is not None:
                 log.info("call %s: turn %d voiced by %s", self.call_id, self.call.snapshot.turn, voice)
 
+    def _for_phone(self, action: PhoneMessage) -> Outbound:
+        """What the phone is sent for ``action``, in the carrier's wire format (the loop awaits it,
+        `_send_now` writes it at once). A `SendMedia` holds the frames of one refill, joined by the
+        core's playout (``playback.message_ms``); a codec that needs other sizes cuts or holds
+        them (Vonage, Exotel)."""
+        if isinstance(action, SendMedia):
+            self._note_first_audio()
+        return self.codec.encode(action)
+
     async def _execute(self, action: Action) -> None:
         match action:
-            case SendMedia():
-                # The frames of one refill, joined by the core's playout (``playback.message_ms``);
-                # a codec that needs other sizes cuts or holds them (Vonage, Exotel).
-                self._note_first_audio()
-                await self._to_phone(self.codec.encode(action))
-            case SendMark() | ClearPlayback():
-                await self._to_phone(self.codec.encode(action))
+            case SendMedia() | SendMark() | ClearPlayback():
+                await self._to_phone(self._for_phone(action))
             case OpenContext() | SendText() | KeepAlive() | CloseContext():
                 if isinstance(action, OpenContext):
                     self._opened[action.context_id] = self.clock()
