@@ -38,6 +38,9 @@ _RING: Final = 2048  # cells kept: ten seconds, far more than lead plus echo win
 # so that a per-band estimate put off (`EchoGuard`) outlives the pause of a caller's turn and is superseded
 # rather than made: one made before its cells went cost about 1.6 ms, several times a call
 _SLACK: Final = 512  # cells the buffers hold past those kept, so that they slide (copying the kept) seldom
+_TAKE_BACK: Final = 64  # frames kept for `take_back` in any case, beyond what a lead of a second can queue
+_TAKE_BACK_MAX: Final = 640  # at most, while no caller frame is read: the longest lead allowed (10 s), and more
+_HEARD_SLACK_S: Final = 1.0  # a frame that started this long before the last one heard can never be taken back
 KEPT_S: Final = _RING * CELL_S  # cells this far behind the latest one added or read are gone
 _EPS: Final = 1e-6
 _SILENT_DB: Final = -100.0  # `power_db` of silence
@@ -53,8 +56,8 @@ class EchoReference:
     A frame's band shares come from its whole 20 ms (finer cells would blur the spectrum) and
     are spread over its cells by their power."""
 
-    __slots__ = ("_banded", "_bands", "_base", "_delays", "_hot", "_level", "_pending", "_per", "_power", "_rate",
-                 "_recent", "_stale", "_unbanded", "_width", "until")
+    __slots__ = ("_banded", "_bands", "_base", "_delays", "_heard", "_hot", "_level", "_pending", "_per", "_power",
+                 "_rate", "_recent", "_stale", "_unbanded", "_width", "until")
 
     def __init__(self, delays: int, rate: int) -> None:
         self._rate = rate
@@ -69,9 +72,11 @@ class EchoReference:
         self._pending: _Frames = []  # frames added, not yet in `_power`
         self._unbanded: deque[tuple[bytes, float]] = deque()  # in `_power`, not yet in `_bands`
         self._hot = False  # the bands were read since the last frames were analysed
-        # The frames last taken in, for `take_back`: (start, first cell, power per cell [per band]).
-        self._recent: deque[tuple[float, int, np.ndarray]] = deque(maxlen=64)
-        self._banded: deque[tuple[float, int, np.ndarray]] = deque(maxlen=64)
+        # The frames last taken in, for `take_back`: (start, first cell, power per cell [per band]); those that
+        # may not have played yet, whatever the lead (`_place`).
+        self._recent: deque[tuple[float, int, np.ndarray]] = deque(maxlen=_TAKE_BACK_MAX)
+        self._banded: deque[tuple[float, int, np.ndarray]] = deque(maxlen=_TAKE_BACK_MAX)
+        self._heard = float("-inf")  # the end of the latest caller frame read: our frames before it have played
         self.until = float("-inf")  # when the last frame added stops playing
 
     def add(self, pcm: bytes, start: float) -> None:
@@ -101,6 +106,7 @@ class EchoReference:
         (index 0: delay 0): per caller frame while the agent talks, a copy of the kept levels
         of the windows ending one cell before it, two cells, ..., read backwards."""
         width, span = self._reading(frame_s)
+        self._heard = max(self._heard, end)
         lo = self._column(round(end / CELL_S) - span, span)
         if lo is None:
             return np.full(self._delays, _SILENT_DB)
@@ -115,6 +121,7 @@ class EchoReference:
         from after they were heard (`EchoGuard.learn_later`). Our cells up to a frame's end do
         not change once it is heard, so reading them later reads what the frame met."""
         _, span = self._reading(frame_s)
+        self._heard = max(self._heard, ends[-1])
         firsts = [round(end / CELL_S) - span for end in ends]
         self._column(firsts[-1], span)  # the buffers slid on to the latest frame's cells, if need be
         if self._stale[0] < self._stale[1]:
@@ -157,6 +164,7 @@ class EchoReference:
         """The level (dBFS) per-band echo ``gains`` predict over the caller frame ending at ``end``,
         moved back by each delay, as `levels`."""
         self._band()
+        self._heard = max(self._heard, end)
         width = max(1, round(frame_s / CELL_S))
         span = width + self._delays - 1
         lo = self._column(round(end / CELL_S) - span, span)
@@ -170,6 +178,7 @@ class EchoReference:
         whose cells are no longer kept (heard before the agent fell silent for seconds) reads as
         silence on its own, so that it counts as a frame we played nothing in, not all of them."""
         self._band()
+        self._heard = max(self._heard, float(ends.max()))
         width = max(1, round(frame_s / CELL_S))
         lasts = np.rint(ends / CELL_S).astype(int)[None, :] - delays[:, None]
         last = int(lasts.max())
@@ -253,6 +262,10 @@ class EchoReference:
                     cells[..., lo : lo + count] += frame_powers
         recent.extend((start, first, frame_powers)
                       for (_, start), first, frame_powers in zip(group, firsts, powers, strict=True))
+        if len(recent) > _TAKE_BACK:  # a lead of more than a second: keep every frame that may not have played
+            played = self._heard - _HEARD_SLACK_S
+            while len(recent) > _TAKE_BACK and recent[0][0] < played:
+                recent.popleft()
         return firsts[0], firsts[-1] + count - firsts[0]
 
     def _column(self, first: int, count: int) -> int | None:

@@ -232,3 +232,33 @@ def test_learning_later_learns_what_learning_at_once_does() -> None:
     assert later is not None and now is not None
     # The per-band losses too; the bands of our frames are summed in other batches: a float's last digits
     np.testing.assert_allclose(later, now, rtol=0, atol=1e-6)
+
+
+def test_a_clear_takes_back_what_never_played_however_long_the_lead() -> None:
+    """`playback.lead_ms` may keep seconds of the agent queued at the carrier (up to ten): a clear
+    takes back every frame that had not started, not only the last few, while the caller's line
+    goes on being heard."""
+    guard = EchoGuard(EchoConfig())
+    queued = 150  # three seconds ahead
+    for k in range(queued):
+        guard.played(frame(-10.0, k), start=k * 0.02)
+    for i in range(50):  # a second heard, the queue topped up to the lead as it plays
+        end = (i + 1) * 0.02
+        guard.learn_later(-60.0, end, frame(-60.0, i))
+        guard.played(frame(-10.0, queued + i), start=(queued + i) * 0.02)
+    guard.cleared(1.0)  # a barge-in: nothing queued behind the frame in flight plays
+    for end in (1.5, 2.5, 3.9):
+        reference = guard.reference(end)
+        assert reference is None or reference.max() < -90.0, f"our audio still counted at {end} s"
+
+
+@pytest.mark.parametrize(("level", "caller_db"), [(-20.0, -12.0), (-10.0, -6.0)])
+def test_a_long_lead_delays_no_interruption(level: float, caller_db: float) -> None:
+    """A caller talking over the echoing agent commits the interruption as soon with three seconds
+    queued at the carrier as with the default lead: after the clear the echo guard no longer
+    counts the agent's dropped audio against the caller."""
+    for name in BARGERS:
+        scenario = talk_over(name, 2.0, level, 120.0, caller_db=caller_db)
+        short = run(scenario)
+        long = run(scenario, CallSettings(lead_ms=3000, low_ms=2000))
+        assert long.clears == short.clears and long.interrupted_at == short.interrupted_at, name
