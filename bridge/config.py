@@ -264,6 +264,7 @@ class ServerSettings:
 
     public_url: str | None = _opt(None, **_url("http", "https"), env="PUBLIC_URL")
     max_calls: int = _opt(100, **_range(1, 100_000))
+    max_load: float = _opt(0.0, **_range(0.0, 1.0))
     log_level: str = _opt("info", **_one_of("debug", "info", "warning", "error", "critical"))
     twilio_auth_token: str | None = _opt(None, **_SECRET_RULE, env="TWILIO_AUTH_TOKEN")
     tts: str = _opt("auto", **_one_of("auto", "elevenlabs", "local"))

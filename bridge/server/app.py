@@ -60,10 +60,31 @@ class Bridge:
     outcomes: Outcomes  # what each call's agent decided (hang up, transfer), for Twilio's <Connect action>
     calls: set[CallSession] = field(default_factory=set)
     draining: bool = False
+    load: float = 0.0  # the share of a core this worker's process used over the last second (`_watch_busy`)
 
     @property
     def full(self) -> bool:
+        """No call at all may start here: draining, or ``max_calls`` live. A media stream is refused too."""
         return self.draining or len(self.calls) >= self.settings.server.max_calls
+
+    def refusal(self) -> str:
+        """Why new calls hear "busy" at the webhook now ("" while they do not): full, or the worker
+        is over ``server.max_load``. A stream whose call was answered (here, or by another worker
+        behind the same balancer) is still taken while the worker is not full: refusing it would
+        fail a call already promised."""
+        server = self.settings.server
+        if self.draining:
+            return "draining"
+        if len(self.calls) >= server.max_calls:
+            return f"{len(self.calls)} calls live (max_calls {server.max_calls})"
+        if self.overloaded:
+            return f"worker busy (load {self.load:.2f}, max_load {server.max_load:.2f})"
+        return ""
+
+    @property
+    def overloaded(self) -> bool:
+        """The last second used more than ``server.max_load`` of a core (when that is set)."""
+        return 0.0 < self.settings.server.max_load <= self.load
 
 
 def create_app(
@@ -78,13 +99,24 @@ def create_app(
     records = Records(settings)
     aec_budget = AecBudget(settings.aec.max_engaged)  # this worker's echo cancellers, shared by its calls
 
+    def busy(at: float, share: float) -> None:
+        """The process's share of a core over the last second (`_watch_busy`): near a full core the
+        worker takes on no echo canceller (`AecBudget.busy`), over ``server.max_load`` no new call."""
+        bridge.load = share
+        aec_budget.busy(at, share)
+
     engine, warning = factories.tts_engine(settings), factories.voice_warning(settings)
     pool = factories.make_warm_pool(settings, lambda rate: bridge.make_tts(settings, _loop_clock(), rate))
 
     async def healthz(request: Request) -> JSONResponse:
-        status = "draining" if bridge.draining else "ok"
-        body = {"status": status, "calls": len(bridge.calls), "voice": engine, "warning": warning}
-        return JSONResponse(body, status_code=503 if bridge.draining else 200)
+        """503 while this worker drains or is over ``server.max_load``, so that a load balancer or a
+        readiness probe sends new calls to another; else 200. (At ``max_calls`` it stays 200: the
+        count frees as calls end, and the webhook's busy message covers the moment.)"""
+        status = "draining" if bridge.draining else "busy" if bridge.overloaded else "ok"
+        body: dict[str, object] = {"status": status, "calls": len(bridge.calls), "voice": engine, "warning": warning}
+        if status == "busy":
+            body["load"] = round(bridge.load, 2)
+        return JSONResponse(body, status_code=200 if status == "ok" else 503)
 
     async def voice(request: Request) -> Response:
         if not await guard.voice_allowed(request, settings.server.public_url, settings.server.twilio_auth_token):
@@ -92,8 +124,9 @@ def create_app(
         base = public_base_url(
             settings.server.public_url, request.headers, request.url.scheme, request.url.netloc
         )
-        if bridge.full:
-            log.warning("turning a call away: %d calls live (max %d)", len(bridge.calls), settings.server.max_calls)
+        refusal = bridge.refusal()
+        if refusal:
+            log.warning("turning a call away: %s", refusal)
             metrics.CALLS_REJECTED.inc()
             return Response(busy_twiml(BUSY_MESSAGE), media_type="text/xml")
         # Twilio streams only to wss://, whatever scheme reached us (ngrok and proxies end TLS).
@@ -114,7 +147,7 @@ def create_app(
     async def serve_call(websocket: WebSocket, codec: CarrierCodec | None) -> None:
         """Run one call on an allowed media upgrade, with the carrier's codec (None: Twilio's)."""
         if bridge.full:
-            log.warning("refused a media stream: %s", "draining" if bridge.draining else "max_calls reached")
+            log.warning("refused a media stream: %s", bridge.refusal())
             metrics.CALLS_REJECTED.inc()
             await guard.refuse_upgrade(websocket, 503, "busy")
             return
@@ -163,7 +196,7 @@ def create_app(
         guard.warn_carriers_unsigned(settings.carriers)
         drainer.install()  # SIGTERM drains live calls first: see bridge.server.drain
         await records.start()
-        watching = asyncio.create_task(_watch_busy(aec_budget))
+        watching = asyncio.create_task(_watch_busy(busy))
         yield
         watching.cancel()
         drainer.uninstall()
@@ -179,7 +212,7 @@ def create_app(
             Route("/twilio/voice", voice, methods=["POST", "GET"]),
             WebSocketRoute("/twilio/media", media),
             *control_routes(settings, bridge.outcomes, voicemail=switch_to_voicemail),
-            *carrier_routes(settings, lambda: bridge.full, serve_call, pool),
+            *carrier_routes(settings, bridge.refusal, serve_call, pool),
             *records.routes(),
         ],
         lifespan=lifespan,
@@ -224,13 +257,13 @@ def __getattr__(name: str) -> Any:
     return _app
 
 
-async def _watch_busy(budget: AecBudget, every_s: float = 1.0) -> None:
-    """Tell the worker's canceller budget how busy this process is, once a second: a worker near
-    a full core takes on no echo canceller (`AecBudget.busy`)."""
+async def _watch_busy(report: Callable[[float, float], None], every_s: float = 1.0) -> None:
+    """``report(at, share)`` how busy this process is, once a second: the share of a core it used
+    since the last report."""
     loop = asyncio.get_running_loop()
     cpu, wall = time.process_time(), loop.time()
     while True:
         await asyncio.sleep(every_s)
         now_cpu, now = time.process_time(), loop.time()
-        budget.busy(now, (now_cpu - cpu) / max(now - wall, 1e-3))
+        report(now, (now_cpu - cpu) / max(now - wall, 1e-3))
         cpu, wall = now_cpu, now

@@ -61,11 +61,12 @@ def stream_url(settings: Settings, request: Request, carrier: str) -> str:
     return url
 
 
-def _answer(carrier: str, settings: Settings, request: Request, full: bool) -> Response:
-    """The carrier's answer document, or its polite "busy" when the bridge is at capacity."""
+def _answer(carrier: str, settings: Settings, request: Request, refusal: str) -> Response:
+    """The carrier's answer document, or its polite "busy" when the bridge turns calls away (``refusal``: why)."""
+    full = bool(refusal)
     if full:
         metrics.CALLS_REJECTED.inc()
-        log.warning("turning a %s call away: at capacity", carrier)
+        log.warning("turning a %s call away: %s", carrier, refusal)
     url = "" if full else stream_url(settings, request, carrier)
     c = settings.carriers
     match carrier:
@@ -84,10 +85,11 @@ def _answer(carrier: str, settings: Settings, request: Request, full: bool) -> R
             return JSONResponse(stream_url_json(url, c.exotel_rate))
 
 
-def carrier_routes(settings: Settings, full: Callable[[], bool], serve_call: ServeCall,
+def carrier_routes(settings: Settings, refusal: Callable[[], str], serve_call: ServeCall,
                    pool: WarmPool | None = None) -> list[BaseRoute]:
-    """Every carrier's webhook and media routes; ``serve_call`` runs an allowed call (see app.py), and
-    ``pool`` opens the TTS socket of each call answered (`bridge.server.warm`)."""
+    """Every carrier's webhook and media routes; ``refusal`` says why a new call is turned away now
+    ("" while none is), ``serve_call`` runs an allowed call (see app.py), and ``pool`` opens the TTS
+    socket of each call answered (`bridge.server.warm`)."""
 
     def webhook(carrier: str) -> Callable[[Request], Awaitable[Response]]:
         async def answer(request: Request) -> Response:
@@ -95,7 +97,7 @@ def carrier_routes(settings: Settings, full: Callable[[], bool], serve_call: Ser
                 return Response("Forbidden", status_code=403)
             if carrier == "vonage" and request.method == "POST":
                 request = await _vonage_post_as_query(request)
-            busy = full()
+            busy = refusal()
             if pool is not None and not busy:
                 rate = _codec(carrier, settings, request.query_params).audio.rate  # the call's, as its stream will be
                 pool.warm(await webhook_call_id(carrier, request), rate)

@@ -84,8 +84,9 @@ LIVE_CALLS = Gauge(
     "bridge_live_calls", "Calls in progress (summed over the live worker processes)", multiprocess_mode="livesum"
 )
 CALLS = Counter("bridge_calls", "Calls taken: media streams that were accepted")
-CALLS_REJECTED = Counter("bridge_calls_rejected", "Media streams turned away because max_calls was reached or the "
-                         "server was draining")
+CALLS_REJECTED = Counter("bridge_calls_rejected", "Calls turned away because max_calls was reached or the server "
+                         "was draining (at the webhook or the media upgrade), or the worker was over max_load (at the "
+                         "webhook)")
 BARGE_INS = Counter("bridge_barge_ins", "Times a caller interrupted the agent (counted when the call ends)")
 AEC_CALLS = Counter("bridge_aec_calls", "Calls on which the echo canceller ran (counted when the call ends)")
 AEC_REFUSED = Counter("bridge_aec_refused", "Calls whose echo called for the echo canceller while the worker ran "

@@ -1,4 +1,5 @@
-"""The worker tells its echo canceller budget how busy its process is (`bridge.server.app._watch_busy`)."""
+"""The worker measures how busy its process is (`bridge.server.app._watch_busy`) and tells its echo
+canceller budget."""
 
 from __future__ import annotations
 
@@ -43,13 +44,13 @@ async def test_a_process_busy_on_most_of_a_core_is_reported_busy_and_takes_no_ca
 ) -> None:
     clock, budget = ProcessClock(), Seen()
     monkeypatch.setattr(app.time, "process_time", clock)
-    watch = asyncio.create_task(app._watch_busy(budget, every_s=0.05))
+    watch = asyncio.create_task(app._watch_busy(budget.busy, every_s=0.05))
     await asyncio.sleep(0.12)
     assert budget.shares and max(budget.shares) < 0.1, "an idle process is not busy"
     assert budget.take(Holder(), asyncio.get_running_loop().time()) == "", "and takes a canceller"
     budget = Seen()
     watch.cancel()
-    watch = asyncio.create_task(app._watch_busy(budget, every_s=0.05))
+    watch = asyncio.create_task(app._watch_busy(budget.busy, every_s=0.05))
     clock.share = 0.8
     await asyncio.sleep(0.12)
     watch.cancel()

@@ -1,8 +1,10 @@
 """The HTTP routes in-process: the webhook's TwiML, ``/healthz``, ``/metrics``, and the busy
-answer once ``server.max_calls`` calls are live."""
+answer once ``server.max_calls`` calls are live or the worker is over ``server.max_load``."""
 
 from __future__ import annotations
 
+import threading
+import time
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -107,3 +109,49 @@ def test_at_max_calls_the_webhook_says_busy_and_the_stream_is_refused(tmp_path, 
             phone.hang_up()
             ws.__exit__(None, None, None)
     assert stream_url(client.post("/twilio/voice", data=FORM)) == "wss://testserver/twilio/media", "room again"
+
+
+def _health_until(client: TestClient, status: str, within_s: float) -> dict:
+    deadline = time.monotonic() + within_s
+    while True:
+        body = client.get("/healthz").json()
+        if body["status"] == status or time.monotonic() > deadline:
+            return body
+        time.sleep(0.1)
+
+
+def test_a_worker_over_max_load_turns_new_calls_away_and_keeps_those_it_answered(tmp_path, client_for):
+    """The worker's own CPU, measured once a second: while its process uses more than
+    ``server.max_load`` of a core (here a thread of the process spins), the webhook answers "busy"
+    and ``/healthz`` 503 ``busy``, so a balancer sends calls elsewhere; a call whose stream comes
+    (answered before, or by another worker) is still taken; once calm, calls are taken again."""
+    shell = build(tmp_path, ["Hello, thanks for calling."], BRIDGE_MAX_LOAD="0.5")
+    client = client_for(shell)
+    assert _health_until(client, "ok", 5.0)["status"] == "ok"
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            sum(range(10_000))
+
+    spinner = threading.Thread(target=spin, daemon=True)
+    spinner.start()
+    try:
+        body = _health_until(client, "busy", 6.0)
+        assert body["status"] == "busy" and body["load"] >= 0.5, body
+        assert client.get("/healthz").status_code == 503
+        busy = twiml(client.post("/twilio/voice", data=FORM))
+        assert [child.tag for child in busy] == ["Say", "Hangup"]
+        telnyx = ET.fromstring(client.post("/telnyx/voice", data={"CallSid": "v3:abc"}).text)
+        assert [child.tag for child in telnyx] == ["Say", "Hangup"], "every carrier's webhook says busy"
+        with client.websocket_connect("/twilio/media") as ws:  # a call answered before: taken, and served
+            phone = Phone(ws)
+            phone.start()
+            assert phone.listen(5.0, until=lambda: bool(phone.received)), "the answered call got no greeting"
+            assert phone.hang_up() == 1000
+    finally:
+        stop.set()
+        spinner.join()
+    assert _health_until(client, "ok", 6.0)["status"] == "ok"
+    assert client.get("/healthz").status_code == 200
+    assert stream_url(client.post("/twilio/voice", data=FORM)) == "wss://testserver/twilio/media"
