@@ -81,6 +81,14 @@ class Bridge:
             return f"worker busy (load {self.load:.2f}, max_load {server.max_load:.2f})"
         return ""
 
+    def turns_away(self, what: str) -> bool:
+        """Whether a new call (``what``, for the log) hears "busy" at its webhook; if so, logged and counted."""
+        refusal = self.refusal()
+        if refusal:
+            log.warning("turning %s away: %s", what, refusal)
+            metrics.CALLS_REJECTED.inc()
+        return bool(refusal)
+
     @property
     def overloaded(self) -> bool:
         """The last second used more than ``server.max_load`` of a core (when that is set)."""
@@ -124,10 +132,7 @@ def create_app(
         base = public_base_url(
             settings.server.public_url, request.headers, request.url.scheme, request.url.netloc
         )
-        refusal = bridge.refusal()
-        if refusal:
-            log.warning("turning a call away: %s", refusal)
-            metrics.CALLS_REJECTED.inc()
+        if bridge.turns_away("a call"):
             return Response(busy_twiml(BUSY_MESSAGE), media_type="text/xml")
         # Twilio streams only to wss://, whatever scheme reached us (ngrok and proxies end TLS).
         stream_url = "wss://" + media_stream_url(base).split("://", 1)[1]
@@ -212,7 +217,7 @@ def create_app(
             Route("/twilio/voice", voice, methods=["POST", "GET"]),
             WebSocketRoute("/twilio/media", media),
             *control_routes(settings, bridge.outcomes, voicemail=switch_to_voicemail),
-            *carrier_routes(settings, bridge.refusal, serve_call, pool),
+            *carrier_routes(settings, bridge.turns_away, serve_call, pool),
             *records.routes(),
         ],
         lifespan=lifespan,

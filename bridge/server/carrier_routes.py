@@ -19,7 +19,6 @@ short-lived token path segment (`bridge.server.guard.media_token`) that the upgr
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
@@ -38,12 +37,11 @@ from bridge.carriers.telnyx.answer import busy_texml, stream_texml
 from bridge.carriers.twilio.twiml import public_base_url
 from bridge.carriers.vonage.answer import busy_ncco, connect_ncco
 from bridge.config import Settings
-from bridge.server import guard, metrics
+from bridge.server import guard
 from bridge.server.warm import WarmPool, webhook_call_id
 
 __all__ = ["OTHER_CARRIERS", "carrier_routes", "stream_url"]
 
-log = logging.getLogger("bridge.server.carrier_routes")
 
 OTHER_CARRIERS: Final = ("signalwire", "telnyx", "plivo", "vonage", "exotel")
 BUSY_MESSAGE: Final = "Sorry, all our lines are busy right now. Please call again in a few minutes."
@@ -61,12 +59,8 @@ def stream_url(settings: Settings, request: Request, carrier: str) -> str:
     return url
 
 
-def _answer(carrier: str, settings: Settings, request: Request, refusal: str) -> Response:
-    """The carrier's answer document, or its polite "busy" when the bridge turns calls away (``refusal``: why)."""
-    full = bool(refusal)
-    if full:
-        metrics.CALLS_REJECTED.inc()
-        log.warning("turning a %s call away: %s", carrier, refusal)
+def _answer(carrier: str, settings: Settings, request: Request, full: bool) -> Response:
+    """The carrier's answer document, or its polite "busy" when the bridge turns calls away."""
     url = "" if full else stream_url(settings, request, carrier)
     c = settings.carriers
     match carrier:
@@ -85,11 +79,11 @@ def _answer(carrier: str, settings: Settings, request: Request, refusal: str) ->
             return JSONResponse(stream_url_json(url, c.exotel_rate))
 
 
-def carrier_routes(settings: Settings, refusal: Callable[[], str], serve_call: ServeCall,
+def carrier_routes(settings: Settings, turns_away: Callable[[str], bool], serve_call: ServeCall,
                    pool: WarmPool | None = None) -> list[BaseRoute]:
-    """Every carrier's webhook and media routes; ``refusal`` says why a new call is turned away now
-    ("" while none is), ``serve_call`` runs an allowed call (see app.py), and ``pool`` opens the TTS
-    socket of each call answered (`bridge.server.warm`)."""
+    """Every carrier's webhook and media routes; ``turns_away`` says whether a new call hears "busy"
+    (and logs and counts it), ``serve_call`` runs an allowed call (see app.py), and ``pool`` opens the
+    TTS socket of each call answered (`bridge.server.warm`)."""
 
     def webhook(carrier: str) -> Callable[[Request], Awaitable[Response]]:
         async def answer(request: Request) -> Response:
@@ -97,7 +91,7 @@ def carrier_routes(settings: Settings, refusal: Callable[[], str], serve_call: S
                 return Response("Forbidden", status_code=403)
             if carrier == "vonage" and request.method == "POST":
                 request = await _vonage_post_as_query(request)
-            busy = refusal()
+            busy = turns_away(f"a {carrier} call")
             if pool is not None and not busy:
                 rate = _codec(carrier, settings, request.query_params).audio.rate  # the call's, as its stream will be
                 pool.warm(await webhook_call_id(carrier, request), rate)
